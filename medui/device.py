@@ -1,0 +1,45 @@
+"""Which compute device TensorFlow will use (GPU name or CPU)."""
+
+from __future__ import annotations
+
+import os
+import platform
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class DeviceInfo:
+    kind: str  # "GPU" or "CPU"
+    name: str
+    count: int = 1
+
+    def label(self) -> str:
+        if self.kind == "GPU":
+            return f"GPU: {self.name}" + (f" (x{self.count})" if self.count > 1 else "")
+        return f"CPU: {self.name}"
+
+
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip() + f", {os.cpu_count()} cores"
+    except OSError:
+        pass
+    return (platform.processor() or platform.machine()) + f", {os.cpu_count()} cores"
+
+
+def detect() -> DeviceInfo:
+    """Ask TensorFlow for GPUs (imported lazily: it takes seconds). Falls back to the CPU."""
+    try:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        import tensorflow as tf
+
+        gpus = tf.config.list_physical_devices("GPU")
+        if gpus:
+            details = tf.config.experimental.get_device_details(gpus[0])
+            return DeviceInfo("GPU", str(details.get("device_name", gpus[0].name)), len(gpus))
+    except Exception:  # no TensorFlow or a broken CUDA setup: the app still runs on the CPU
+        pass
+    return DeviceInfo("CPU", _cpu_name())

@@ -1,0 +1,69 @@
+"""Reading scans: one entry point for DICOM, NIfTI and raster images from any mix of inputs.
+
+    >>> from medui.io import load
+    >>> result = load(["scan_folder/", ("upload.zip", zip_bytes)])
+    >>> result.series[0].pixels.shape, result.skipped
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterable
+
+from medui.io.dicom import looks_like_dicom, read_dicom
+from medui.io.nifti import looks_like_nifti, read_nifti
+from medui.io.raster import looks_like_raster, read_raster
+from medui.io.sources import Input, Limits, Skipped, SourceFile, expand
+from medui.series import Series
+
+__all__ = ["load", "LoadResult", "Limits", "Skipped", "SourceFile", "Series"]
+
+
+@dataclass
+class LoadResult:
+    """The series found in an upload, and every file that was not used with its reason."""
+
+    series: list[Series] = field(default_factory=list)
+    skipped: list[Skipped] = field(default_factory=list)
+
+    def to_json(self) -> dict:
+        return {"series": [s.to_json() for s in self.series],
+                "skipped": [{"file": k.file, "reason": k.reason} for k in self.skipped]}
+
+
+def load(inputs: Iterable[Input], limits: Limits | None = None) -> LoadResult:
+    """Read every image series from paths, folders, (name, bytes) pairs and zip archives.
+
+    Bad files never stop the load: each one is listed in `skipped` with a plain reason.
+    """
+    limits = limits or Limits()
+    files, skipped = expand(inputs, limits)
+    dicom: list[SourceFile] = []
+    series: list[Series] = []
+    for src in files:
+        try:
+            head = src.head(512)
+        except OSError as exc:
+            skipped.append(Skipped(src.name, f"could not be read ({exc})"))
+            continue
+        if looks_like_nifti(head, src.name):
+            s, skip = read_nifti(src, limits)
+        elif head[128:132] == b"DICM":
+            dicom.append(src)
+            continue
+        elif looks_like_raster(head, src.name):
+            s, skip = read_raster(src, limits)
+        elif looks_like_dicom(head, src.name) or src.size > 132:
+            dicom.append(src)  # DICOM without preamble is tried last; the parser says if it is not
+            continue
+        else:
+            s, skip = None, Skipped(src.name, "is empty or too short to be an image")
+        if s is not None:
+            series.append(s)
+        if skip is not None:
+            skipped.append(skip)
+    if dicom:
+        ds_series, ds_skipped = read_dicom(dicom, limits)
+        series = ds_series + series
+        skipped += ds_skipped
+    return LoadResult(series, skipped)

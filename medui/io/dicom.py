@@ -1,0 +1,279 @@
+"""DICOM: read headers, group instances into series and stacks, decode, and place them in space."""
+
+from __future__ import annotations
+
+import io
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+
+from medui.deid import header_rows
+from medui.io.decode import Decoder
+from medui.io.geometry import FrameGeom, frame_geometries, sort_frames, stack_affine
+from medui.io.sources import Limits, Skipped, SourceFile
+from medui.series import Series, VoiLut, Window
+
+# SOP classes that hold no displayable image, by UID prefix, with the words a user understands.
+_NON_IMAGE = {
+    "1.2.840.10008.5.1.4.1.1.88": "a structured report (SR)",
+    "1.2.840.10008.5.1.4.1.1.481.3": "an RT structure set (RTSTRUCT)",
+    "1.2.840.10008.5.1.4.1.1.481.5": "an RT plan",
+    "1.2.840.10008.5.1.4.1.1.11": "a presentation state",
+    "1.2.840.10008.1.3.10": "a DICOMDIR (media directory)",
+    "1.2.840.10008.5.1.4.1.1.9": "a waveform",
+    "1.2.840.10008.5.1.4.1.1.104": "an encapsulated document",
+    "1.2.840.10008.5.1.4.1.1.66": "raw data or a registration/segmentation object",
+}
+
+
+@dataclass(eq=False)
+class Instance:
+    """A DICOM file with pixels, parsed up to (not including) its pixel data."""
+
+    src: SourceFile
+    ds: Any
+    geoms: list[FrameGeom]
+    n_frames: int
+    index: int = -1  # position in the list given to the Decoder
+
+
+def looks_like_dicom(head: bytes, name: str) -> bool:
+    if len(head) >= 132 and head[128:132] == b"DICM":
+        return True
+    lower = name.lower()
+    return lower.endswith((".dcm", ".dicom", ".ima")) or lower.rsplit("/", 1)[-1] == "dicomdir" or "." not in lower.rsplit("/", 1)[-1]
+
+
+def parse(src: SourceFile, limits: Limits) -> Instance | Skipped:
+    """Read the header of one file; say plainly why it is skipped when it is no usable image."""
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
+    try:
+        fp = io.BytesIO(src.data) if src.data is not None else src.path
+        try:
+            ds = pydicom.dcmread(fp, stop_before_pixels=True)
+        except InvalidDicomError:
+            if isinstance(fp, io.BytesIO):
+                fp.seek(0)
+            ds = pydicom.dcmread(fp, stop_before_pixels=True, force=True)
+            if "SOPClassUID" not in ds and "Rows" not in ds:
+                return Skipped(src.name, "is not a DICOM file (no DICOM header found) nor a supported image "
+                                         "(NIfTI, PNG, JPEG, TIFF)")
+    except Exception as exc:
+        return Skipped(src.name, f"is a damaged or truncated DICOM file ({_first_line(exc)}); re-export it from the PACS")
+    sop = str(ds.get("SOPClassUID", "") or getattr(ds.get("file_meta", {}), "get", lambda *_: "")("MediaStorageSOPClassUID", ""))
+    if "DirectoryRecordSequence" in ds:
+        return Skipped(src.name, "is a DICOMDIR (an index of other files), not an image; upload the image files it lists")
+    for prefix, what in _NON_IMAGE.items():
+        if sop.startswith(prefix):
+            return Skipped(src.name, f"is {what}, not an image; it was skipped")
+    if "Rows" not in ds or "Columns" not in ds:
+        return Skipped(src.name, "is a DICOM object without pixel data (not an image); it was skipped")
+    try:
+        n_frames = int(ds.get("NumberOfFrames", 1) or 1)
+    except (TypeError, ValueError):
+        n_frames = 1
+    need = decoded_bytes(ds, n_frames)
+    if need > limits.max_image_bytes:
+        return Skipped(src.name, f"would need {need / 2**20:.0f} MiB of memory once decoded ({ds.Rows}x{ds.Columns}, "
+                                 f"{n_frames} frame(s)); the limit is {limits.max_image_bytes / 2**20:.0f} MiB. "
+                                 "Raise MEDUI_MAX_IMAGE_MB if this machine has the memory")
+    return Instance(src, ds, frame_geometries(ds, n_frames), n_frames)
+
+
+def decoded_bytes(ds: Any, n_frames: int) -> int:
+    """Bytes the float32 pixels of an instance will take once decoded."""
+    samples = int(ds.get("SamplesPerPixel", 1) or 1)
+    if str(ds.get("PhotometricInterpretation", "")).upper() == "PALETTE COLOR":
+        samples = 3
+    return int(ds.Rows) * int(ds.Columns) * n_frames * samples * 4
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+@dataclass
+class _Frame:
+    inst: Instance
+    index: int
+
+    @property
+    def geom(self) -> FrameGeom:
+        return self.inst.geoms[self.index]
+
+
+def _stack_key(inst: Instance, g: FrameGeom) -> tuple:
+    ds = inst.ds
+    iop = tuple(round(v, 3) for v in g.orientation) if g.orientation else None
+    key: tuple = (str(ds.get("SeriesInstanceUID", inst.src.name)), iop, int(ds.Rows), int(ds.Columns),
+                  int(ds.get("SamplesPerPixel", 1) or 1))
+    if inst.n_frames > 1 or g.position is None:
+        key += (inst.src.name,)  # a multi-frame object, or an image without position, stands alone
+    return key
+
+
+def group(instances: Sequence[Instance]) -> list[list[_Frame]]:
+    """Frames grouped by series, orientation and size, each group sorted along its normal."""
+    groups: dict[tuple, list[_Frame]] = defaultdict(list)
+    for inst in instances:
+        for i, g in enumerate(inst.geoms):
+            groups[_stack_key(inst, g)].append(_Frame(inst, i))
+    stacks = []
+    for frames in groups.values():
+        stacks.extend(_split_duplicates(frames))
+    return stacks
+
+
+def _instance_number(f: _Frame) -> float:
+    try:
+        return float(f.inst.ds.get("InstanceNumber", 0) or 0) + f.index / 10000.0
+    except (TypeError, ValueError):
+        return f.index / 10000.0
+
+
+def _split_duplicates(frames: list[_Frame]) -> list[list[_Frame]]:
+    """Order frames; several frames at one position (echoes, phases) become separate stacks."""
+    order = sort_frames([f.geom for f in frames], [_instance_number(f) for f in frames])
+    frames = [frames[i] for i in order]
+    if frames[0].geom.position is None:
+        return [frames]
+    buckets: dict[tuple, list[_Frame]] = defaultdict(list)
+    for f in frames:
+        buckets[tuple(round(v, 2) for v in f.geom.position)].append(f)  # type: ignore[union-attr]
+    depth = max(len(b) for b in buckets.values())
+    if depth == 1:
+        return [frames]
+    stacks = []
+    for k in range(depth):
+        stack = [b[k] for b in buckets.values() if len(b) > k]
+        stack = [stack[i] for i in sort_frames([f.geom for f in stack], [_instance_number(f) for f in stack])]
+        stacks.append(stack)
+    return stacks
+
+
+def _window(ds: Any) -> Window | None:
+    from medui.io.geometry import functional_value
+
+    center = ds.get("WindowCenter", functional_value(ds, 0, "FrameVOILUTSequence", "WindowCenter"))
+    width = ds.get("WindowWidth", functional_value(ds, 0, "FrameVOILUTSequence", "WindowWidth"))
+    try:
+        c, w = _first_float(center), _first_float(width)
+    except (TypeError, ValueError, IndexError):
+        return None
+    return Window(c, w) if w > 0 else None
+
+
+def _first_float(value: Any) -> float:
+    if isinstance(value, (str, bytes, int, float)):
+        return float(value)
+    return float(value[0])
+
+
+def _voi_lut(ds: Any) -> VoiLut | None:
+    seq = ds.get("VOILUTSequence")
+    if not seq:
+        return None
+    item = seq[0]
+    try:
+        n, first, bits = (int(v) for v in item.LUTDescriptor)
+        data = item.LUTData
+        table = np.frombuffer(data, dtype="<u2").astype(np.float32) if isinstance(data, bytes) else np.asarray(data, np.float32)
+        table = table[: (n or 65536)]
+        bits = bits if bits <= 16 else 16
+        return VoiLut(float(first), table, bits, str(item.get("LUTExplanation", "")))
+    except Exception:  # malformed LUT: fall back to the linear window
+        return None
+
+
+def build_series(stack: list[_Frame], limits: Limits, decoder: Decoder) -> tuple[Series | None, list[Skipped]]:
+    """Decode a stack and assemble a Series; undecodable frames are dropped with a reason each."""
+    first = stack[0].inst
+    insts: list[Instance] = list(dict.fromkeys(f.inst for f in stack))  # type: ignore[arg-type]
+    need = sum(decoded_bytes(i.ds, i.n_frames) for i in insts)
+    if need > limits.max_series_bytes:
+        return None, [Skipped(first.src.name, f"its series would need {need / 2**20:.0f} MiB once decoded; the limit "
+                                              f"is {limits.max_series_bytes / 2**20:.0f} MiB. Upload fewer slices or "
+                                              "raise MEDUI_MAX_SERIES_MB")]
+    pixels, kept, skipped = _decode_stack(stack, insts, decoder)
+    if pixels is None:
+        return None, skipped
+    affine, warnings, has_geometry = stack_affine([f.geom for f in kept])
+    if len(kept) < len(stack):
+        warnings.append(f"{len(stack) - len(kept)} of {len(stack)} slices could not be decoded and are missing")
+    ds = first.ds
+    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper()
+    if pixels.ndim == 4:
+        photometric = "RGB"
+    modality = str(ds.get("Modality", "OT") or "OT")
+    files = list(dict.fromkeys(f.inst.src.name for f in kept))
+    return Series(
+        pixels=pixels, affine=affine, modality=modality, photometric=photometric,
+        window=_window(ds), voi_lut=_voi_lut(ds), body_part=str(ds.get("BodyPartExamined", "") or ""),
+        description=str(ds.get("SeriesDescription", "") or ds.get("StudyDescription", "") or ""),
+        uid=str(ds.get("SeriesInstanceUID", "")), source_format="DICOM", header=header_rows(ds),
+        files=files, warnings=warnings, has_geometry=has_geometry,
+    ), skipped
+
+
+def _decode_stack(stack: list[_Frame], insts: list[Instance],
+                  decoder: Decoder) -> tuple[np.ndarray | None, list[_Frame], list[Skipped]]:
+    """Decode every instance once and write its frames, rescaled, into one preallocated volume."""
+    slots: dict[int, list[int]] = defaultdict(list)  # instance number -> positions of its frames in `stack`
+    for pos, f in enumerate(stack):
+        slots[f.inst.index].append(pos)
+    by_index = {inst.index: inst for inst in insts}
+    out: np.ndarray | None = None
+    ok = np.zeros(len(stack), bool)
+    skipped: list[Skipped] = []
+    for k, result in decoder.take(list(by_index)):
+        if isinstance(result, str):
+            skipped.append(Skipped(by_index[k].src.name, result))
+            continue
+        arr = result.array
+        for pos in slots[k]:
+            f = stack[pos]
+            if f.index >= arr.shape[0] or (out is not None and arr.shape[1:] != out.shape[1:]):
+                continue
+            if out is None:
+                out = np.empty((len(stack),) + arr.shape[1:], np.float32)
+            g = f.geom
+            if result.rescale and g.slope != 1:
+                np.multiply(arr[f.index], np.float32(g.slope), out=out[pos], casting="unsafe")
+                out[pos] += np.float32(g.intercept)
+            elif result.rescale and g.intercept != 0:
+                np.add(arr[f.index], np.float32(g.intercept), out=out[pos], casting="unsafe")
+            else:
+                out[pos] = arr[f.index]
+            ok[pos] = True
+    if out is None:
+        return None, [], skipped
+    kept = [f for f, good in zip(stack, ok) if good]
+    if not ok.all():
+        out = out[ok]
+    return out, kept, skipped
+
+
+def read_dicom(sources: Sequence[SourceFile], limits: Limits) -> tuple[list[Series], list[Skipped]]:
+    """All series in a set of DICOM files, with a reason for each file left out."""
+    instances: list[Instance] = []
+    skipped: list[Skipped] = []
+    with Decoder(sources, max_image_bytes=limits.max_image_bytes) as decoder:
+        for k, src in enumerate(sources):
+            parsed = parse(src, limits)
+            if isinstance(parsed, Skipped):
+                skipped.append(parsed)
+            else:
+                parsed.index = k
+                instances.append(parsed)
+        series: list[Series] = []
+        for stack in group(instances):
+            s, sk = build_series(stack, limits, decoder)
+            skipped += sk
+            if s is not None:
+                series.append(s)
+    return series, skipped

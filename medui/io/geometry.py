@@ -1,0 +1,159 @@
+"""Slice geometry: per-frame position/orientation from DICOM headers, stack ordering, affines and
+the checks a radiologist cares about (irregular spacing, missing slices, gantry tilt)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class FrameGeom:
+    """Where one frame sits: top-left voxel centre (LPS mm), direction cosines and pixel size."""
+
+    position: tuple[float, float, float] | None
+    orientation: tuple[float, ...] | None  # row cosine (3) then column cosine (3)
+    pixel_spacing: tuple[float, float] | None  # (between rows, between columns) in mm
+    thickness: float | None
+    slope: float = 1.0
+    intercept: float = 0.0
+
+
+def _floats(value: Any, n: int) -> tuple[float, ...] | None:
+    try:
+        out = tuple(float(v) for v in value)
+    except (TypeError, ValueError):
+        return None
+    return out if len(out) == n and all(np.isfinite(out)) else None
+
+
+def _positive(values: tuple[float, ...] | None) -> tuple[float, ...] | None:
+    return values if values is not None and all(v > 0 for v in values) else None
+
+
+def functional_value(ds: Any, index: int, seq: str, attr: str) -> Any:
+    """An attribute of an enhanced multi-frame functional group: per-frame first, then shared."""
+    per_frame = ds.get("PerFrameFunctionalGroupsSequence")
+    shared = ds.get("SharedFunctionalGroupsSequence")
+    candidates = []
+    if per_frame is not None and index < len(per_frame):
+        candidates.append(per_frame[index])
+    if shared:
+        candidates.append(shared[0])
+    for group in candidates:
+        items = group.get(seq)
+        if items and attr in items[0]:
+            return items[0][attr].value
+    return None
+
+
+def frame_geometries(ds: Any, n_frames: int) -> list[FrameGeom]:
+    """Geometry and rescale of every frame of a (possibly enhanced multi-frame) dataset."""
+    top_iop = _floats(ds.get("ImageOrientationPatient"), 6)
+    top_ipp = _floats(ds.get("ImagePositionPatient"), 3)
+    spacing = _positive(_floats(ds.get("PixelSpacing"), 2)) or _positive(_floats(ds.get("ImagerPixelSpacing"), 2))
+    thickness = _floats([ds.get("SpacingBetweenSlices") or ds.get("SliceThickness")], 1)
+    slope = float(ds.get("RescaleSlope", ds.get("DoseGridScaling", 1.0)) or 1.0)
+    intercept = float(ds.get("RescaleIntercept", 0.0) or 0.0)
+    offsets = _floats(ds.get("GridFrameOffsetVector"), n_frames) if n_frames > 1 else None
+    enhanced = "PerFrameFunctionalGroupsSequence" in ds or "SharedFunctionalGroupsSequence" in ds
+    out = []
+    for i in range(n_frames):
+        ipp, iop, sp, th, sl, ic = top_ipp, top_iop, spacing, thickness, slope, intercept
+        if enhanced:
+            ipp = _floats(functional_value(ds, i, "PlanePositionSequence", "ImagePositionPatient"), 3) or ipp
+            iop = _floats(functional_value(ds, i, "PlaneOrientationSequence", "ImageOrientationPatient"), 6) or iop
+            sp = _positive(_floats(functional_value(ds, i, "PixelMeasuresSequence", "PixelSpacing"), 2)) or sp
+            th = _floats([functional_value(ds, i, "PixelMeasuresSequence", "SpacingBetweenSlices")
+                          or functional_value(ds, i, "PixelMeasuresSequence", "SliceThickness")], 1) or th
+            rs = functional_value(ds, i, "PixelValueTransformationSequence", "RescaleSlope")
+            ri = functional_value(ds, i, "PixelValueTransformationSequence", "RescaleIntercept")
+            sl = float(rs) if rs not in (None, "") else sl
+            ic = float(ri) if ri not in (None, "") else ic
+        elif offsets is not None and ipp is not None and iop is not None:
+            normal = np.cross(iop[:3], iop[3:])
+            ipp = tuple(float(v) for v in np.asarray(ipp) + offsets[i] * normal)
+        elif n_frames > 1:
+            ipp = None  # legacy multi-frame without per-frame positions: frames in file order
+        out.append(FrameGeom(ipp, iop, sp, th[0] if th else None, sl, ic))
+    return out
+
+
+def normal_of(orientation: Sequence[float]) -> np.ndarray:
+    n = np.cross(np.asarray(orientation[:3]), np.asarray(orientation[3:6]))
+    return n / (np.linalg.norm(n) or 1.0)
+
+
+def sort_frames(geoms: Sequence[FrameGeom], tie_break: Sequence[float]) -> list[int]:
+    """Indices ordered by position projected on the slice normal (never by number or name)."""
+    if any(g.position is None or g.orientation is None for g in geoms):
+        return sorted(range(len(geoms)), key=lambda i: tie_break[i])
+    normal = normal_of(geoms[0].orientation)  # type: ignore[arg-type]
+    proj = [float(np.dot(g.position, normal)) for g in geoms]  # type: ignore[arg-type]
+    return sorted(range(len(geoms)), key=lambda i: (proj[i], tie_break[i]))
+
+
+def stack_affine(geoms: Sequence[FrameGeom]) -> tuple[np.ndarray, list[str], bool]:
+    """Affine (slice,row,col)->LPS for frames already in order, warnings, and whether geometry is known."""
+    warnings: list[str] = []
+    g0 = geoms[0]
+    has_geometry = True
+    iop = g0.orientation or (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
+    if g0.orientation is None:
+        has_geometry = False
+    if g0.pixel_spacing is None:
+        warnings.append("pixel spacing is not recorded; distances are shown in pixels, not millimetres")
+        has_geometry = False
+    dr, dc = g0.pixel_spacing or (1.0, 1.0)
+    row_cos, col_cos = np.asarray(iop[:3], float), np.asarray(iop[3:], float)
+    normal = normal_of(iop)
+    origin = np.asarray(g0.position if g0.position is not None else (0.0, 0.0, 0.0), float)
+    n = len(geoms)
+    positioned = all(g.position is not None for g in geoms) and g0.orientation is not None
+    if n > 1 and positioned:
+        first, last = np.asarray(geoms[0].position), np.asarray(geoms[-1].position)
+        slice_vec = (last - first) / (n - 1)
+        if np.linalg.norm(slice_vec) < 1e-6:
+            slice_vec = normal * (g0.thickness or 1.0)
+        warnings += _check_spacing(geoms, normal, slice_vec)
+    else:
+        slice_vec = normal * (g0.thickness or 1.0)
+        if n > 1 and not positioned:
+            warnings.append("frames carry no slice positions; shown in file order, "
+                            f"spacing {g0.thickness or 1.0:g} mm assumed")
+    affine = np.eye(4)
+    affine[:3, 0] = slice_vec
+    affine[:3, 1] = col_cos * dr
+    affine[:3, 2] = row_cos * dc
+    affine[:3, 3] = origin
+    return affine, warnings, has_geometry
+
+
+def _check_spacing(geoms: Sequence[FrameGeom], normal: np.ndarray, slice_vec: np.ndarray) -> list[str]:
+    warnings = []
+    pos = np.asarray([g.position for g in geoms], float)
+    proj = pos @ normal
+    steps = np.diff(proj)
+    step = float(np.median(steps)) if steps.size else 0.0
+    if steps.size >= 1 and abs(step) > 1e-6:
+        big = np.nonzero(steps > 1.5 * step)[0]
+        for i in big[:5]:
+            missing = int(round(steps[i] / step)) - 1
+            warnings.append(f"missing slice(s): a gap of {steps[i]:.2f} mm after slice {i + 1} where "
+                            f"{step:.2f} mm is usual (about {missing} slice(s) absent)")
+        if len(big) > 5:
+            warnings.append(f"... and {len(big) - 5} more gaps")
+        spread = float(steps.max() - steps.min())
+        if len(big) == 0 and spread > max(0.01 * abs(step), 0.05):
+            warnings.append(f"irregular slice spacing: steps range from {steps.min():.3f} to {steps.max():.3f} mm; "
+                            "the affine uses the mean step")
+    length = np.linalg.norm(slice_vec)
+    if length > 1e-6:
+        cos = abs(float(np.dot(slice_vec / length, normal)))
+        angle = float(np.degrees(np.arccos(min(1.0, cos))))
+        if angle > 0.1:
+            warnings.append(f"gantry tilt of {angle:.1f} degrees: slices are sheared, not perpendicular to "
+                            "their stacking direction; positions are kept as acquired (not resampled)")
+    return warnings

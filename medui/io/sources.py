@@ -1,0 +1,197 @@
+"""Turn whatever a user gives (paths, folders, uploaded bytes, zip archives) into a flat list of files.
+
+Zip archives are read in memory, never extracted to disk, and are checked for path traversal,
+total size, member count and compression ratio before any member is inflated.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Iterable, Union
+
+from medui.errors import UnsafeArchiveError
+
+GiB = 1024**3
+MiB = 1024**2
+
+
+def _env_mb(name: str, default_mb: int) -> int:
+    value = os.environ.get(name)
+    return int(float(value) * MiB) if value else default_mb * MiB
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Safety limits for one load. Defaults can be changed with MEDUI_* environment variables."""
+
+    max_archive_bytes: int = field(default_factory=lambda: _env_mb("MEDUI_MAX_ARCHIVE_MB", 4096))
+    max_files: int = field(default_factory=lambda: int(os.environ.get("MEDUI_MAX_FILES", "20000")))
+    max_ratio: float = 200.0
+    max_zip_depth: int = 2
+    max_image_bytes: int = field(default_factory=lambda: _env_mb("MEDUI_MAX_IMAGE_MB", 2048))
+    max_series_bytes: int = field(default_factory=lambda: _env_mb("MEDUI_MAX_SERIES_MB", 6144))
+
+
+@dataclass(frozen=True)
+class SourceFile:
+    """One file to read: a display name (relative path) and either its bytes or a path on disk."""
+
+    name: str
+    data: bytes | None = None
+    path: str | None = None
+
+    def read(self) -> bytes:
+        if self.data is not None:
+            return self.data
+        assert self.path is not None
+        return Path(self.path).read_bytes()
+
+    def head(self, n: int = 512) -> bytes:
+        if self.data is not None:
+            return self.data[:n]
+        with open(self.path, "rb") as fh:  # type: ignore[arg-type]
+            return fh.read(n)
+
+    @property
+    def size(self) -> int:
+        return len(self.data) if self.data is not None else os.path.getsize(self.path)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """A file that was not loaded, and why, in plain words."""
+
+    file: str
+    reason: str
+
+
+Input = Union[str, os.PathLike, tuple, SourceFile]
+
+_IGNORED_NAMES = {".DS_Store", "Thumbs.db", "desktop.ini"}
+
+
+def _ignored(name: str) -> bool:
+    parts = PurePosixPath(name).parts
+    return any(p in _IGNORED_NAMES or p.startswith("._") or p == "__MACOSX" for p in parts)
+
+
+def is_zip(head: bytes) -> bool:
+    return head[:4] in (b"PK\x03\x04", b"PK\x05\x06")
+
+
+def expand(inputs: Iterable[Input], limits: Limits | None = None) -> tuple[list[SourceFile], list[Skipped]]:
+    """Flatten paths, folders, (name, bytes) pairs and zips into files; unsafe archives are skipped."""
+    limits = limits or Limits()
+    files: list[SourceFile] = []
+    skipped: list[Skipped] = []
+    for item in inputs:
+        for src in _to_sources(item, skipped):
+            _add(src, files, skipped, limits, depth=0)
+    if len(files) > limits.max_files:
+        skipped.append(Skipped(f"{len(files) - limits.max_files} more files",
+                               f"an upload may hold at most {limits.max_files} files; the rest were not read. "
+                               "Upload fewer files at a time or raise MEDUI_MAX_FILES."))
+        files = files[: limits.max_files]
+    return files, skipped
+
+
+def _to_sources(item: Input, skipped: list[Skipped]) -> list[SourceFile]:
+    if isinstance(item, SourceFile):
+        return [item]
+    if isinstance(item, tuple) and len(item) == 2:
+        name, data = item
+        return [SourceFile(str(name), data=bytes(data))]
+    if hasattr(item, "getvalue") and hasattr(item, "name"):  # file-like uploads
+        return [SourceFile(str(item.name), data=item.getvalue())]
+    path = Path(item)  # type: ignore[arg-type]
+    if path.is_dir():
+        out = []
+        for p in sorted(path.rglob("*")):
+            if p.is_file():
+                rel = p.relative_to(path.parent).as_posix()
+                if not _ignored(rel):
+                    out.append(SourceFile(rel, path=str(p)))
+        if not out:
+            skipped.append(Skipped(str(path), "the folder holds no files"))
+        return out
+    if path.is_file():
+        return [SourceFile(path.name, path=str(path))]
+    skipped.append(Skipped(str(path), "no such file or folder; check the path"))
+    return []
+
+
+def _add(src: SourceFile, files: list[SourceFile], skipped: list[Skipped], limits: Limits, depth: int) -> None:
+    if _ignored(src.name):
+        return
+    try:
+        head = src.head(8)
+    except OSError as exc:
+        skipped.append(Skipped(src.name, f"could not be opened ({exc.strerror or exc})"))
+        return
+    if not is_zip(head):
+        files.append(src)
+        return
+    if depth >= limits.max_zip_depth:
+        skipped.append(Skipped(src.name, f"zip archives nested more than {limits.max_zip_depth} deep are not opened"))
+        return
+    try:
+        for member in read_zip(src, limits):
+            _add(member, files, skipped, limits, depth + 1)
+    except UnsafeArchiveError as exc:
+        skipped.append(Skipped(src.name, str(exc)))
+    except (zipfile.BadZipFile, OSError, RuntimeError, NotImplementedError) as exc:
+        skipped.append(Skipped(src.name, f"is not a readable zip archive ({exc}); re-create it with a standard zip tool"))
+
+
+def _safe_member_name(name: str) -> str | None:
+    norm = name.replace("\\", "/")
+    if norm.startswith("/") or (len(norm) > 1 and norm[1] == ":"):
+        return None
+    parts = PurePosixPath(norm).parts
+    if any(p == ".." for p in parts):
+        return None
+    return "/".join(p for p in parts if p not in ("", "."))
+
+
+def read_zip(src: SourceFile, limits: Limits) -> list[SourceFile]:
+    """Read every file of a zip archive into memory after checking it is safe to inflate."""
+    data = src.read()
+    with zipfile.ZipFile(io.BytesIO(data)) as zf:
+        infos = [i for i in zf.infolist() if not i.is_dir()]
+        if len(infos) > limits.max_files:
+            raise UnsafeArchiveError(
+                f"holds {len(infos)} files; at most {limits.max_files} are read from one archive. "
+                "Split the archive or raise MEDUI_MAX_FILES.")
+        total = sum(i.file_size for i in infos)
+        if total > limits.max_archive_bytes:
+            raise UnsafeArchiveError(
+                f"would inflate to {total / MiB:.0f} MiB; the limit is {limits.max_archive_bytes / MiB:.0f} MiB. "
+                "Upload the series in parts or raise MEDUI_MAX_ARCHIVE_MB.")
+        compressed = sum(i.compress_size for i in infos)
+        if total > 10 * MiB and total > limits.max_ratio * max(compressed, 1):
+            raise UnsafeArchiveError(
+                f"has a compression ratio of {total / max(compressed, 1):.0f}:1, above the {limits.max_ratio:.0f}:1 "
+                "allowed (a possible zip bomb). Medical images rarely compress this much; check the archive.")
+        out = []
+        for info in infos:
+            name = _safe_member_name(info.filename)
+            if name is None:
+                raise UnsafeArchiveError(
+                    f"contains the unsafe path '{info.filename}' (absolute or with '..'); "
+                    "archives must hold relative paths only. Re-create the archive from the folder itself.")
+            if _ignored(name):
+                continue
+            if info.file_size > 1 * MiB and info.file_size > limits.max_ratio * max(info.compress_size, 1):
+                raise UnsafeArchiveError(
+                    f"member '{name}' has a compression ratio of {info.file_size / max(info.compress_size, 1):.0f}:1, "
+                    f"above the {limits.max_ratio:.0f}:1 allowed (a possible zip bomb).")
+            with zf.open(info) as fh:
+                payload = fh.read(info.file_size + 1)
+            if len(payload) > info.file_size:
+                raise UnsafeArchiveError(f"member '{name}' inflates to more than its declared size; the archive is corrupt")
+            out.append(SourceFile(f"{src.name}/{name}", data=payload))
+        return out

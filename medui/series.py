@@ -1,0 +1,119 @@
+"""The image series every reader returns and every page and model consumes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Window:
+    """A linear display window in modality units (HU for CT)."""
+
+    center: float
+    width: float
+
+    @property
+    def low(self) -> float:
+        return self.center - self.width / 2
+
+    @property
+    def high(self) -> float:
+        return self.center + self.width / 2
+
+
+@dataclass(frozen=True)
+class VoiLut:
+    """A DICOM VOI LUT: input values from `first` map through `table` to 0..2**bits-1."""
+
+    first: float
+    table: np.ndarray
+    bits: int
+    explanation: str = ""
+
+
+@dataclass(frozen=True)
+class HeaderRow:
+    tag: str
+    keyword: str
+    vr: str
+    value: str
+    masked: bool
+
+
+@dataclass
+class Series:
+    """One stack of images in modality units, placed in patient space.
+
+    `pixels` is float32 of shape (slices, rows, cols) or (slices, rows, cols, 3) for colour.
+    `affine` maps voxel indices (slice, row, col, 1) to DICOM patient coordinates (LPS, mm).
+    """
+
+    pixels: np.ndarray
+    affine: np.ndarray
+    modality: str = "OT"
+    photometric: str = "MONOCHROME2"
+    window: Window | None = None
+    voi_lut: VoiLut | None = None
+    body_part: str = ""
+    description: str = ""
+    uid: str = ""
+    source_format: str = "DICOM"
+    header: list[HeaderRow] = field(default_factory=list)
+    files: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    has_geometry: bool = True
+
+    @property
+    def spacing(self) -> tuple[float, float, float]:
+        """Voxel size in mm along (slice, row, col), from the affine's columns."""
+        norms = np.linalg.norm(self.affine[:3, :3], axis=0)
+        return (float(norms[0]), float(norms[1]), float(norms[2]))
+
+    @property
+    def is_color(self) -> bool:
+        return self.pixels.ndim == 4
+
+    @property
+    def n_slices(self) -> int:
+        return int(self.pixels.shape[0])
+
+    @property
+    def is_volume(self) -> bool:
+        return self.n_slices >= 3 and self.has_geometry
+
+    @property
+    def value_range(self) -> tuple[float, float]:
+        return (float(np.min(self.pixels)), float(np.max(self.pixels))) if self.pixels.size else (0.0, 0.0)
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.pixels.nbytes)
+
+    def summary(self) -> str:
+        """One line for pickers: modality, description, shape and voxel size."""
+        shape = "x".join(str(s) for s in self.pixels.shape[1:3])
+        sp = self.spacing
+        size = f"{self.n_slices} x {shape}" if self.n_slices > 1 else shape
+        desc = self.description or self.body_part or self.source_format
+        colour = " colour" if self.is_color else ""
+        return f"{self.modality} · {desc} · {size}{colour} · {sp[1]:.2f}x{sp[2]:.2f}x{sp[0]:.2f} mm"
+
+    def to_json(self) -> dict[str, Any]:
+        lo, hi = self.value_range
+        return {
+            "modality": self.modality,
+            "shape": list(self.pixels.shape),
+            "spacing": [round(s, 6) for s in self.spacing],
+            "affine": [[round(float(v), 6) for v in row] for row in self.affine],
+            "value_range": [lo, hi],
+            "photometric": self.photometric,
+            "description": self.description,
+            "body_part": self.body_part,
+            "format": self.source_format,
+            "window": None if self.window is None else [self.window.center, self.window.width],
+            "files": list(self.files),
+            "warnings": list(self.warnings),
+        }

@@ -1,0 +1,166 @@
+"""Viewer widgets: upload panel, series picker, slice viewer (a fragment) and header table."""
+
+from __future__ import annotations
+
+import numpy as np
+import streamlit as st
+
+from medui import deid
+from medui.display import (CT_PRESETS, PLANES, auto_window, default_window, native_plane, plane_count,
+                           plane_view, render, shows_inverted, thumbnail)
+from medui.samples import PYDICOM_SAMPLES, sample_path
+from medui.series import Window
+from medui.ui import state
+from medui.ui.figures import slice_figure
+
+UPLOAD_TYPES = None  # any file: DICOM often has no extension
+
+
+def upload_panel() -> None:
+    """Files, a folder or a zip; or a bundled sample. New uploads are read once."""
+    files_tab, folder_tab, sample_tab = st.tabs(["Files or zip", "Folder", "Try a sample"])
+    with files_tab:
+        files = st.file_uploader("DICOM (single, series, multi-frame, compressed), NIfTI, PNG/JPEG/TIFF, or a zip",
+                                 accept_multiple_files=True, key="upload-files")
+        _read_uploads(files, "files")
+    with folder_tab:
+        folder = st.file_uploader("A folder of DICOM files (sub-folders included)",
+                                  accept_multiple_files="directory", key="upload-folder")
+        _read_uploads(folder, "folder")
+    with sample_tab:
+        label = st.selectbox("Sample scan shipped with pydicom", list(PYDICOM_SAMPLES), key="sample-choice")
+        if st.button("Load sample", key="sample-load", type="primary"):
+            with st.spinner("Reading sample…"):
+                state.add_inputs([sample_path(label)], label)
+
+
+def _read_uploads(files, slot: str) -> None:  # type: ignore[no-untyped-def]
+    fresh = state.new_uploads(files, slot)
+    if fresh:
+        with st.spinner(f"Reading {len(fresh)} file(s)…"):
+            result = state.add_inputs([(f.name, f.getvalue()) for f in fresh], f"{len(fresh)} uploaded file(s)")
+        if result.series:
+            st.toast(f"Loaded {len(result.series)} series")
+
+
+def problems_panel() -> None:
+    problems = state.skipped()
+    if not problems:
+        return
+    with st.expander(f"⚠️ {len(problems)} file(s) not loaded", expanded=len(problems) <= 5):
+        for p in problems:
+            st.markdown(f"- **{p.file}** {p.reason}")
+
+
+def series_picker(items: list[state.Loaded]) -> state.Loaded:
+    """Thumbnails with a one-line summary each; returns the chosen series."""
+    shown = items[:8]
+    cols = st.columns(len(shown))
+    for col, (k, item) in zip(cols, enumerate(shown, 1)):
+        if getattr(item, "thumb", None) is None:
+            item.thumb = thumbnail(item.series)  # type: ignore[attr-defined]
+        col.image(item.thumb, caption=f"{k}. {item.series.modality} · {item.series.n_slices} sl.")  # type: ignore[attr-defined]
+    ids = [i.id for i in items]
+    chosen = st.selectbox("Series", ids, format_func=lambda i: f"{ids.index(i) + 1}. {items[ids.index(i)].series.summary()}",
+                          key="series-choice")
+    return items[ids.index(chosen)] if chosen in ids else items[0]
+
+
+def _presets(item: state.Loaded) -> dict[str, Window | None]:
+    s = item.series
+    out: dict[str, Window | None] = {}
+    if s.window is not None or s.voi_lut is not None:
+        out["DICOM default"] = s.window
+    out["Auto (1st–99th percentile)"] = None
+    if s.modality == "CT":
+        out.update(CT_PRESETS)
+    return out
+
+
+def _preset_window(item: state.Loaded, name: str) -> Window:
+    s = item.series
+    win = _presets(item).get(name)
+    if win is not None:
+        return win
+    if name == "DICOM default" and s.voi_lut is not None:
+        return auto_window(s.pixels)
+    return auto_window(s.pixels)
+
+
+def _on_preset(item: state.Loaded) -> None:
+    k = item.id
+    w = _preset_window(item, st.session_state[f"preset-{k}"])
+    st.session_state[f"center-{k}"] = float(w.center)
+    st.session_state[f"width-{k}"] = float(max(w.width, 1.0))
+
+
+def _on_manual(item: state.Loaded) -> None:
+    st.session_state[f"preset-{item.id}"] = "Custom"
+
+
+@st.fragment
+def slice_viewer(item: state.Loaded) -> None:
+    """Plane, slice and window controls beside the image; only this part reruns when they move."""
+    s = item.series
+    k = item.id
+    img_col, ctl_col = st.columns([4, 1.3])
+    with ctl_col:
+        plane = "native"
+        if s.is_volume:
+            plane = st.radio("Plane", list(PLANES), index=list(PLANES).index(native_plane(s)), key=f"plane-{k}",
+                             horizontal=True, format_func=str.capitalize)
+        n = plane_count(s, plane)
+        index = 0
+        if n > 1:
+            index = st.slider("Slice", 1, n, value=n // 2 + 1, key=f"slice-{k}-{plane}") - 1
+        presets = _presets(item)
+        names = list(presets) + ["Custom"]
+        if f"preset-{k}" not in st.session_state:
+            st.session_state[f"preset-{k}"] = names[0] if s.window or s.voi_lut or s.modality != "CT" else "Mediastinum / soft tissue"
+            _on_preset(item)
+        colour = s.is_color
+        preset = st.selectbox("Window preset", names, key=f"preset-{k}", on_change=_on_preset, args=(item,),
+                              disabled=colour)
+        lo, hi = s.value_range
+        span = max(hi - lo, 1.0)
+        center = st.slider("Window level (center)", float(lo - span / 2), float(hi + span / 2), key=f"center-{k}",
+                           step=_step(span), on_change=_on_manual, args=(item,), disabled=colour)
+        width = st.slider("Window width", 1.0, float(span * 2), key=f"width-{k}", step=_step(span),
+                          on_change=_on_manual, args=(item,), disabled=colour)
+        invert = st.checkbox("Invert", value=shows_inverted(s), key=f"invert-{k}",
+                             help="MONOCHROME1 images start inverted, as the standard requires.")
+        hover = st.toggle("Pixel readout on hover", value=True, key=f"hover-{k}")
+    view = plane_view(s, plane, index)
+    use_lut = preset == "DICOM default" and s.voi_lut is not None and s.window is None
+    u8 = render(s, view, Window(center, width), invert, use_voi_lut=use_lut)
+    unit = "HU" if s.modality == "CT" else "value"
+    title = f"{plane.capitalize() if plane != 'native' else 'Image'} {index + 1}/{n}"
+    if s.has_geometry and n > 1:
+        title += f" · {view.labels[2]} = {view.fixed:.1f} mm"
+    title += f" · W {width:.0f} L {center:.0f}" if not colour else ""
+    with img_col:
+        fig = slice_figure(view, u8, unit, hover=hover, title=title)
+        st.plotly_chart(fig, width="stretch", key=f"fig-{k}",
+                        config={"scrollZoom": True, "displaylogo": False, "modeBarButtonsToRemove": ["select2d", "lasso2d"]})
+        sp = s.spacing
+        st.caption(f"Pixel {view.col_spacing:.3f} x {view.row_spacing:.3f} mm · slice spacing {sp[0]:.3f} mm · "
+                   f"{s.photometric}" + (" · oblique: shown on the nearest patient axes" if view.approximate else ""))
+
+
+def _step(span: float) -> float:
+    return 1.0 if span > 50 else float(10 ** np.floor(np.log10(max(span, 1e-6)) - 2))
+
+
+def header_panel(item: state.Loaded) -> None:
+    s = item.series
+    if s.warnings:
+        for w in s.warnings:
+            st.warning(w, icon="📐")
+    if not s.header:
+        return
+    with st.expander("DICOM header", expanded=False):
+        reveal = st.toggle("Reveal patient-identifying values", value=False, key=f"reveal-{item.id}",
+                           help="Identifying attributes (DICOM PS3.15 basic profile) are masked by default.")
+        if reveal:
+            st.caption("Identifying values are visible. Do not share screenshots of this table.")
+        st.dataframe(deid.table(s.header, reveal), hide_index=True, width="stretch", height=360)

@@ -1,0 +1,22 @@
+"""Viewer page: upload scans and look at them with correct values, windows and geometry."""
+
+import streamlit as st
+
+from medui.ui import state, viewer
+
+st.title("Viewer")
+viewer.upload_panel()
+viewer.problems_panel()
+items = state.loaded()
+if not items:
+    st.info("Upload DICOM files, a folder, a zip, NIfTI or PNG/JPEG — or load a sample from the 'Try a sample' tab.")
+    st.stop()
+left, right = st.columns([6, 1])
+with right:
+    if st.button("Clear all", key="clear-all", help="Forget every series loaded in this session"):
+        state.clear()
+        st.rerun()
+with left:
+    item = viewer.series_picker(items)
+viewer.slice_viewer(item)
+viewer.header_panel(item)
