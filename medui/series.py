@@ -51,17 +51,17 @@ class Series:
     `affine` maps voxel indices (slice, row, col, 1) to DICOM patient coordinates (LPS, mm).
     """
 
-    pixels: np.ndarray
-    affine: np.ndarray
+    pixels: np.ndarray = field(repr=False)
+    affine: np.ndarray = field(repr=False)
     modality: str = "OT"
     photometric: str = "MONOCHROME2"
     window: Window | None = None
-    voi_lut: VoiLut | None = None
+    voi_lut: VoiLut | None = field(default=None, repr=False)
     body_part: str = ""
     description: str = ""
     uid: str = ""
     source_format: str = "DICOM"
-    header: list[HeaderRow] = field(default_factory=list)
+    header: list[HeaderRow] = field(default_factory=list, repr=False)
     files: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     has_geometry: bool = True

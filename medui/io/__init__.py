@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Iterable
 
-from medui.io.dicom import looks_like_dicom, read_dicom
+from medui.io.dicom import read_dicom
 from medui.io.nifti import looks_like_nifti, read_nifti
 from medui.io.raster import looks_like_raster, read_raster
 from medui.io.sources import Input, Limits, Skipped, SourceFile, expand
@@ -46,6 +46,9 @@ def load(inputs: Iterable[Input], limits: Limits | None = None) -> LoadResult:
         except OSError as exc:
             skipped.append(Skipped(src.name, f"could not be read ({exc})"))
             continue
+        if len(head) < 8:
+            skipped.append(Skipped(src.name, f"is empty or too short to be an image ({len(head)} bytes)"))
+            continue
         if looks_like_nifti(head, src.name):
             s, skip = read_nifti(src, limits)
         elif head[128:132] == b"DICM":
@@ -53,11 +56,9 @@ def load(inputs: Iterable[Input], limits: Limits | None = None) -> LoadResult:
             continue
         elif looks_like_raster(head, src.name):
             s, skip = read_raster(src, limits)
-        elif looks_like_dicom(head, src.name) or src.size > 132:
+        else:
             dicom.append(src)  # DICOM without preamble is tried last; the parser says if it is not
             continue
-        else:
-            s, skip = None, Skipped(src.name, "is empty or too short to be an image")
         if s is not None:
             series.append(s)
         if skip is not None:

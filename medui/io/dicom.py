@@ -39,13 +39,6 @@ class Instance:
     index: int = -1  # position in the list given to the Decoder
 
 
-def looks_like_dicom(head: bytes, name: str) -> bool:
-    if len(head) >= 132 and head[128:132] == b"DICM":
-        return True
-    lower = name.lower()
-    return lower.endswith((".dcm", ".dicom", ".ima")) or lower.rsplit("/", 1)[-1] == "dicomdir" or "." not in lower.rsplit("/", 1)[-1]
-
-
 def parse(src: SourceFile, limits: Limits) -> Instance | Skipped:
     """Read the header of one file; say plainly why it is skipped when it is no usable image."""
     import pydicom
@@ -71,6 +64,9 @@ def parse(src: SourceFile, limits: Limits) -> Instance | Skipped:
         if sop.startswith(prefix):
             return Skipped(src.name, f"is {what}, not an image; it was skipped")
     if "Rows" not in ds or "Columns" not in ds:
+        if not sop:
+            return Skipped(src.name, "is a damaged DICOM file or not an image: it has no SOP Class and no image "
+                                     "attributes. Re-export it from the PACS or scanner")
         return Skipped(src.name, "is a DICOM object without pixel data (not an image); it was skipped")
     try:
         n_frames = int(ds.get("NumberOfFrames", 1) or 1)

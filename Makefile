@@ -1,0 +1,20 @@
+# MedUI: `make run` starts the app, `make test` runs every test. Both set everything up first.
+.PHONY: run test bench clean
+
+PORT ?= 8501
+
+run:
+	@scripts/setup.sh
+	.venv/bin/streamlit run app.py --server.port $(PORT)
+
+test:
+	@scripts/setup.sh test
+	@scripts/ensure-browser.sh
+	.venv/bin/python -m pytest -q -ra
+
+bench:
+	@scripts/setup.sh test
+	.venv/bin/python bench/bench_io.py
+
+clean:
+	rm -rf .venv .pytest_cache

@@ -1,0 +1,148 @@
+"""Generated DICOM test series with known geometry and values (pydicom writes real files)."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pydicom
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+
+ENHANCED_CT = "1.2.840.10008.5.1.4.1.1.2.1"
+
+
+def phantom_volume(n: int, rows: int = 32, cols: int = 40, seed: int = 0) -> np.ndarray:
+    """int16 stored values with a unique pattern per slice, so order and flips are detectable."""
+    rng = np.random.default_rng(seed)
+    vol = rng.integers(0, 2000, size=(n, rows, cols), dtype=np.int16)
+    vol[:, :4, :6] = np.arange(n, dtype=np.int16)[:, None, None] * 10  # slice marker in a corner
+    return vol
+
+
+def _base(study: str, series: str, modality: str = "CT") -> Dataset:
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.file_meta.MediaStorageSOPClassUID = CTImageStorage
+    ds.SOPClassUID = CTImageStorage
+    ds.PatientName = "Doe^Jane"
+    ds.PatientID = "PID-12345"
+    ds.PatientBirthDate = "19700101"
+    ds.StudyInstanceUID = study
+    ds.SeriesInstanceUID = series
+    ds.FrameOfReferenceUID = generate_uid(entropy_srcs=[study])
+    ds.Modality = modality
+    ds.SeriesDescription = "generated"
+    ds.BodyPartExamined = "CHEST"
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.BitsAllocated = 16
+    ds.BitsStored = 16
+    ds.HighBit = 15
+    ds.PixelRepresentation = 1
+    ds.RescaleSlope = 1
+    ds.RescaleIntercept = -1024
+    ds.WindowCenter = 40
+    ds.WindowWidth = 400
+    return ds
+
+
+def write_series(folder: Path, vol: np.ndarray, *, spacing: Sequence[float] = (0.7, 0.8),
+                 slice_step: float = 2.5, row_cos: Sequence[float] = (1, 0, 0), col_cos: Sequence[float] = (0, 1, 0),
+                 origin: Sequence[float] = (-100.0, -120.0, 50.0), positions: Sequence[Sequence[float]] | None = None,
+                 order: Sequence[int] | None = None, series_uid: str | None = None, name: str = "img",
+                 description: str = "generated", modality: str = "CT") -> list[Path]:
+    """One file per slice. Slice k sits at origin + k*slice_step*normal unless `positions` says otherwise.
+    `order` sets which slice each file number holds (file names and InstanceNumbers follow it)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    study = generate_uid()
+    series_uid = series_uid or generate_uid()
+    rc, cc = np.asarray(row_cos, float), np.asarray(col_cos, float)
+    normal = np.cross(rc, cc)
+    order = list(order) if order is not None else list(range(len(vol)))
+    paths = []
+    for file_no, k in enumerate(order):
+        ds = _base(study, series_uid, modality)
+        ds.SeriesDescription = description
+        ds.SOPInstanceUID = generate_uid()
+        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+        ds.InstanceNumber = file_no + 1
+        pos = positions[k] if positions is not None else np.asarray(origin) + k * slice_step * normal
+        ds.ImagePositionPatient = [f"{v:.6f}" for v in pos]
+        ds.ImageOrientationPatient = [f"{v:.6f}" for v in list(rc) + list(cc)]
+        ds.PixelSpacing = [spacing[0], spacing[1]]
+        ds.SliceThickness = abs(slice_step)
+        ds.Rows, ds.Columns = vol.shape[1:]
+        ds.PixelData = vol[k].astype("<i2").tobytes()
+        path = folder / f"{name}{file_no:04d}.dcm"
+        ds.save_as(path, enforce_file_format=True)
+        paths.append(path)
+    return paths
+
+
+def write_enhanced(path: Path, vol: np.ndarray, *, spacing: Sequence[float] = (0.7, 0.8), slice_step: float = 3.0,
+                   origin: Sequence[float] = (-50.0, -60.0, 10.0), frame_order: Sequence[int] | None = None) -> Path:
+    """An Enhanced CT multi-frame object; per-frame positions in functional groups, frames shuffled."""
+    frame_order = list(frame_order) if frame_order is not None else list(range(len(vol)))
+    ds = _base(generate_uid(), generate_uid())
+    ds.SOPClassUID = ENHANCED_CT
+    ds.file_meta.MediaStorageSOPClassUID = ENHANCED_CT
+    ds.SOPInstanceUID = generate_uid()
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    del ds.RescaleSlope, ds.RescaleIntercept
+    ds.NumberOfFrames = len(vol)
+    ds.Rows, ds.Columns = vol.shape[1:]
+    shared = Dataset()
+    pm = Dataset()
+    pm.PixelSpacing = list(spacing)
+    pm.SliceThickness = slice_step
+    po = Dataset()
+    po.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+    pvt = Dataset()
+    pvt.RescaleSlope = 1
+    pvt.RescaleIntercept = -1024
+    pvt.RescaleType = "HU"
+    shared.PixelMeasuresSequence = [pm]
+    shared.PlaneOrientationSequence = [po]
+    shared.PixelValueTransformationSequence = [pvt]
+    ds.SharedFunctionalGroupsSequence = [shared]
+    per_frame = []
+    for k in frame_order:
+        item = Dataset()
+        pp = Dataset()
+        pp.ImagePositionPatient = [origin[0], origin[1], origin[2] + k * slice_step]
+        item.PlanePositionSequence = [pp]
+        per_frame.append(item)
+    ds.PerFrameFunctionalGroupsSequence = per_frame
+    ds.PixelData = np.stack([vol[k] for k in frame_order]).astype("<i2").tobytes()
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+def dicom_bytes(path: Path) -> bytes:
+    return Path(path).read_bytes()
+
+
+def png_bytes(img: np.ndarray) -> bytes:
+    import cv2
+
+    ok, buf = cv2.imencode(".png", img)
+    assert ok
+    return buf.tobytes()
+
+
+def zip_bytes(files: dict[str, bytes]) -> bytes:
+    import zipfile
+
+    bio = io.BytesIO()
+    with zipfile.ZipFile(bio, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name, data in files.items():
+            zf.writestr(name, data)
+    return bio.getvalue()
+
+
+def read(path: Path) -> Dataset:
+    return pydicom.dcmread(path)

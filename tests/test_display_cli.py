@@ -1,0 +1,118 @@
+"""Display maths (window, LUT, planes), the CLI and the architecture rule."""
+
+from __future__ import annotations
+
+import ast
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from pydicom.data import get_testdata_file
+
+from medui.display import (apply_window, auto_window, default_window, native_plane, plane_count, plane_view,
+                           render, shows_inverted, thumbnail)
+from medui.io import load
+from medui.series import Window
+from tests.synth import phantom_volume, write_series
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_linear_window_follows_dicom_formula():
+    x = np.array([[-1000.0, -160.0, 40.0, 239.0, 240.0, 3000.0]], np.float32)
+    u8 = apply_window(x, Window(40, 400))
+    assert u8[0, 0] == 0 and u8[0, -1] == 255
+    assert u8[0, 2] == 128 or u8[0, 2] == 127  # centre maps to mid-grey
+    assert np.all(np.diff(u8[0].astype(int)) >= 0)
+    assert np.array_equal(apply_window(x, Window(40, 400), invert=True), 255 - u8)
+
+
+def test_auto_window_and_defaults(tmp_path):
+    rng = np.random.default_rng(0)
+    w = auto_window(rng.normal(500, 50, (1, 100, 100)).astype(np.float32))
+    assert 350 < w.low < 450 and 550 < w.high < 650
+    write_series(tmp_path, phantom_volume(3))
+    s = load([tmp_path]).series[0]
+    assert default_window(s) == Window(40, 400)  # the file's own window
+
+
+def test_monochrome1_starts_inverted(tmp_path):
+    import pydicom
+
+    ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    ds.PhotometricInterpretation = "MONOCHROME1"
+    ds.save_as(tmp_path / "m1.dcm")
+    s = load([tmp_path / "m1.dcm"]).series[0]
+    assert shows_inverted(s)
+
+
+def test_voi_lut_rendering():
+    s = load([get_testdata_file("vlut_04.dcm")]).series[0]
+    view = plane_view(s, "native", 0)
+    u8 = render(s, view, Window(0, 1), False, use_voi_lut=True)
+    assert u8.dtype == np.uint8 and u8.max() > u8.min()
+
+
+def test_planes_have_physical_spacing_and_radiological_orientation(tmp_path):
+    vol = phantom_volume(10, rows=20, cols=30)
+    write_series(tmp_path, vol, slice_step=2.5)  # axial, slices ascending toward S
+    s = load([tmp_path]).series[0]
+    assert native_plane(s) == "axial"
+    assert plane_count(s, "axial") == 10 and plane_count(s, "coronal") == 20 and plane_count(s, "sagittal") == 30
+    ax = plane_view(s, "axial", 0)
+    # canonical axis 0 grows toward I: axial index 0 is the most superior slice
+    np.testing.assert_array_equal(ax.image, vol[-1] - 1024)
+    cor = plane_view(s, "coronal", 5)
+    assert cor.image.shape == (10, 30) and cor.row_spacing == pytest.approx(2.5) and cor.col_spacing == pytest.approx(0.8)
+    np.testing.assert_array_equal(cor.image[0], vol[-1, 5] - 1024)  # top row = superior
+    assert cor.vertical_up and cor.y[0] > cor.y[-1]
+    sag = plane_view(s, "sagittal", 3)
+    assert sag.image.shape == (10, 20) and sag.col_spacing == pytest.approx(0.7)
+    assert thumbnail(s).dtype == np.uint8
+
+
+def test_figure_is_small_and_fast_to_build(tmp_path):
+    from medui.ui.figures import slice_figure
+
+    write_series(tmp_path, phantom_volume(3, rows=64, cols=64))
+    s = load([tmp_path]).series[0]
+    view = plane_view(s, "axial", 1)
+    fig = slice_figure(view, render(s, view, Window(40, 400), False), "HU")
+    spec = fig.to_plotly_json()
+    assert spec["data"][0]["type"] == "image" and spec["data"][0]["source"].startswith("data:image/png;base64,")
+    assert "HU" in spec["data"][1]["hovertemplate"]
+
+
+def test_cli_info_json(tmp_path):
+    write_series(tmp_path / "ser", phantom_volume(4))
+    (tmp_path / "ser" / "junk.txt").write_text("x")
+    out = subprocess.run([sys.executable, "-m", "medui", "info", str(tmp_path / "ser"), "--json"],
+                         capture_output=True, text=True, cwd=ROOT, check=True)
+    doc = json.loads(out.stdout)
+    series = doc["series"][0]
+    for key in ("modality", "shape", "spacing", "affine", "value_range", "photometric", "description", "files", "warnings"):
+        assert key in series
+    assert series["shape"] == [4, 32, 40] and series["modality"] == "CT" and len(series["files"]) == 4
+    assert doc["skipped"][0]["file"].endswith("junk.txt")
+    text = subprocess.run([sys.executable, "-m", "medui", "info", str(tmp_path / "ser")],
+                          capture_output=True, text=True, cwd=ROOT, check=True).stdout
+    assert "Series 1: CT" in text and "Skipped 1 file" in text
+    help_text = subprocess.run([sys.executable, "-m", "medui", "--help"], capture_output=True, text=True, cwd=ROOT).stdout
+    assert "info" in help_text
+
+
+def test_core_never_imports_streamlit():
+    offenders = []
+    for path in (ROOT / "medui").rglob("*.py"):
+        if "ui" in path.relative_to(ROOT / "medui").parts[:1]:
+            continue
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            if any(n == "streamlit" or n.startswith("streamlit.") for n in names):
+                offenders.append(str(path.relative_to(ROOT)))
+    assert offenders == []

@@ -1,0 +1,102 @@
+"""Viewer page through Streamlit's AppTest: upload, series choice, slider, preset, bad files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from tests.synth import phantom_volume, write_series
+
+ROOT = Path(__file__).resolve().parents[1]
+TIMEOUT = 120
+
+
+def _viewer() -> AppTest:
+    at = AppTest.from_file(str(ROOT / "pages" / "viewer.py"), default_timeout=TIMEOUT)
+    return at.run()
+
+
+def _image_spec(at: AppTest) -> dict:
+    charts = [e for e in at.get("plotly_chart")]
+    assert charts, "no image shown"
+    return json.loads(charts[0].proto.spec)
+
+
+def _upload(at: AppTest, paths, key="upload-files") -> AppTest:
+    at.file_uploader(key=key).set_value([(p.name, p.read_bytes(), "application/dicom") for p in paths])
+    return at.run()
+
+
+@pytest.fixture()
+def two_series(tmp_path):
+    a = write_series(tmp_path / "a", phantom_volume(6, rows=40, cols=40, seed=1), name="a", description="first")
+    b = write_series(tmp_path / "b", phantom_volume(3, rows=24, cols=24, seed=2), name="b", description="second")
+    return a, b
+
+
+def test_empty_page_invites_an_upload():
+    at = _viewer()
+    assert not at.exception
+    assert "Upload DICOM" in at.info[0].value
+
+
+def test_app_shell_shows_device_and_notice():
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=TIMEOUT).run()
+    assert not at.exception
+    side = " ".join(m.value for m in at.sidebar.markdown) + " ".join(c.value for c in at.sidebar.caption)
+    assert "Compute device" in side and ("CPU" in side or "GPU" in side)
+    assert "not a medical device" in at.sidebar.warning[0].value
+
+
+def test_upload_choose_series_scroll_and_preset(two_series):
+    a, b = two_series
+    at = _upload(_viewer(), a + b)
+    assert not at.exception
+    choice = at.selectbox(key="series-choice")
+    assert len(choice.options) == 2
+    first = _image_spec(at)["data"][0]["source"]
+    # move the slice slider: the image changes
+    slider = next(s for s in at.slider if s.label == "Slice")
+    slider.set_value(1).run()
+    assert _image_spec(at)["data"][0]["source"] != first
+    # a preset changes the window sliders and the picture
+    at.selectbox(key=[k for k in (s.key for s in at.selectbox) if k.startswith("preset-")][0]).set_value("Lung").run()
+    center = next(s for s in at.slider if s.label.startswith("Window level"))
+    width = next(s for s in at.slider if s.label == "Window width")
+    assert (center.value, width.value) == (-600.0, 1500.0)
+    # the other series
+    second = at.session_state["medui.series"][1]
+    at.selectbox(key="series-choice").set_value(second.id).run()
+    assert not at.exception
+    assert "3 x 24x24" in at.selectbox(key="series-choice").format_func(second.id)
+    assert "Image 2/3" in _image_spec(at)["layout"]["title"]["text"] or "2/3" in _image_spec(at)["layout"]["title"]["text"]
+
+
+def test_bad_file_among_good_ones_is_listed_and_data_kept(two_series, tmp_path):
+    a, _ = two_series
+    at = _upload(_viewer(), a)
+    bad = tmp_path / "broken.dcm"
+    bad.write_bytes(b"\0" * 128 + b"DICM" + b"rubbish" * 30)
+    at = _upload(at, [bad, a[0]], key="upload-folder")
+    assert not at.exception
+    problems = at.expander[0]
+    assert "not loaded" in problems.label
+    text = " ".join(m.value for m in problems.markdown)
+    assert "broken.dcm" in text and "damaged" in text
+    assert len(at.session_state["medui.series"]) >= 1  # the first upload is still there
+
+
+def test_sample_button_and_header_masking():
+    at = _viewer()
+    at.button(key="sample-load").click().run()
+    assert not at.exception
+    assert len(at.session_state["medui.series"]) == 1
+    table = at.dataframe[0].value
+    row = table[table["attribute"] == "PatientName"]
+    assert row["value"].iloc[0] == "•••"
+    at.toggle(key=[t.key for t in at.toggle if t.key.startswith("reveal-")][0]).set_value(True).run()
+    table = at.dataframe[0].value
+    assert table[table["attribute"] == "PatientName"]["value"].iloc[0] != "•••"
