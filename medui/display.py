@@ -143,7 +143,7 @@ def plane_view(series: Series, plane: str, index: int) -> PlaneView:
     spacing = np.linalg.norm(series.affine[:3, :3], axis=0)[order]
     axis = {"axial": 0, "coronal": 1, "sagittal": 2}[plane]
     index = int(np.clip(index, 0, vol.shape[axis] - 1))
-    image = np.take(vol, index, axis=axis)
+    image = vol[(slice(None),) * axis + (index,)]  # a view: np.take would copy the whole volume
     # Patient coordinate (LPS mm) along each canonical axis, for the voxel indices shown.
     coords = []
     for k, world_axis in enumerate((2, 1, 0)):

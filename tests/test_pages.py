@@ -25,9 +25,12 @@ def _image_spec(at: AppTest) -> dict:
     return json.loads(charts[0].proto.spec)
 
 
-def _upload(at: AppTest, paths, key="upload-files") -> AppTest:
-    at.file_uploader(key=key).set_value([(p.name, p.read_bytes(), "application/dicom") for p in paths])
-    return at.run()
+def _upload(at: AppTest, paths, which: int = 0) -> AppTest:
+    """Upload through the files (0) or folder (1) uploader; the page empties it once read."""
+    at.file_uploader[which].set_value([(p.name, p.read_bytes(), "application/dicom") for p in paths])
+    at.run()
+    assert not at.file_uploader[which].value, "uploader should be emptied after reading"
+    return at
 
 
 @pytest.fixture()
@@ -80,7 +83,7 @@ def test_bad_file_among_good_ones_is_listed_and_data_kept(two_series, tmp_path):
     at = _upload(_viewer(), a)
     bad = tmp_path / "broken.dcm"
     bad.write_bytes(b"\0" * 128 + b"DICM" + b"rubbish" * 30)
-    at = _upload(at, [bad, a[0]], key="upload-folder")
+    at = _upload(at, [bad, a[0]], which=1)
     assert not at.exception
     problems = at.expander[0]
     assert "not loaded" in problems.label

@@ -10,7 +10,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from medui.deid import header_rows
-from medui.io.decode import Decoder
+from medui.io.decode import Decoder, alloc_volume
 from medui.io.geometry import FrameGeom, frame_geometries, sort_frames, stack_affine
 from medui.io.sources import Limits, Skipped, SourceFile
 from medui.series import Series, VoiLut, Window
@@ -236,7 +236,7 @@ def _decode_stack(stack: list[_Frame], insts: list[Instance],
             if f.index >= arr.shape[0] or (out is not None and arr.shape[1:] != out.shape[1:]):
                 continue
             if out is None:
-                out = np.empty((len(stack),) + arr.shape[1:], np.float32)
+                out = alloc_volume((len(stack),) + arr.shape[1:], np.float32)
             g = f.geom
             if result.rescale and g.slope != 1:
                 np.multiply(arr[f.index], np.float32(g.slope), out=out[pos], casting="unsafe")

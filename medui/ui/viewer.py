@@ -19,13 +19,15 @@ UPLOAD_TYPES = None  # any file: DICOM often has no extension
 def upload_panel() -> None:
     """Files, a folder or a zip; or a bundled sample. New uploads are read once."""
     files_tab, folder_tab, sample_tab = st.tabs(["Files or zip", "Folder", "Try a sample"])
+    # The uploaders are emptied (new key) once their files are read: the series stay in the session.
+    generation = st.session_state.setdefault("upload-generation", 0)
     with files_tab:
         files = st.file_uploader("DICOM (single, series, multi-frame, compressed), NIfTI, PNG/JPEG/TIFF, or a zip",
-                                 accept_multiple_files=True, key="upload-files")
+                                 accept_multiple_files=True, key=f"upload-files-{generation}")
         _read_uploads(files, "files")
     with folder_tab:
         folder = st.file_uploader("A folder of DICOM files (sub-folders included)",
-                                  accept_multiple_files="directory", key="upload-folder")
+                                  accept_multiple_files="directory", key=f"upload-folder-{generation}")
         _read_uploads(folder, "folder")
     with sample_tab:
         label = st.selectbox("Sample scan shipped with pydicom", list(PYDICOM_SAMPLES), key="sample-choice")
@@ -39,8 +41,10 @@ def _read_uploads(files, slot: str) -> None:  # type: ignore[no-untyped-def]
     if fresh:
         with st.spinner(f"Reading {len(fresh)} file(s)…"):
             result = state.add_inputs([(f.name, f.getvalue()) for f in fresh], f"{len(fresh)} uploaded file(s)")
-        if result.series:
-            st.toast(f"Loaded {len(result.series)} series")
+        st.toast(f"Loaded {len(result.series)} series from {len(fresh)} file(s)"
+                 + (f"; {len(result.skipped)} file(s) not loaded" if result.skipped else ""))
+        st.session_state["upload-generation"] += 1
+        st.rerun()
 
 
 def problems_panel() -> None:
