@@ -8,7 +8,7 @@ import streamlit as st
 from medui import deid
 from medui.display import (CT_PRESETS, PLANES, auto_window, default_window, native_plane, plane_count,
                            plane_view, render, shows_inverted, thumbnail)
-from medui.samples import PYDICOM_SAMPLES, sample_path
+from medui.samples import SAMPLES, sample_path
 from medui.series import Window
 from medui.ui import state
 from medui.ui.figures import slice_figure
@@ -30,7 +30,8 @@ def upload_panel() -> None:
                                   accept_multiple_files="directory", key=f"upload-folder-{generation}")
         _read_uploads(folder, "folder")
     with sample_tab:
-        label = st.selectbox("Sample scan shipped with pydicom", list(PYDICOM_SAMPLES), key="sample-choice")
+        label = st.selectbox("Sample scan (real scans shipped with pydicom, synthetic phantoms shipped with MedUI)",
+                             SAMPLES, key="sample-choice")
         if st.button("Load sample", key="sample-load", type="primary"):
             with st.spinner("Reading sample…"):
                 state.add_inputs([sample_path(label)], label)

@@ -1,0 +1,1 @@
+"""Models: cards (the one source of truth for preprocessing), architectures, registry on disk."""

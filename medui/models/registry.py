@@ -1,0 +1,136 @@
+"""The model registry on disk: `models/<name>-v<version>.keras` with `<name>-v<version>.json` beside it.
+
+Models are always loaded with `safe_mode=True`; nothing ever overwrites an existing model.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from medui.errors import MedUIError
+from medui.models.card import CardError, ModelCard
+
+DEFAULT_DIR = Path(__file__).resolve().parents[2] / "models"
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+class ModelLoadError(MedUIError):
+    """A model file could not be loaded safely."""
+
+
+class ModelExistsError(MedUIError):
+    """Registering would overwrite an existing model version."""
+
+
+def models_dir() -> Path:
+    return Path(os.environ.get("MEDUI_MODELS", DEFAULT_DIR))
+
+
+@dataclass(frozen=True)
+class Entry:
+    card: ModelCard
+    path: Path  # the .keras file
+
+    @property
+    def id(self) -> str:
+        return self.card.id
+
+
+def list_models(root: Path | None = None) -> list[Entry]:
+    """Registered models, newest first (creation date, then version)."""
+    root = Path(root or models_dir())
+    entries = []
+    for keras_file in sorted(root.glob("*.keras")):
+        card_file = keras_file.with_suffix(".json")
+        try:
+            entries.append(Entry(ModelCard.load(card_file), keras_file))
+        except CardError:
+            continue  # a model without a valid card is not registered
+    return sorted(entries, key=lambda e: (e.card.created, e.card.version), reverse=True)
+
+
+def find(name: str, root: Path | None = None) -> Entry:
+    """By id (`name-vN`) or by name (its newest version)."""
+    entries = list_models(root)
+    for e in entries:
+        if e.id == name:
+            return e
+    same = [e for e in entries if e.card.name == name]
+    if same:
+        return max(same, key=lambda e: e.card.version)
+    known = ", ".join(e.id for e in entries) or "none"
+    raise MedUIError(f"no model named '{name}' in {root or models_dir()}; registered: {known}")
+
+
+def next_version(name: str, root: Path | None = None) -> int:
+    return 1 + max((e.card.version for e in list_models(root) if e.card.name == name), default=0)
+
+
+def load_keras(path: Path):  # type: ignore[no-untyped-def]
+    """Load a .keras file with safe_mode=True; arbitrary code (Lambda layers) is refused."""
+    import keras
+
+    try:
+        return keras.saving.load_model(str(path), safe_mode=True, compile=False)
+    except Exception as exc:
+        text = str(exc)
+        if "safe_mode" in text or "Lambda" in text or "lambda" in text:
+            raise ModelLoadError(
+                f"{Path(path).name} contains arbitrary Python code (a Lambda layer or similar) and was refused. "
+                "MedUI only loads models in Keras safe mode; rebuild the model without Lambda layers.") from None
+        raise ModelLoadError(f"{Path(path).name} is not a loadable Keras 3 model ({type(exc).__name__}: "
+                             f"{text.splitlines()[0][:200] if text else ''}). Save it with model.save('x.keras').") from None
+
+
+def validate(model, card: ModelCard) -> None:  # type: ignore[no-untyped-def]
+    """The model matches its card and a test prediction runs."""
+    shape = tuple(model.inputs[0].shape[1:])
+    if shape != (card.input_size[0], card.input_size[1], card.channels):
+        raise CardError(f"the card says input {card.input_size[0]}x{card.input_size[1]}x{card.channels}, the model "
+                        f"takes {shape}; fix the card")
+    try:
+        model.get_layer(card.cam_layer)
+        model.get_layer("logits")
+    except ValueError:
+        raise CardError(f"the model has no layer '{card.cam_layer}' (CAM layer) or no 'logits' layer; MedUI models "
+                        "end in a 'logits' Dense layer followed by an activation") from None
+    out = np.asarray(model.predict(np.zeros((1, *shape), np.float32), verbose=0))
+    expected = 1 if card.task == "binary" else len(card.class_names)
+    if out.shape != (1, expected) or not np.all(np.isfinite(out)):
+        raise CardError(f"a test prediction gave shape {out.shape}; the card's classes need (1, {expected})")
+
+
+def register(model_file: Path, card: ModelCard, root: Path | None = None, move: bool = False) -> Entry:
+    """Validate and copy a model with its card into the registry, never overwriting."""
+    root = Path(root or models_dir())
+    root.mkdir(parents=True, exist_ok=True)
+    if not _NAME.match(card.name):
+        raise CardError(f"model name '{card.name}' must be letters, digits, '.', '_' or '-' (at most 64)")
+    card.validate()
+    model = load_keras(model_file)
+    validate(model, card)
+    target = root / f"{card.id}.keras"
+    if target.exists() or target.with_suffix(".json").exists():
+        raise ModelExistsError(f"{target.name} already exists; models are never overwritten. Use version "
+                               f"{next_version(card.name, root)}")
+    fd, tmp = tempfile.mkstemp(dir=root, suffix=".partial")
+    os.close(fd)
+    (shutil.move if move else shutil.copyfile)(str(model_file), tmp)
+    os.replace(tmp, target)
+    card.save(target.with_suffix(".json"))
+    return Entry(card, target)
+
+
+def delete(entry_id: str, root: Path | None = None) -> None:
+    entry = find(entry_id, root)
+    if entry.card.demo:
+        raise MedUIError("the demo model ships with MedUI and cannot be deleted from the app")
+    entry.path.unlink(missing_ok=True)
+    entry.path.with_suffix(".json").unlink(missing_ok=True)

@@ -1,0 +1,60 @@
+"""Diagnose page: a model's calibrated score at its operating threshold, and why (saliency)."""
+
+import streamlit as st
+
+from medui.errors import MedUIError
+from medui.ui import diagnose, modelcache, state, viewer
+
+st.title("Diagnose")
+st.caption("Decision support only — not a medical device. Scores must be interpreted by a qualified clinician.")
+entries = modelcache.registry()
+if not entries:
+    st.warning("No model is registered. Train the demo model with `python -m medui demo-model` or add one on the "
+               "Models page.")
+    st.stop()
+with st.expander("Add scans", expanded=not state.loaded()):
+    viewer.upload_panel()
+viewer.problems_panel()
+items = state.loaded()
+if not items:
+    st.info("Upload a scan above, or open one in the Viewer: the series you load there are available here.")
+    st.stop()
+left, right = st.columns(2)
+with left:
+    ids = [i.id for i in items]
+    sid = st.selectbox("Series", ids, format_func=lambda i: items[ids.index(i)].series.summary(), key="dx-series")
+    item = items[ids.index(sid)] if sid in ids else items[0]
+with right:
+    mids = [e.id for e in entries]
+    mid = st.selectbox("Model (newest first)", mids, key="dx-model",
+                       format_func=lambda m: m + ("  · demo" if entries[mids.index(m)].card.demo else ""))
+    entry = entries[mids.index(mid)]
+try:
+    _, predictor, explainer = modelcache.get(entry)
+except MedUIError as exc:
+    st.error(f"The model {entry.id} cannot be used: {exc}")
+    st.stop()
+diagnose.card_summary(entry.card)
+key = (entry.id, item.id)
+results = st.session_state.setdefault("medui.predictions", {})
+if key not in results:
+    with st.spinner(f"Scoring {item.series.n_slices} slice(s)…"):
+        results[key] = predictor.predict(item.series)
+pred = results[key]
+for w in pred.warnings:
+    st.warning(w, icon="⚠️")
+g, p = st.columns([1, 1])
+with g:
+    st.plotly_chart(diagnose.gauge(pred, entry.card), width="stretch", key="dx-gauge")
+with p:
+    verdict = "above" if pred.margin >= 0 else "below"
+    st.subheader(f"{pred.label}")
+    st.markdown(f"Score is **{verdict}** the operating threshold ({pred.threshold:.3f}) by {abs(pred.margin):.3f}.")
+    st.dataframe([{"class": c, "probability": round(v, 4)} for c, v in pred.probabilities.items()], hide_index=True)
+    if pred.slice_scores:
+        st.caption(f"Study score = highest slice score (slice {pred.peak_slice + 1} of {len(pred.slice_scores)}).")
+index = 0
+if pred.slice_scores:
+    index = st.slider("Slice", 1, len(pred.slice_scores), pred.peak_slice + 1, key=f"dx-slice-{item.id}") - 1
+    st.plotly_chart(diagnose.slice_chart(pred, entry.card, index), width="stretch", key="dx-slices")
+diagnose.overlays(item.series, index, entry.id, item.id, predictor, explainer)

@@ -1,0 +1,85 @@
+"""Diagnose and Models pages (AppTest) and the predict/models commands, on the shipped demo model."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from streamlit.testing.v1 import AppTest
+
+from medui.samples import SAMPLE_DIR
+
+ROOT = Path(__file__).resolve().parents[1]
+NODULE = SAMPLE_DIR / "phantom_chest_nodule.dcm"
+NORMAL = SAMPLE_DIR / "phantom_chest_normal.dcm"
+
+
+def _run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "medui", *args], capture_output=True, text=True, cwd=ROOT, timeout=300)
+
+
+def test_cli_models_json_lists_the_demo_model_newest_first():
+    doc = json.loads(_run("models", "--json").stdout)
+    assert doc["models"], "no models registered"
+    demo = [m for m in doc["models"] if m["demo"]][0]
+    for key in ("name", "version", "classes", "created", "threshold"):
+        assert key in demo
+    created = [m["created"] for m in doc["models"]]
+    assert created == sorted(created, reverse=True)
+
+
+def test_cli_predict_json_with_overlays(tmp_path):
+    out = _run("predict", str(NODULE), str(NORMAL), "--model", "demo-chest-phantom", "--cam", "gradcam", "layercam",
+               "--out", str(tmp_path), "--json")
+    assert out.returncode == 0, out.stderr[-2000:]
+    doc = json.loads(out.stdout)
+    assert doc["model"]["name"] == "demo-chest-phantom" and isinstance(doc["model"]["version"], int)
+    nodule, normal = doc["results"]
+    assert nodule["label"] == "lesion" and normal["label"] == "normal"
+    assert set(nodule["probabilities"]) == {"normal", "lesion"} and 0 < nodule["threshold"] < 1
+    assert len(nodule["overlays"]) == 2 and all(Path(p).stat().st_size > 1000 for p in nodule["overlays"])
+
+
+def test_cli_predict_unknown_model_says_what_exists():
+    out = _run("predict", str(NODULE), "--model", "nope")
+    assert out.returncode == 2 and "no model named 'nope'" in out.stderr and "demo-chest-phantom" in out.stderr
+
+
+def _diagnose() -> AppTest:
+    return AppTest.from_file(str(ROOT / "pages" / "diagnose.py"), default_timeout=180).run()
+
+
+def test_diagnose_page_scores_and_explains_an_upload():
+    at = _diagnose()
+    assert not at.exception
+    at.file_uploader[0].set_value([(NODULE.name, NODULE.read_bytes(), "application/dicom")])
+    at.run()
+    assert not at.exception
+    assert any(s.value == "lesion" for s in at.subheader)
+    assert at.get("plotly_chart"), "no gauge"
+    assert any("above" in m.value for m in at.markdown)
+    assert len(at.get("imgs")) >= 1  # the Grad-CAM overlay
+    store = at.session_state["medui.saliency"]
+    n_maps = len(store)
+    at.slider(key="cam-opacity").set_value(0.8).run()  # display change: no recomputation
+    assert len(at.session_state["medui.saliency"]) == n_maps
+    at.multiselect(key="cam-methods").set_value(["gradcam", "gradcam++"]).run()  # only the new method is computed
+    assert len(at.session_state["medui.saliency"]) == n_maps + 1
+    assert not at.exception
+
+
+def test_models_page_lists_and_refuses_a_lambda_model(tmp_path):
+    import keras
+
+    at = AppTest.from_file(str(ROOT / "pages" / "models.py"), default_timeout=120).run()
+    assert not at.exception
+    assert "demo-chest-phantom" in str(at.dataframe[0].value)
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.Flatten()(keras.layers.Lambda(lambda t: t + 1)(inputs))
+    keras.Model(inputs, keras.layers.Dense(1, name="logits")(x)).save(tmp_path / "evil.keras")
+    at.file_uploader(key="add-model").set_value(("evil.keras", (tmp_path / "evil.keras").read_bytes(), "application/zip"))
+    at.run()
+    next(b for b in at.button if b.label == "Validate and register").click().run()
+    assert any("arbitrary Python code" in e.value for e in at.error)
