@@ -15,6 +15,8 @@ test:
 bench:
 	@scripts/setup.sh test
 	.venv/bin/python bench/bench_io.py
+	.venv/bin/python bench/bench_inference.py
+	.venv/bin/python bench/bench_training.py
 
 clean:
 	rm -rf .venv .pytest_cache

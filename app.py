@@ -10,6 +10,7 @@ st.set_page_config(page_title="MedUI", page_icon="🩻", layout="wide")
 pages = [
     st.Page("pages/viewer.py", title="Viewer", icon="🩻", default=True),
     st.Page("pages/diagnose.py", title="Diagnose", icon="🔎"),
+    st.Page("pages/train.py", title="Train", icon="🏋️"),
     st.Page("pages/models.py", title="Models", icon="🧠"),
 ]
 nav = st.navigation(pages)

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import time
+from pathlib import Path
 from typing import Sequence
 
 from medui import __version__
@@ -127,6 +130,107 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     return 0 if results else 1
 
 
+def _train_config(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from medui.training import TrainConfig
+
+    cfg = TrainConfig(data=[str(p) for p in args.data], out=args.out, base=args.base, arch=args.arch,
+                      epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr, seed=args.seed,
+                      min_sensitivity=args.min_sensitivity, patient_pattern=args.patient_pattern,
+                      min_per_class=args.min_per_class, mixed_precision=args.mixed_precision,
+                      weights=None if args.weights == "none" else args.weights, models_dir=args.dir)
+    if args.head_epochs is not None:
+        cfg.head_epochs = args.head_epochs
+    if args.hflip:
+        cfg.augment["hflip"] = 1.0
+    return cfg
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from medui import jobs
+    from medui.trainer import run_job
+
+    cfg = _train_config(args)
+    root = Path(args.jobs) if args.jobs else jobs.jobs_dir()
+    root.mkdir(parents=True, exist_ok=True)
+    job = jobs.Job(root / f"cli-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}")
+    job.path.mkdir()
+    jobs.write_json(job.path / "params.json", cfg.to_json())
+    if not args.json:
+        print(f"job folder: {job.path}", flush=True)
+    code = run_job(job.path) if args.json is False else _quiet(run_job, job.path)
+    status, result = job.status(), job.result()
+    if args.json:
+        doc = {"job": str(job.path), "state": status.get("state")}
+        if result:
+            from medui.training import summary_metrics
+
+            doc.update({"model": result["model"], **summary_metrics(result["evaluation"]),
+                        "device": result["device"], "mixed_precision": result["mixed_precision"]})
+        else:
+            doc["error"] = status.get("error") or status.get("message")
+        print(json.dumps(doc, indent=2))
+    elif status.get("state") != "done":
+        print(f"training {status.get('state')}: {status.get('error') or status.get('message')}", file=sys.stderr)
+    return 0 if status.get("state") == "done" else max(code, 1)
+
+
+def _quiet(fn, *a):  # type: ignore[no-untyped-def]
+    """Run with stdout to stderr, so --json prints one clean document."""
+    import contextlib
+
+    with contextlib.redirect_stdout(sys.stderr):
+        return fn(*a)
+
+
+def _cmd_train_job(args: argparse.Namespace) -> int:
+    from medui.trainer import run_job
+
+    return run_job(Path(args.job_dir))
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from medui.data import scan
+    from medui.errors import MedUIError
+    from medui.service import load_model
+    from medui.training import evaluate_arrays, prepared_arrays, summary_metrics
+
+    try:
+        entry, predictor, _ = _quiet(load_model, args.model, args.dir)
+        dataset = scan(args.data, args.patient_pattern, min_per_class=1)
+    except MedUIError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    classes = entry.card.class_names
+    keep = [i for i, s in enumerate(dataset.samples) if s.label in classes]
+    if args.split and args.split != "all":
+        keep = [i for i in keep if dataset.samples[i].split == args.split]
+    if not keep:
+        print(f"error: no images of the model's classes {classes} found (found {dataset.classes})", file=sys.stderr)
+        return 2
+    x, y = prepared_arrays(dataset, keep, entry.card)
+    ev = evaluate_arrays(predictor.probabilities(predictor.logits(x)), y, classes, entry.card.threshold)
+    doc = {"model": entry.id, **summary_metrics(ev)}
+    if args.json:
+        print(json.dumps(doc, indent=2))
+    else:
+        print(f"{entry.id} on {ev['n']} images: AUC {ev['auc']:.4f} (95% CI {ev['auc_ci'][0]:.4f}-{ev['auc_ci'][1]:.4f}), "
+              f"accuracy {ev['accuracy']:.4f}, sensitivity {ev['sensitivity']:.4f}, specificity {ev['specificity']:.4f} "
+              f"at threshold {ev['threshold']:.4f}; confusion matrix {ev['confusion_matrix']}")
+    return 0
+
+
+def _cmd_datasets(args: argparse.Namespace) -> int:
+    from medui.datasets import DatasetUnavailableError, write_pneumoniamnist
+
+    try:
+        info = write_pneumoniamnist(Path(args.out), args.size, args.npz, args.limit)
+    except DatasetUnavailableError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(info, indent=2))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m medui",
@@ -154,10 +258,55 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--json", action="store_true")
     predict.add_argument("--dir", default=None, help="registry folder")
     predict.set_defaults(func=_cmd_predict)
+    from medui.models.architectures import ARCHITECTURES
+
+    train = sub.add_parser("train", help="fine-tune or train a model on a labelled folder; registers a new version",
+                           description="DATA: folder or zip with one sub-folder per class (optionally inside train/, "
+                                       "val/, test/). With neither --base nor --arch: the recommended default "
+                                       "(DenseNet121 on a GPU, MobileNetV2 on a CPU, ImageNet weights).")
+    train.add_argument("data", nargs="+", type=Path, metavar="DATA")
+    src = train.add_mutually_exclusive_group()
+    src.add_argument("--base", help="registered model to fine-tune (id or name)")
+    src.add_argument("--arch", choices=list(ARCHITECTURES))
+    train.add_argument("--out", required=True, help="name of the new model")
+    train.add_argument("--epochs", type=int, default=12)
+    train.add_argument("--head-epochs", type=int, default=None, help="phase-1 epochs with the backbone frozen")
+    train.add_argument("--batch-size", type=int, default=32)
+    train.add_argument("--lr", type=float, default=1e-3)
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--weights", default="imagenet", help="'imagenet', a local weights file, or 'none'")
+    train.add_argument("--min-sensitivity", type=float, default=None,
+                       help="choose the threshold reaching this sensitivity (default: Youden's J)")
+    train.add_argument("--patient-pattern", default=None, help="e.g. '<patient>_<n>.png'")
+    train.add_argument("--min-per-class", type=int, default=10)
+    train.add_argument("--hflip", action="store_true", help="allow horizontal flips (off: they move the heart)")
+    train.add_argument("--mixed-precision", choices=["auto", "on", "off"], default="auto")
+    train.add_argument("--jobs", default=None, help="job folder root (default: MEDUI_JOBS or ./jobs)")
+    train.add_argument("--dir", default=None, help="model registry folder")
+    train.add_argument("--json", action="store_true")
+    train.set_defaults(func=_cmd_train)
+    tj = sub.add_parser("train-job", help="run a prepared job folder (what the Train page starts)")
+    tj.add_argument("job_dir")
+    tj.set_defaults(func=_cmd_train_job)
+    ev = sub.add_parser("evaluate", help="evaluate a registered model on a labelled folder")
+    ev.add_argument("data", nargs="+", metavar="DATA")
+    ev.add_argument("--model", required=True)
+    ev.add_argument("--split", choices=["all", "train", "val", "test"], default="all")
+    ev.add_argument("--patient-pattern", default=None)
+    ev.add_argument("--dir", default=None)
+    ev.add_argument("--json", action="store_true")
+    ev.set_defaults(func=_cmd_evaluate)
+    dsets = sub.add_parser("datasets", help="write a public dataset as a labelled folder")
+    dsets.add_argument("name", choices=["pneumoniamnist"])
+    dsets.add_argument("--size", type=int, choices=[28, 64, 128, 224], default=64)
+    dsets.add_argument("--out", required=True)
+    dsets.add_argument("--npz", default=None, help="an already-downloaded .npz (offline)")
+    dsets.add_argument("--limit", type=int, default=None, help="at most this many images per split")
+    dsets.set_defaults(func=_cmd_datasets)
     demo = sub.add_parser("demo-model", help="train the demo model on synthetic chest phantoms (CPU, minutes)")
     demo.add_argument("--out", default="models", help="model registry folder (default: models)")
     demo.add_argument("--n", type=int, default=1600, help="training phantoms (default 1600)")
-    demo.add_argument("--epochs", type=int, default=12)
+    demo.add_argument("--epochs", type=int, default=10)
     demo.add_argument("--seed", type=int, default=0)
     demo.set_defaults(func=_cmd_demo_model)
     return parser

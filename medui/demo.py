@@ -43,7 +43,7 @@ def _masks(phantoms: list, card: ModelCard) -> np.ndarray:
 def demo_card(version: int = 1) -> ModelCard:
     return ModelCard(
         name=NAME, version=version, class_names=list(CLASSES), input_size=[128, 128], channels=1,
-        architecture="small_cnn", cam_layer="cam", preprocessing=Preprocessing("percentile", 0.5, 99.5, None, "letterbox"),
+        architecture="evidence_cnn", cam_layer="evidence", preprocessing=Preprocessing("percentile", 0.5, 99.5, None, "letterbox"),
         modalities=["DX", "CR", "OT"], body_parts=["CHEST"], demo=True,
         intended_use=("DEMONSTRATION ONLY. Shows how MedUI scores an image and explains the score. "
                       "Not for any clinical use."),
@@ -53,11 +53,10 @@ def demo_card(version: int = 1) -> ModelCard:
     )
 
 
-def train_demo(out: Path, n_train: int = 1600, n_val: int = 400, n_test: int = 400, epochs: int = 12,
+def train_demo(out: Path, n_train: int = 1600, n_val: int = 400, n_test: int = 400, epochs: int = 10,
                seed: int = 0, log=print) -> Path:  # type: ignore[no-untyped-def]
     import keras
 
-    from medui.models.architectures import build
     from medui.models.registry import next_version, register
 
     keras.utils.set_random_seed(seed)
@@ -68,12 +67,15 @@ def train_demo(out: Path, n_train: int = 1600, n_val: int = 400, n_test: int = 4
     m_tr, m_va = _masks(ph_tr, card), _masks(ph_va, card)
     x_te, y_te, _ = phantom_arrays(n_test, TEST_SEED, card)
     log(f"phantoms ready in {time.time() - t0:.0f} s: train {len(x_tr)}, val {len(x_va)}, test {len(x_te)}")
-    built = build("small_cnn")
+    from medui.models.architectures import evidence_cnn
+
+    built = evidence_cnn()
     model = built.model
-    # Auxiliary supervision: a 1x1 head on the CAM layer learns the lesion masks (16x16), so the
-    # features the classifier uses sit where the lesion is. The head is dropped after training.
+    # Auxiliary supervision: the evidence map also learns the lesion masks (1/4 scale, through a
+    # 1x1 sigmoid), so the evidence the score rests on sits where the lesion is. Dropped after training.
     seg = keras.layers.Conv2D(1, 1, activation="sigmoid", name="aux_lesion_mask")(model.get_layer(built.cam_layer).output)
     trainer = keras.Model(model.inputs, [model.outputs[0], seg])
+    factor = card.input_size[0] // int(seg.shape[1])  # input pixels per CAM cell
     geometric = keras.Sequential([keras.layers.RandomTranslation(0.04, 0.04, fill_mode="constant"),
                                   keras.layers.RandomRotation(0.02, fill_mode="constant"),
                                   keras.layers.RandomZoom(0.08, fill_mode="constant")], name="augment")
@@ -83,19 +85,21 @@ def train_demo(out: Path, n_train: int = 1600, n_val: int = 400, n_test: int = 4
     def augment(img, mask, label):  # type: ignore[no-untyped-def]
         both = geometric(tf.concat([img, mask], axis=-1), training=True)  # same transform for image and mask
         image = tf.clip_by_value(contrast(both[..., :1], training=True), 0, 1)
-        small = tf.nn.avg_pool2d(both[..., 1:], 8, 8, "VALID")
+        small = tf.nn.avg_pool2d(both[..., 1:], factor, factor, "VALID")
         return image, (label, small)
 
     ds = (tf.data.Dataset.from_tensor_slices((x_tr, m_tr, y_tr)).shuffle(len(x_tr), seed=seed).batch(32)
           .map(augment, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE))
-    val = (x_va, (y_va, tf.nn.avg_pool2d(m_va, 8, 8, "VALID").numpy()))
+    val = (x_va, (y_va, tf.nn.avg_pool2d(m_va, factor, factor, "VALID").numpy()))
     schedule = keras.optimizers.schedules.CosineDecay(2e-3, epochs * int(np.ceil(len(x_tr) / 32)), alpha=0.05)
     trainer.compile(optimizer=keras.optimizers.Adam(schedule),
                     loss=[keras.losses.BinaryCrossentropy(), keras.losses.BinaryCrossentropy()], loss_weights=[1.0, 2.0],
                     metrics=[[keras.metrics.AUC(name="auc")], []])
     t1 = time.time()
+    best = keras.callbacks.EarlyStopping(monitor="val_probabilities_auc", mode="max", patience=epochs,
+                                         restore_best_weights=True)
     hist = trainer.fit(ds, validation_data=val, epochs=epochs, verbose=0,
-                       callbacks=[keras.callbacks.LambdaCallback(on_epoch_end=lambda e, logs: log(
+                       callbacks=[best, keras.callbacks.LambdaCallback(on_epoch_end=lambda e, logs: log(
                            f"epoch {e + 1}/{epochs}: loss {logs['loss']:.3f} auc {logs.get('probabilities_auc', 0):.3f} "
                            f"val_loss {logs['val_loss']:.3f} val_auc {logs.get('val_probabilities_auc', 0):.3f}"))])
     train_s = time.time() - t1
@@ -115,10 +119,10 @@ def train_demo(out: Path, n_train: int = 1600, n_val: int = 400, n_test: int = 4
     card.training_data = {"source": "medui.phantoms synthetic chest radiographs (256x256, 12-bit)",
                           "train": n_train, "validation": n_val, "test": n_test,
                           "classes": {c: int(n_train / 2) for c in CLASSES}, "seeds": f"train 0..{n_train - 1}"}
-    card.training = {"epochs": epochs, "batch_size": 32, "optimizer": "Adam, cosine decay from 2e-3",
+    card.training = {"epochs": epochs, "pooling": "global max of the evidence map", "best_weights": "restored from the epoch of best validation AUC", "batch_size": 32, "optimizer": "Adam, cosine decay from 2e-3",
                      "augmentation": "translation 4%, rotation 2%, zoom 8%, contrast 15% (no flips)",
-                     "auxiliary_supervision": ("lesion masks at 1/8 resolution through a 1x1 sigmoid head on the CAM "
-                                               "layer (loss weight 2), removed after training"),
+                     "auxiliary_supervision": ("lesion masks at 1/4 resolution through a 1x1 sigmoid on the evidence "
+                                               "map (loss weight 2), removed after training"),
                      "temperature": round(temperature, 4), "seed": seed, "device": "CPU",
                      "duration_s": round(train_s), "history": {k: [round(float(v), 4) for v in vals]
                                                               for k, vals in hist.history.items()},

@@ -30,8 +30,15 @@ def _normalize(a: np.ndarray) -> np.ndarray:
     return (a - lo) / (hi - lo + 1e-7)
 
 
-def _zoom_to(cam: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Upsample (batch, h, w) maps exactly as tf-keras-vis does (scipy zoom, linear)."""
+def _zoom_to(cam: np.ndarray, size: tuple[int, int], centered: bool = False) -> np.ndarray:
+    """Upsample (batch, h, w) maps. Default: exactly as tf-keras-vis (scipy zoom, corners aligned);
+    centered=True: pixel-centre aligned (cv2), which puts each CAM cell over the pixels it pooled —
+    corner alignment shifts the map by up to half a cell at the far edges."""
+    if centered:
+        import cv2
+
+        return np.stack([cv2.resize(c.astype(np.float32), (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
+                         for c in cam])
     from scipy.ndimage import zoom
 
     factors = (1.0, size[0] / cam.shape[1], size[1] / cam.shape[2])
@@ -87,18 +94,20 @@ class Explainer:
         return lambda out: sign * out[:, index]
 
     # --- fast paths ----------------------------------------------------------------------
-    def gradcam(self, x: np.ndarray, class_index: int = 1) -> np.ndarray:
-        """Compiled Grad-CAM, numerically equal to tf-keras-vis' Gradcam (tested)."""
-        return self.gradcam_with_logits(x, class_index)[0]
+    def gradcam(self, x: np.ndarray, class_index: int = 1, centered: bool = True) -> np.ndarray:
+        """Compiled Grad-CAM. With centered=False it is numerically equal to tf-keras-vis' Gradcam
+        (tested); the default upsamples with pixel-centre alignment, which is what is displayed."""
+        return self.gradcam_with_logits(x, class_index, centered)[0]
 
-    def gradcam_with_logits(self, x: np.ndarray, class_index: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    def gradcam_with_logits(self, x: np.ndarray, class_index: int = 1,
+                            centered: bool = True) -> tuple[np.ndarray, np.ndarray]:
         """Grad-CAM maps and the logits from the same compiled pass: a prediction with its
         explanation costs one forward and one partial backward pass."""
         import tensorflow as tf
 
         sign, index = self._target(class_index)
         cam, logits = self._cam_parts(tf.constant(x, tf.float32), tf.constant(sign), tf.constant(index))
-        return _normalize(_zoom_to(np.asarray(cam), self.input_size)), np.asarray(logits, np.float64)
+        return _normalize(_zoom_to(np.asarray(cam), self.input_size, centered)), np.asarray(logits, np.float64)
 
     def smoothgrad(self, x: np.ndarray, class_index: int = 1, samples: int = SMOOTH_SAMPLES,
                    noise: float = SMOOTH_NOISE) -> np.ndarray:

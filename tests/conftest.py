@@ -27,8 +27,11 @@ def _free_port() -> int:
 def app_url(tmp_path_factory):
     """Start `streamlit run app.py` headless on a free port; stop it after the session."""
     port = _free_port()
-    log = tmp_path_factory.mktemp("server") / "streamlit.log"
-    env = dict(os.environ, PYTHONUNBUFFERED="1", MEDUI_HOME=str(tmp_path_factory.mktemp("home")))
+    server = tmp_path_factory.mktemp("server")
+    log = server / "streamlit.log"
+    models = server / "models"
+    shutil.copytree(ROOT / "models", models)  # the server may register models: keep the repository's clean
+    env = dict(os.environ, PYTHONUNBUFFERED="1", MEDUI_MODELS=str(models), MEDUI_JOBS=str(server / "jobs"))
     with open(log, "w") as fh:
         proc = subprocess.Popen(
             [sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.headless", "true",

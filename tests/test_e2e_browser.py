@@ -35,3 +35,28 @@ def test_upload_series_and_scroll(app_url, page, tmp_path, artifacts):
     assert after != before
     page.screenshot(path=str(artifacts / "e2e-viewer.png"), full_page=True)
     assert "Traceback" not in page.content()
+
+
+def test_train_one_epoch_then_diagnose_with_the_new_model(app_url, page, tmp_path, artifacts):
+    from medui.phantoms import write_labeled_folder
+
+    root = write_labeled_folder(tmp_path / "cxr", 40, seed=4000, size=96, patients=20)
+    page.goto(app_url + "/train", wait_until="networkidle")
+    page.get_by_text("1. Data").wait_for(timeout=60_000)
+    page.locator("input[type=file]").first.set_input_files(str(root))
+    page.get_by_text("Classes:").wait_for(timeout=120_000)
+    page.get_by_text("Recommended (DenseNet121").click()
+    page.get_by_role("option", name="Architecture small_cnn").click()
+    epochs = page.get_by_label("Epochs")
+    epochs.fill("1")
+    page.get_by_label("New model name").fill("e2e-model")
+    page.get_by_role("button", name="Start training").click()
+    page.get_by_text("Registered").first.wait_for(timeout=300_000)
+    page.screenshot(path=str(artifacts / "e2e-train.png"), full_page=True)
+    page.goto(app_url + "/diagnose", wait_until="networkidle")
+    page.get_by_text("Add scans").wait_for(timeout=60_000)
+    page.get_by_role("tab", name="Try a sample").click()
+    page.get_by_role("button", name="Load sample").click()
+    page.get_by_text("Model (newest first)").wait_for(timeout=120_000)
+    page.get_by_text("e2e-model-v1").first.wait_for(timeout=60_000)  # newest first: the default choice
+    page.screenshot(path=str(artifacts / "e2e-diagnose.png"), full_page=True)

@@ -49,23 +49,46 @@ def seed_cnn(size: tuple[int, int] = (64, 64), channels: int = 3, n_classes: int
     return Built(keras.Model(inputs, _head(keras, x, n_classes, dropout=0), name="seed_cnn"), "conv", [])
 
 
-def small_cnn(size: tuple[int, int] = (128, 128), channels: int = 1, n_classes: int = 2) -> Built:
-    """Four conv blocks with batch normalisation, global average pooling; CAM at 1/8 resolution."""
-    import keras
-
-    inputs = keras.Input((*size, channels), name="image")
+def _trunk(keras, inputs):  # type: ignore[no-untyped-def]
+    """Four conv blocks with batch normalisation; pooling after the first two, so the last block keeps
+    1/4 of the input resolution; dilation in the last block restores the receptive field."""
     x = inputs
-    blocks = ((16, 1), (32, 2), (64, 2), (128, 2))  # (filters, convolutions); pooling after the first three
-    for k, (filters, convs) in enumerate(blocks):
+    blocks = ((16, 1, 1), (32, 2, 1), (64, 2, 1), (128, 2, 2))  # (filters, convolutions, dilation)
+    for k, (filters, convs, dilation) in enumerate(blocks):
         for j in range(1, convs + 1):
-            x = keras.layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"b{k}_conv{j}")(x)
+            x = keras.layers.Conv2D(filters, 3, padding="same", dilation_rate=dilation, use_bias=False,
+                                    name=f"b{k}_conv{j}")(x)
             x = keras.layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"b{k}_bn{j}")(x)
             last = k == len(blocks) - 1 and j == convs
             x = keras.layers.Activation("relu", name="cam" if last else f"b{k}_relu{j}")(x)
-        if k < len(blocks) - 1:
+        if k < 2:
             x = keras.layers.MaxPooling2D(name=f"b{k}_pool")(x)
-    x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
+    return x
+
+
+def small_cnn(size: tuple[int, int] = (128, 128), channels: int = 1, n_classes: int = 2, pooling: str = "avg") -> Built:
+    """Four conv blocks with batch normalisation and global pooling; CAM ('cam') at 1/4 resolution."""
+    import keras
+
+    inputs = keras.Input((*size, channels), name="image")
+    x = _trunk(keras, inputs)
+    pool = keras.layers.GlobalMaxPooling2D if pooling == "max" else keras.layers.GlobalAveragePooling2D
+    x = pool(name="global_pool")(x)
     return Built(keras.Model(inputs, _head(keras, x, n_classes), name="small_cnn"), "cam", [])
+
+
+def evidence_cnn(size: tuple[int, int] = (128, 128), channels: int = 1, n_classes: int = 2) -> Built:
+    """The small CNN trunk, then a one-channel evidence map per class ('evidence', 1/4 resolution) whose
+    peak is the score (multiple-instance style). The map is the model's own localisation, so Grad-CAM
+    on it shows exactly the evidence the score rests on; the demo model uses it for focal lesions."""
+    import keras
+
+    inputs = keras.Input((*size, channels), name="image")
+    x = _trunk(keras, inputs)
+    maps = 1 if n_classes == 2 else n_classes
+    evidence = keras.layers.Conv2D(maps, 1, activation="relu", name="evidence")(x)
+    x = keras.layers.GlobalMaxPooling2D(name="global_pool")(evidence)
+    return Built(keras.Model(inputs, _head(keras, x, n_classes, dropout=0), name="evidence_cnn"), "evidence", [])
 
 
 def _backbone(app: Callable, scale: Callable, cam_layer: str, name: str):  # type: ignore[no-untyped-def]
@@ -119,6 +142,7 @@ densenet121 = _backbone(lambda k: k.applications.DenseNet121, _imagenet_norm, "r
 ARCHITECTURES: dict[str, dict] = {
     "seed_cnn": {"build": seed_cnn, "size": (64, 64), "channels": 3, "pretrained": False},
     "small_cnn": {"build": small_cnn, "size": (128, 128), "channels": 1, "pretrained": False},
+    "evidence_cnn": {"build": evidence_cnn, "size": (128, 128), "channels": 1, "pretrained": False},
     "mobilenet_v2": {"build": mobilenet_v2, "size": (224, 224), "channels": 3, "pretrained": True},
     "efficientnet_b0": {"build": efficientnet_b0, "size": (224, 224), "channels": 3, "pretrained": True},
     "densenet121": {"build": densenet121, "size": (224, 224), "channels": 3, "pretrained": True},

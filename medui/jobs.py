@@ -1,0 +1,158 @@
+"""Training jobs: each run is its own process with a folder on disk, so it survives page refreshes,
+closed tabs and server restarts, and frees GPU memory when it ends.
+
+jobs/<id>/params.json   what to do          status.json  state, progress, ETA, result
+jobs/<id>/metrics.jsonl one line per epoch  log.txt      everything the process printed
+jobs/<id>/split.json    the data split      cancel       present = please stop
+
+One job trains at a time per machine (an exclusive lock on jobs/.train.lock); others wait queued.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+TERMINAL = ("done", "failed", "cancelled")
+
+
+def jobs_dir() -> Path:
+    path = Path(os.environ.get("MEDUI_JOBS", ROOT / "jobs"))
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Atomic write: a reader never sees half a file."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=str))
+    os.replace(tmp, path)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, PermissionError):
+        return False
+    try:  # a zombie (exited, not yet reaped by its parent) is not alive
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return True
+
+
+@dataclass
+class Job:
+    path: Path
+
+    @property
+    def id(self) -> str:
+        return self.path.name
+
+    def params(self) -> dict[str, Any]:
+        return json.loads((self.path / "params.json").read_text())
+
+    def status(self) -> dict[str, Any]:
+        """The job's state; a running job whose process died is reported failed, with its log."""
+        try:
+            st = json.loads((self.path / "status.json").read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            st = {"state": "queued"}
+        pid = st.get("pid") or self._launcher_pid()
+        if st.get("state") not in TERMINAL and pid and not _alive(int(pid)):
+            st = {**st, "state": "failed", "error": "the training process ended unexpectedly (killed or crashed); "
+                                                   "see the log. Registered models are untouched."}
+            write_json(self.path / "status.json", st)
+        return st
+
+    def _launcher_pid(self) -> int | None:
+        try:
+            return int((self.path / "pid").read_text())
+        except (FileNotFoundError, ValueError):
+            return None
+
+    def metrics(self) -> list[dict[str, Any]]:
+        path = self.path / "metrics.jsonl"
+        if not path.exists():
+            return []
+        rows = []
+        for line in path.read_text().splitlines():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue  # a line being written
+        return rows
+
+    def log_tail(self, lines: int = 30) -> str:
+        path = self.path / "log.txt"
+        if not path.exists():
+            return ""
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+    def cancel(self) -> None:
+        (self.path / "cancel").touch()
+
+    @property
+    def cancel_requested(self) -> bool:
+        return (self.path / "cancel").exists()
+
+    def result(self) -> dict[str, Any] | None:
+        path = self.path / "result.json"
+        return json.loads(path.read_text()) if path.exists() else None
+
+
+def start(params: dict[str, Any], root: Path | None = None) -> Job:
+    """Create a job folder and launch `python -m medui train-job FOLDER` in its own session."""
+    root = Path(root or jobs_dir())
+    root.mkdir(parents=True, exist_ok=True)
+    job = Job(root / f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}")
+    job.path.mkdir()
+    write_json(job.path / "params.json", params)
+    write_json(job.path / "status.json", {"state": "queued", "created": time.time()})
+    log = open(job.path / "log.txt", "ab")
+    env = dict(os.environ, PYTHONUNBUFFERED="1", TF_CPP_MIN_LOG_LEVEL="2")
+    proc = subprocess.Popen([sys.executable, "-m", "medui", "train-job", str(job.path)], cwd=ROOT, env=env,
+                            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+    log.close()
+    (job.path / "pid").write_text(str(proc.pid))  # the process writes its own status; never race it
+    return job
+
+
+def list_jobs(root: Path | None = None) -> list[Job]:
+    root = Path(root or jobs_dir())
+    return sorted((Job(p) for p in root.iterdir() if p.is_dir() and (p / "params.json").exists()),
+                  key=lambda j: j.id, reverse=True) if root.exists() else []
+
+
+class TrainLock:
+    """Exclusive machine-wide training lock; released by the OS if the process dies."""
+
+    def __init__(self, root: Path) -> None:
+        self.path = Path(root) / ".train.lock"
+        self.fh = None
+
+    def acquire(self, job: Job, poll: float = 2.0) -> bool:
+        import fcntl
+
+        self.fh = open(self.path, "w")
+        while True:
+            try:
+                fcntl.flock(self.fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return True
+            except BlockingIOError:
+                if job.cancel_requested:
+                    return False
+                time.sleep(poll)
+
+    def release(self) -> None:
+        if self.fh is not None:
+            self.fh.close()
+            self.fh = None
