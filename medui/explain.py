@@ -52,6 +52,7 @@ class Explainer:
         import keras
         import tensorflow as tf
 
+        keras.utils.disable_interactive_logging()  # tf-keras-vis calls model.predict: no progress bars on stdout
         self.model = model
         self.task = task
         self.cam_layer = cam_layer

@@ -86,7 +86,7 @@ def evidence_cnn(size: tuple[int, int] = (128, 128), channels: int = 1, n_classe
     inputs = keras.Input((*size, channels), name="image")
     x = _trunk(keras, inputs)
     maps = 1 if n_classes == 2 else n_classes
-    evidence = keras.layers.Conv2D(maps, 1, activation="relu", name="evidence")(x)
+    evidence = keras.layers.Conv2D(maps, 1, name="evidence")(x)  # linear: a ReLU here can die at start
     x = keras.layers.GlobalMaxPooling2D(name="global_pool")(evidence)
     return Built(keras.Model(inputs, _head(keras, x, n_classes, dropout=0), name="evidence_cnn"), "evidence", [])
 
