@@ -3,7 +3,10 @@
 import streamlit as st
 
 from medui import __version__
+from medui.ui.shell import ensure_navigation
 from medui.ui.state import device_label
+
+ensure_navigation()
 
 st.set_page_config(page_title="MedUI", page_icon="🩻", layout="wide")
 

@@ -143,7 +143,7 @@ def scan(inputs: Iterable[Input], patient_pattern: str | None = None, min_per_cl
         raise DatasetError(f"nothing readable: none of {len(files)} file(s) is an image MedUI reads "
                            "(DICOM, PNG, JPEG, TIFF, NIfTI). See the list of unreadable files.")
     counts = Counter(s.label for s in samples)
-    classes = sorted(counts)
+    classes = order_classes(counts)
     if len(classes) < 2:
         raise DatasetError(f"found one class ('{classes[0]}'); training needs at least two class folders, "
                            "e.g. normal/ and pneumonia/")
@@ -153,6 +153,19 @@ def scan(inputs: Iterable[Input], patient_pattern: str | None = None, min_per_cl
                            f"{min_per_class} images; add images or merge classes")
     report = _report(samples, classes, unreadable, has_splits, sources, patient_pattern)
     return Dataset(samples, report)
+
+
+NEGATIVE_NAMES = {"normal", "negative", "healthy", "benign", "no_finding", "no finding", "nofinding", "no-finding",
+                  "0", "absent", "none", "control"}
+
+
+def order_classes(names: Iterable[str], reference: list[str] | None = None) -> list[str]:
+    """Class order: the reference's (a parent model's) when it has the same classes; else the negative
+    class ('normal', 'negative', ...) first, then alphabetical. For two classes the last is positive."""
+    names = sorted(set(names))
+    if reference and sorted(reference) == names:
+        return list(reference)
+    return sorted(names, key=lambda n: (n.lower() not in NEGATIVE_NAMES, n.lower()))
 
 
 def _report(samples: list[Sample], classes: list[str], unreadable: list[dict], has_splits: bool,

@@ -105,6 +105,10 @@ def _train(job: Job, cfg: TrainConfig) -> dict[str, Any] | None:
         model, card, parent, notes = _base_model(cfg, len(classes), dev["gpus"] > 0)
     for n in notes:
         _log(n)
+    if parent is not None:  # keep the parent's class order (which class is positive) when the classes match
+        from medui.data import order_classes
+
+        classes = order_classes(classes, parent.card.class_names)
     card.class_names = classes
     card.task = "binary" if len(classes) == 2 else "multiclass"
     x_tr, y_tr = prepared_arrays(dataset, parts["train"], card)
@@ -203,6 +207,8 @@ def _evaluate_and_register(job, cfg, model, card, parent, val, test, dataset, pa
     card.training.update({"config": jsonable(cfg.to_json()), "device": dev["device"],
                           "mixed_precision": dev["mixed_precision"], "duration_s": round(time.time() - t0),
                           "train_s": round(train_s), "job": job.id})
+    seen = set(report.modalities)
+    card.modalities = sorted(seen) if seen and "OT" not in seen else []  # PNG/JPEG say nothing of modality
     card.intended_use = "Decision support for qualified clinicians. Not a medical device."
     card.limitations = (f"Trained on {len(parts['train'])} images ({report.grouping}); evaluated on "
                         f"{ev['n']} held-out images from the same source. Performance on other scanners, "

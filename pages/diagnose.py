@@ -4,6 +4,9 @@ import streamlit as st
 
 from medui.errors import MedUIError
 from medui.ui import diagnose, modelcache, state, viewer
+from medui.ui.shell import ensure_navigation
+
+ensure_navigation()  # before anything renders
 
 st.title("Diagnose")
 st.caption("Decision support only — not a medical device. Scores must be interpreted by a qualified clinician.")
@@ -55,6 +58,11 @@ with p:
         st.caption(f"Study score = highest slice score (slice {pred.peak_slice + 1} of {len(pred.slice_scores)}).")
 index = 0
 if pred.slice_scores:
-    index = st.slider("Slice", 1, len(pred.slice_scores), pred.peak_slice + 1, key=f"dx-slice-{item.id}") - 1
-    st.plotly_chart(diagnose.slice_chart(pred, entry.card, index), width="stretch", key="dx-slices")
+    slider_key, chart_key = f"dx-slice-{item.id}", f"dx-slices-{item.id}"
+    picked = diagnose.picked_slice(chart_key)  # a point clicked on the score-by-slice chart
+    if picked is not None:
+        st.session_state[slider_key] = picked
+    index = st.slider("Slice", 1, len(pred.slice_scores), pred.peak_slice + 1, key=slider_key) - 1
+    st.plotly_chart(diagnose.slice_chart(pred, entry.card, index), width="stretch", key=chart_key,
+                    on_select="rerun", selection_mode="points")
 diagnose.overlays(item.series, index, entry.id, item.id, predictor, explainer)

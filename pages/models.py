@@ -10,6 +10,9 @@ from medui.errors import MedUIError
 from medui.models.card import ModelCard, Preprocessing
 from medui.models.registry import delete, load_keras, next_version, register
 from medui.ui import modelcache
+from medui.ui.shell import ensure_navigation
+
+ensure_navigation()  # before anything renders
 
 st.title("Models")
 entries = modelcache.registry()

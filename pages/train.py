@@ -9,6 +9,9 @@ from medui.models.architectures import ARCHITECTURES
 from medui.training import TrainConfig
 from medui.ui import modelcache
 from medui.ui import train as ui
+from medui.ui.shell import ensure_navigation
+
+ensure_navigation()  # before anything renders
 
 st.title("Train")
 st.caption("Fine-tune on your own labelled images. Runs as a background job: you can refresh or close the page.")

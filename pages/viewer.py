@@ -3,6 +3,9 @@
 import streamlit as st
 
 from medui.ui import state, viewer
+from medui.ui.shell import ensure_navigation
+
+ensure_navigation()  # before anything renders
 
 st.title("Viewer")
 viewer.upload_panel()

@@ -60,7 +60,7 @@ def test_diagnose_page_scores_and_explains_an_upload():
     assert any(s.value == "lesion" for s in at.subheader)
     assert at.get("plotly_chart"), "no gauge"
     assert any("above" in m.value for m in at.markdown)
-    assert len(at.get("imgs")) >= 1  # the Grad-CAM overlay
+    assert len(at.get("image")) >= 1  # the Grad-CAM overlay
     store = at.session_state["medui.saliency"]
     n_maps = len(store)
     at.slider(key="cam-opacity").set_value(0.8).run()  # display change: no recomputation

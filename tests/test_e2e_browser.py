@@ -45,8 +45,8 @@ def test_train_one_epoch_then_diagnose_with_the_new_model(app_url, page, tmp_pat
     page.get_by_text("1. Data").wait_for(timeout=60_000)
     page.locator("input[type=file]").first.set_input_files(str(root))
     page.get_by_text("Classes:").wait_for(timeout=120_000)
-    page.get_by_text("Recommended (DenseNet121").click()
-    page.get_by_role("option", name="Architecture small_cnn").click()
+    page.screenshot(path=str(artifacts / "e2e-train-data.png"), full_page=True)
+    # "Start from" stays on the recommended default: what a user gets without choosing
     epochs = page.get_by_label("Epochs")
     epochs.fill("1")
     page.get_by_label("New model name").fill("e2e-model")
@@ -58,5 +58,7 @@ def test_train_one_epoch_then_diagnose_with_the_new_model(app_url, page, tmp_pat
     page.get_by_role("tab", name="Try a sample").click()
     page.get_by_role("button", name="Load sample").click()
     page.get_by_text("Model (newest first)").wait_for(timeout=120_000)
-    page.get_by_text("e2e-model-v1").first.wait_for(timeout=60_000)  # newest first: the default choice
+    # newest first: the new model (MobileNetV2, 224x224x3) is the default choice, not the demo (128x128x1)
+    page.get_by_text("224x224x3").first.wait_for(timeout=120_000)
+    assert page.get_by_text("Demonstration model trained on synthetic phantoms").count() == 0
     page.screenshot(path=str(artifacts / "e2e-diagnose.png"), full_page=True)

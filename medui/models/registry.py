@@ -81,7 +81,7 @@ def load_keras(path: Path):  # type: ignore[no-untyped-def]
         return keras.saving.load_model(str(path), safe_mode=True, compile=False)
     except Exception as exc:
         text = str(exc)
-        if "safe_mode" in text or "Lambda" in text or "lambda" in text:
+        if "safe_mode=False" in text or "unsafe_deserialization" in text:  # Keras' refusal of arbitrary code
             raise ModelLoadError(
                 f"{Path(path).name} contains arbitrary Python code (a Lambda layer or similar) and was refused. "
                 "MedUI only loads models in Keras safe mode; rebuild the model without Lambda layers.") from None

@@ -58,6 +58,21 @@ def slice_chart(pred: Prediction, card: ModelCard, current: int) -> go.Figure:
     return fig
 
 
+def picked_slice(chart_key: str) -> int | None:
+    """The slice number of a newly clicked point on the score chart (each click applied once)."""
+    event = st.session_state.get(chart_key)
+    points = getattr(getattr(event, "selection", None), "points", None) or (
+        event.get("selection", {}).get("points") if isinstance(event, dict) else None)
+    if not points:
+        return None
+    x = int(points[0].get("x", 0))
+    seen_key = f"{chart_key}-applied"
+    if st.session_state.get(seen_key) == x:
+        return None
+    st.session_state[seen_key] = x
+    return x
+
+
 def saliency_cached(key: tuple, series: Series, index: int, method: str, predictor, explainer) -> np.ndarray:  # type: ignore[no-untyped-def]
     """Maps are computed once per (model, series, slice, method) and kept in this session."""
     store: dict = st.session_state.setdefault("medui.saliency", {})
