@@ -109,8 +109,11 @@ def pipeline(x: np.ndarray, y: np.ndarray, batch: int, augment: dict[str, float]
         layers.append(keras.layers.RandomContrast(augment["contrast"], seed=seed))
     if augment.get("brightness"):
         layers.append(keras.layers.RandomBrightness(augment["brightness"], value_range=(0, 1), seed=seed))
+    shuffled = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True).batch(batch)
+    if not layers:  # augmentation switched off
+        return shuffled.prefetch(tf.data.AUTOTUNE)
     aug = keras.Sequential(layers, name="augment")
-    return (ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True).batch(batch)
+    return (shuffled
             .map(lambda a, b: (tf.clip_by_value(aug(a, training=True), 0.0, 1.0), b), num_parallel_calls=tf.data.AUTOTUNE)
             .prefetch(tf.data.AUTOTUNE))
 

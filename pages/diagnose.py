@@ -53,7 +53,8 @@ with p:
     verdict = "above" if pred.margin >= 0 else "below"
     st.subheader(f"{pred.label}")
     st.markdown(f"Score is **{verdict}** the operating threshold ({pred.threshold:.3f}) by {abs(pred.margin):.3f}.")
-    st.dataframe([{"class": c, "probability": round(v, 4)} for c, v in pred.probabilities.items()], hide_index=True)
+    st.dataframe([{"class": c, "probability": f"{v:.4f}" if 1e-4 <= v <= 1 - 1e-4 else ("<0.0001" if v < 0.5 else ">0.9999")}
+                  for c, v in pred.probabilities.items()], hide_index=True)
     if pred.slice_scores:
         st.caption(f"Study score = highest slice score (slice {pred.peak_slice + 1} of {len(pred.slice_scores)}).")
 index = 0

@@ -42,7 +42,7 @@ def gauge(pred: Prediction, card: ModelCard) -> go.Figure:
                "threshold": {"line": {"color": "white", "width": 4}, "value": 100 * card.threshold},
                "steps": [{"range": [0, 100 * card.threshold], "color": "#1f2d3d"},
                          {"range": [100 * card.threshold, 100], "color": "#3d1f1f"}]}))
-    fig.update_layout(height=230, margin=dict(l=20, r=20, t=50, b=0), paper_bgcolor="rgba(0,0,0,0)")
+    fig.update_layout(height=270, margin=dict(l=30, r=30, t=50, b=10), paper_bgcolor="rgba(0,0,0,0)")
     return fig
 
 
