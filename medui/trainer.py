@@ -58,7 +58,7 @@ def _log(msg: str) -> None:
 
 
 def _base_model(cfg: TrainConfig, n_classes: int, gpu: bool):  # type: ignore[no-untyped-def]
-    """(model, card template, parent entry or None, notes)."""
+    """(model, card template, parent entry or None, notes, pretrained)."""
     from medui.models.architectures import ARCHITECTURES, build
     from medui.models.card import ModelCard, Preprocessing
     from medui.models.registry import find, load_keras
@@ -72,14 +72,22 @@ def _base_model(cfg: TrainConfig, n_classes: int, gpu: bool):  # type: ignore[no
         if n_old != n_classes or entry.card.task != ("binary" if n_classes == 2 else "multiclass"):
             model = replace_head(model, n_classes)
             notes.append("classes differ from the parent: new head")
-        return model, card, entry, notes
+        return model, card, entry, notes, True
     arch = cfg.arch or default_arch(gpu)
     spec = ARCHITECTURES[arch]
     built = build(arch, n_classes=n_classes, weights=cfg.weights if spec["pretrained"] else None)
+    pretrained = bool(spec["pretrained"] and cfg.weights and not built.notes)
+    if cfg.arch is None and spec["pretrained"] and not pretrained:
+        # No ImageNet weights (offline): a randomly initialised backbone needs far more data than a
+        # fine-tuning set; the small CNN trained from scratch is the better default then.
+        notes = built.notes + ["ImageNet weights unavailable: training the small CNN from scratch instead"]
+        arch, spec = "small_cnn", ARCHITECTURES["small_cnn"]
+        built = build(arch, n_classes=n_classes)
+        built = type(built)(built.model, built.cam_layer, notes)
     card = ModelCard(name=cfg.out, version=1, class_names=["a", "b"], input_size=list(spec["size"]),
                      channels=spec["channels"], architecture=arch, cam_layer=built.cam_layer,
                      preprocessing=Preprocessing("percentile", 0.5, 99.5, None, "letterbox"))
-    return built.model, card, None, [f"architecture {arch}"] + built.notes
+    return built.model, card, None, [f"architecture {arch}"] + built.notes, pretrained
 
 
 def _train(job: Job, cfg: TrainConfig) -> dict[str, Any] | None:
@@ -102,7 +110,7 @@ def _train(job: Job, cfg: TrainConfig) -> dict[str, Any] | None:
     _log(f"dataset: {len(dataset.samples)} images, classes {classes}, split "
          f"{ {k: len(v) for k, v in parts.items()} }, grouping by {report.grouping}")
     with dev["_strategy"].scope():
-        model, card, parent, notes = _base_model(cfg, len(classes), dev["gpus"] > 0)
+        model, card, parent, notes, pretrained = _base_model(cfg, len(classes), dev["gpus"] > 0)
     for n in notes:
         _log(n)
     if parent is not None:  # keep the parent's class order (which class is positive) when the classes match
@@ -118,7 +126,6 @@ def _train(job: Job, cfg: TrainConfig) -> dict[str, Any] | None:
     train_ds = pipeline(x_tr, y_tr, cfg.batch_size, cfg.augment, cfg.seed, n_cls)
     val_ds = pipeline(x_va, y_va, cfg.batch_size, None, cfg.seed, n_cls)
     weights = class_weights(y_tr, n_cls)
-    pretrained = bool(parent) or card.architecture in ("mobilenet_v2", "efficientnet_b0", "densenet121")
     phases = [("head", cfg.head_epochs, 0.0, cfg.learning_rate),
               ("fine-tune", cfg.epochs - cfg.head_epochs, cfg.unfreeze_fraction, cfg.learning_rate * cfg.fine_tune_lr_factor)] \
         if pretrained and cfg.epochs > cfg.head_epochs > 0 else [("full", cfg.epochs, None, cfg.learning_rate)]

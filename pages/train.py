@@ -76,8 +76,7 @@ if not all_jobs:
 ids = [j.id for j in all_jobs]
 current = st.session_state.get("train-job", ids[0])
 chosen = st.selectbox("Job", ids, index=ids.index(current) if current in ids else 0, key="train-job-choice",
-                      format_func=lambda i: f"{i} · {all_jobs[ids.index(i)].params().get('out')} · "
-                                            f"{all_jobs[ids.index(i)].status().get('state')}")
+                      format_func=lambda i: f"{i} · {all_jobs[ids.index(i)].params().get('out')}")
 job = all_jobs[ids.index(chosen)]
 
 

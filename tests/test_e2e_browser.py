@@ -58,7 +58,8 @@ def test_train_one_epoch_then_diagnose_with_the_new_model(app_url, page, tmp_pat
     page.get_by_role("tab", name="Try a sample").click()
     page.get_by_role("button", name="Load sample").click()
     page.get_by_text("Model (newest first)").wait_for(timeout=120_000)
-    # newest first: the new model (MobileNetV2, 224x224x3) is the default choice, not the demo (128x128x1)
-    page.get_by_text("224x224x3").first.wait_for(timeout=120_000)
+    # newest first: the new model is the default choice, not the demo (whose card shows a banner)
+    page.get_by_text("Held-out AUC").first.wait_for(timeout=120_000)
+    page.get_by_text("Score is").first.wait_for(timeout=120_000)
     assert page.get_by_text("Demonstration model trained on synthetic phantoms").count() == 0
     page.screenshot(path=str(artifacts / "e2e-diagnose.png"), full_page=True)

@@ -94,7 +94,7 @@ def progress(job: jobs.Job) -> str:
     eta = status.get("eta_s")
     label = f"{state} · epoch {epoch}/{epochs}" + (f" · about {int(eta) // 60} min {int(eta) % 60} s left"
                                                     if eta is not None and state == "running" else "")
-    st.progress(min(epoch / max(epochs, 1), 1.0), text=label)
+    st.progress(1.0 if state == "done" else min(epoch / max(epochs, 1), 1.0), text=label)
     if status.get("message"):
         st.caption(status["message"])
     if state == "failed":
@@ -129,10 +129,14 @@ def evaluation(result: dict) -> None:
     table = []
     for name, e in (("new: " + result["model"], ev), (f"parent: {result.get('parent')}", parent)):
         if e:
-            table.append({"model": name, "n": e["n"], "AUC": e.get("auc"), "AUC 95% CI": e.get("auc_ci"),
-                          "threshold": e.get("threshold"), "sensitivity": e.get("sensitivity"),
-                          "specificity": e.get("specificity"), "PPV": e.get("ppv"), "NPV": e.get("npv"),
-                          "accuracy": e.get("accuracy")})
+            def r(v):  # type: ignore[no-untyped-def]
+                return None if v is None else round(float(v), 3)
+
+            ci = e.get("auc_ci") or [None, None]
+            table.append({"model": name, "n": e["n"], "AUC": r(e.get("auc")),
+                          "AUC 95% CI": f"{r(ci[0])}–{r(ci[1])}", "threshold": r(e.get("threshold")),
+                          "sensitivity": r(e.get("sensitivity")), "specificity": r(e.get("specificity")),
+                          "PPV": r(e.get("ppv")), "NPV": r(e.get("npv")), "accuracy": r(e.get("accuracy"))})
     st.dataframe(table, hide_index=True, width="stretch")
     c1, c2, c3 = st.columns(3)
     roc, pr = _roc_pr(ev, parent)
