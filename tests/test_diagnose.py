@@ -83,3 +83,26 @@ def test_models_page_lists_and_refuses_a_lambda_model(tmp_path):
     at.run()
     next(b for b in at.button if b.label == "Validate and register").click().run()
     assert any("arbitrary Python code" in e.value for e in at.error)
+
+
+def test_models_page_registers_an_upload_through_the_card_form(tmp_path, monkeypatch):
+    from medui.models.architectures import build
+    from medui.models.registry import list_models
+
+    monkeypatch.setenv("MEDUI_MODELS", str(tmp_path / "registry"))
+    build("seed_cnn").model.save(tmp_path / "mine.keras")
+    at = AppTest.from_file(str(ROOT / "pages" / "models.py"), default_timeout=120).run()
+    assert "No models yet" in at.info[0].value
+    at.file_uploader(key="add-model").set_value(("mine.keras", (tmp_path / "mine.keras").read_bytes(), "application/zip"))
+    at.run()
+    at.text_input[0].set_value("uploaded-cnn")
+    at.text_input[1].set_value("normal,abnormal")
+    at.number_input[0].set_value(64)
+    at.selectbox[0].set_value(3)
+    at.text_input[2].set_value("conv")
+    at.text_area[0].set_value("a test upload")
+    next(b for b in at.button if b.label == "Validate and register").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    entries = list_models(tmp_path / "registry")
+    assert [e.id for e in entries] == ["uploaded-cnn-v1"]
+    assert entries[0].card.training_data == {"source": "a test upload"} and entries[0].card.cam_layer == "conv"
