@@ -31,10 +31,9 @@ if up:
 elif zipped is not None:
     data = ui.save_upload([zipped])
 elif server:
-    data = Path(server).expanduser()
-    if not data.exists():
-        st.error(f"{data} does not exist on the server.")
-        data = None
+    data, problem = ui.server_folder(server)
+    if problem:
+        st.error(problem)
 pattern = st.text_input("Patient from file name (optional)", key="train-pattern", placeholder="<patient>_<n>.png",
                         help="Used when there is no DICOM PatientID and no per-patient folder.")
 min_per_class = st.number_input("Minimum images per class", 2, 1000, 10, key="train-min")

@@ -216,3 +216,13 @@ def test_train_page_checks_data_and_starts_a_job(env):
     assert any("lesion" in str(df.value) for df in at.dataframe)
     at.text_input(key="train-path").set_value(str(env / "nope")).run()
     assert any("does not exist" in e.value for e in at.error)
+
+
+def test_server_folders_can_be_restricted(env, monkeypatch):
+    from medui.ui.train import server_folder
+
+    root = _folder(env, n=20, size=64)
+    monkeypatch.setenv("MEDUI_DATA_ROOTS", str(env / "data"))
+    assert server_folder(str(root))[0] == root.resolve()
+    path, problem = server_folder("/etc")
+    assert path is None and "outside the folders this server allows" in problem

@@ -14,6 +14,20 @@ from medui.data import Dataset, DatasetError, scan
 from medui.display import apply_window, auto_window
 
 
+def server_folder(text: str) -> tuple[Path | None, str | None]:
+    """A folder on the server, allowed only inside MEDUI_DATA_ROOTS (':'-separated) when that is set."""
+    import os
+
+    path = Path(text).expanduser().resolve()
+    roots = [Path(r).expanduser().resolve() for r in os.environ.get("MEDUI_DATA_ROOTS", "").split(":") if r]
+    if roots and not any(path == r or r in path.parents for r in roots):
+        return None, (f"{path} is outside the folders this server allows ({', '.join(map(str, roots))}); "
+                      "ask the administrator or upload the folder instead")
+    if not path.is_dir():
+        return None, f"{path} does not exist on the server (or is not a folder)"
+    return path, None
+
+
 def save_upload(files) -> Path | None:  # type: ignore[no-untyped-def]
     """Write uploaded files (relative paths kept, '..' refused) under jobs/uploads/<digest>/."""
     if not files:
