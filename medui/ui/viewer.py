@@ -83,13 +83,8 @@ def _presets(item: state.Loaded) -> dict[str, Window | None]:
 
 
 def _preset_window(item: state.Loaded, name: str) -> Window:
-    s = item.series
-    win = _presets(item).get(name)
-    if win is not None:
-        return win
-    if name == "DICOM default" and s.voi_lut is not None:
-        return auto_window(s.pixels)
-    return auto_window(s.pixels)
+    """The preset's window; 'Auto' (and a VOI-LUT-only 'DICOM default') start the sliders at percentiles."""
+    return _presets(item).get(name) or auto_window(item.series.pixels)
 
 
 def _on_preset(item: state.Loaded) -> None:
