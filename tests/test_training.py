@@ -131,7 +131,9 @@ def test_cancel_and_killed_job_leave_the_registry_untouched(env):
     cfg = TrainConfig(data=[str(root)], out="cancelled", arch="seed_cnn", epochs=50, batch_size=4, min_per_class=5)
     job = jobs.start(cfg.to_json())
     _wait(job, ("running",))
-    while not job.metrics():
+    deadline = time.time() + 300
+    while not job.metrics():  # cancel once training is under way
+        assert job.status().get("state") not in jobs.TERMINAL and time.time() < deadline, job.log_tail()
         time.sleep(0.5)
     job.cancel()
     st = _wait(job, jobs.TERMINAL)
