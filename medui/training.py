@@ -9,7 +9,6 @@ threshold chosen on held-out data (every model tried here over-called disease at
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -240,15 +239,3 @@ def summary_metrics(ev: dict[str, Any]) -> dict[str, Any]:
     keys = ("n", "auc", "auc_ci", "accuracy", "sensitivity", "specificity", "ppv", "npv", "threshold",
             "confusion_matrix", "classes")
     return jsonable({k: ev.get(k) for k in keys})
-
-
-def env_flag(name: str) -> bool:
-    return os.environ.get(name, "") not in ("", "0", "false")
-
-
-def data_paths(paths: list[str]) -> list[Path]:
-    out = [Path(p) for p in paths]
-    missing = [str(p) for p in out if not p.exists()]
-    if missing:
-        raise TrainingError(f"training data not found: {', '.join(missing)}")
-    return out
