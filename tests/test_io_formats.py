@@ -10,7 +10,6 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-from pydicom.data import get_testdata_file
 
 from medui.io import Limits, load
 from tests.synth import phantom_volume, png_bytes, write_series, zip_bytes

@@ -6,7 +6,7 @@ import numpy as np
 import streamlit as st
 
 from medui import deid
-from medui.display import (CT_PRESETS, PLANES, auto_window, default_window, native_plane, plane_count,
+from medui.display import (CT_PRESETS, PLANES, auto_window, native_plane, plane_count,
                            plane_view, render, shows_inverted, thumbnail)
 from medui.samples import SAMPLES, sample_path
 from medui.series import Window
