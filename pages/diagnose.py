@@ -15,12 +15,16 @@ if not entries:
     st.warning("No model is registered. Train the demo model with `python -m medui demo-model` or add one on the "
                "Models page.")
     st.stop()
-with st.expander("Add scans", expanded=not state.loaded()):
+if state.loaded():
+    with st.expander("Add scans"):
+        viewer.upload_panel()
+else:  # nothing to score yet: the uploader is the page, not something to unfold
+    st.subheader("Add scans")
     viewer.upload_panel()
 viewer.problems_panel()
 items = state.loaded()
 if not items:
-    st.info("Upload a scan above, or open one in the Viewer: the series you load there are available here.")
+    st.info("Upload a scan above, or load a sample. Series opened in the Viewer are available here too.")
     st.stop()
 left, right = st.columns(2)
 with left:

@@ -55,8 +55,16 @@ def test_train_one_epoch_then_diagnose_with_the_new_model(app_url, page, tmp_pat
     page.screenshot(path=str(artifacts / "e2e-train.png"), full_page=True)
     page.goto(app_url + "/diagnose", wait_until="networkidle")
     page.get_by_text("Add scans").wait_for(timeout=60_000)
-    page.get_by_role("tab", name="Try a sample").click()
-    page.get_by_role("button", name="Load sample").click()
+    try:
+        sample_tab = page.get_by_role("tab", name="Try a sample")
+        sample_tab.wait_for(timeout=120_000)
+        sample_tab.click()
+        load = page.get_by_role("button", name="Load sample")
+        load.wait_for(timeout=60_000)
+        load.click()
+    except Exception:
+        page.screenshot(path=str(artifacts / "e2e-diagnose-failed.png"), full_page=True)
+        raise
     page.get_by_text("Model (newest first)").wait_for(timeout=120_000)
     # newest first: the new model is the default choice, not the demo (whose card shows a banner)
     page.get_by_text("Held-out AUC").first.wait_for(timeout=120_000)
