@@ -6,6 +6,11 @@ Series are written to a temporary folder: from the real CT in ../shared/data whe
 (slices repeated to reach the count), otherwise from a smooth synthetic phantom. The JPEG
 Lossless copy is made with GDCM. Every timing is the median of interleaved repeats on a warm
 page cache, so the ratios compare like with like in one run.
+
+MedUI is timed three ways: as shipped (worker processes + the imagecodecs JPEG plugin), in one
+process (MEDUI_DECODE_WORKERS=1: what the workers give) and with pydicom's own decoders
+(MEDUI_DECODER=pydicom: what the plugin gives). The plain loop uses pydicom's default plugins
+(GDCM first when installed).
 """
 
 from __future__ import annotations
@@ -125,10 +130,20 @@ def pydicom_loop_volume(paths: list[Path]) -> None:
         vol[k] = ds.pixel_array * np.float32(ds.RescaleSlope) + np.float32(ds.RescaleIntercept)
 
 
-def medui_load(folder: Path) -> None:
+def medui_load(folder: Path, **env: str) -> None:
+    """medui.io.load; `env` sets MEDUI_* variables for this call only (read when loading starts)."""
     from medui.io import load
 
-    result = load([folder])
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        result = load([folder])
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
     assert len(result.series) == 1, result.skipped
 
 
@@ -140,31 +155,57 @@ def sitk_load(folder: Path) -> None:
     sitk.GetArrayFromImage(reader.Execute())
 
 
-def timed(fn, *args) -> float:  # type: ignore[no-untyped-def]
+def timed(fn, *args, **kwargs) -> float:  # type: ignore[no-untyped-def]
     t = time.perf_counter()
-    fn(*args)
+    fn(*args, **kwargs)
     return time.perf_counter() - t
 
 
+def first_load_in_new_process(folder: Path) -> float:
+    """What `python -m medui info` pays: a new process whose worker pool starts from nothing."""
+    import subprocess
+
+    code = ("import sys, time; sys.path.insert(0, sys.argv[1]); from medui.io import load\n"
+            "if __name__ == '__main__':\n    t = time.perf_counter(); load([sys.argv[2]]); print(time.perf_counter() - t)")
+    out = subprocess.run([sys.executable, "-c", code, str(Path(__file__).resolve().parents[1]), str(folder)],
+                         capture_output=True, text=True, check=True, cwd=Path(__file__).resolve().parents[1])
+    return float(out.stdout.strip().splitlines()[-1])
+
+
 def bench_load(folder: Path, paths: list[Path], repeats: int) -> dict:
-    medui_load(folder)  # warm: page cache, worker start-up code paths, imports
-    runs: dict[str, list[float]] = {"read_bytes_s": [], "pydicom_loop_s": [], "pydicom_loop_hu_volume_s": [],
-                                    "medui_load_s": [], "simpleitk_s": []}
+    methods = {
+        "read_bytes_s": lambda: read_bytes(paths),
+        "medui_load_s": lambda: medui_load(folder),
+        # the same without worker processes, and without the imagecodecs plugin: what each part gives
+        "medui_one_process_s": lambda: medui_load(folder, MEDUI_DECODE_WORKERS="1"),
+        "medui_pydicom_decoders_s": lambda: medui_load(folder, MEDUI_DECODER="pydicom"),
+        "pydicom_loop_s": lambda: pydicom_loop(paths),
+        "pydicom_loop_hu_volume_s": lambda: pydicom_loop_volume(paths),
+        "simpleitk_s": lambda: sitk_load(folder),
+    }
+    try:
+        import SimpleITK  # noqa: F401
+    except ImportError:
+        del methods["simpleitk_s"]
+    # Warm every method once first: page cache, imports, the worker start-up path, and glibc's
+    # malloc thresholds (they adapt to the biggest block freed so far, and on this VM a page
+    # fault costs ~1 ms per MB, so the first runs of anything are slower).
+    for fn in methods.values():
+        fn()
+    runs: dict[str, list[float]] = {k: [] for k in methods}
     for _ in range(repeats):
-        runs["read_bytes_s"].append(timed(read_bytes, paths))
-        runs["medui_load_s"].append(timed(medui_load, folder))
-        runs["pydicom_loop_s"].append(timed(pydicom_loop, paths))
-        runs["pydicom_loop_hu_volume_s"].append(timed(pydicom_loop_volume, paths))
-        try:
-            runs["simpleitk_s"].append(timed(sitk_load, folder))
-        except ImportError:
-            pass
+        for name, fn in methods.items():
+            runs[name].append(timed(fn))
     out = {k: round(statistics.median(v), 3) for k, v in runs.items() if v}
     out["speedup_vs_pydicom_loop"] = round(out["pydicom_loop_s"] / out["medui_load_s"], 2)
     out["speedup_vs_pydicom_loop_hu_volume"] = round(out["pydicom_loop_hu_volume_s"] / out["medui_load_s"], 2)
+    out["parallel_gain"] = round(out["medui_one_process_s"] / out["medui_load_s"], 2)
+    out["speedup_vs_pydicom_loop_with_pydicom_decoders"] = round(out["pydicom_loop_s"] / out["medui_pydicom_decoders_s"], 2)
     if "simpleitk_s" in out:
         out["ratio_vs_simpleitk"] = round(out["simpleitk_s"] / out["medui_load_s"], 2)
     out["bytes_on_disk_mb"] = round(sum(p.stat().st_size for p in paths) / 2**20, 1)
+    out["medui_first_load_in_new_process_s"] = round(statistics.median(
+        first_load_in_new_process(folder) for _ in range(repeats)), 3)
     return out
 
 

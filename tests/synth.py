@@ -146,3 +146,25 @@ def zip_bytes(files: dict[str, bytes]) -> bytes:
 
 def read(path: Path) -> Dataset:
     return pydicom.dcmread(path)
+
+
+def jpeg_lossless_copy(src: Path, dst: Path, syntax: str = "JPEGLosslessProcess14_1") -> Path:
+    """Re-encode a DICOM file as JPEG Lossless with GDCM (a test dependency through pydicom's plugins)."""
+    import gdcm
+
+    reader = gdcm.ImageReader()
+    reader.SetFileName(str(src))
+    if not reader.Read():
+        raise RuntimeError(f"GDCM could not read {src}")
+    change = gdcm.ImageChangeTransferSyntax()
+    change.SetTransferSyntax(gdcm.TransferSyntax(getattr(gdcm.TransferSyntax, syntax)))
+    change.SetInput(reader.GetImage())
+    if not change.Change():
+        raise RuntimeError(f"GDCM could not re-encode {src} as {syntax}")
+    writer = gdcm.ImageWriter()
+    writer.SetFile(reader.GetFile())
+    writer.SetImage(change.GetOutput())
+    writer.SetFileName(str(dst))
+    if not writer.Write():
+        raise RuntimeError(f"GDCM could not write {dst}")
+    return dst

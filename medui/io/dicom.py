@@ -10,7 +10,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from medui.deid import header_rows
-from medui.io.decode import Decoder, alloc_volume
+from medui.io.parallel import Decoder
 from medui.io.geometry import FrameGeom, frame_geometries, sort_frames, stack_affine
 from medui.io.sources import Limits, Skipped, SourceFile
 from medui.series import Series, VoiLut, Window
@@ -186,22 +186,51 @@ def _voi_lut(ds: Any) -> VoiLut | None:
         return None
 
 
-def build_series(stack: list[_Frame], limits: Limits, decoder: Decoder) -> tuple[Series | None, list[Skipped]]:
-    """Decode a stack and assemble a Series; undecodable frames are dropped with a reason each."""
+@dataclass
+class _Plan:
+    """A stack waiting for its pixels: the output volume and the instances that fill it."""
+
+    stack: list[_Frame]
+    insts: list[Instance]
+    volume: int
+
+
+def plan_stack(stack: list[_Frame], limits: Limits, decoder: Decoder) -> _Plan | Skipped:
+    """Check a stack against the memory limit, make its volume and queue its decoding."""
     first = stack[0].inst
     insts: list[Instance] = list(dict.fromkeys(f.inst for f in stack))  # type: ignore[arg-type]
     need = sum(decoded_bytes(i.ds, i.n_frames) for i in insts)
     if need > limits.max_series_bytes:
-        return None, [Skipped(first.src.name, f"its series would need {need / 2**20:.0f} MiB once decoded; the limit "
-                                              f"is {limits.max_series_bytes / 2**20:.0f} MiB. Upload fewer slices or "
-                                              "raise MEDUI_MAX_SERIES_MB")]
-    pixels, kept, skipped = _decode_stack(stack, insts, decoder)
-    if pixels is None:
+        return Skipped(first.src.name, f"its series would need {need / 2**20:.0f} MiB once decoded; the limit "
+                                       f"is {limits.max_series_bytes / 2**20:.0f} MiB. Upload fewer slices or "
+                                       "raise MEDUI_MAX_SERIES_MB")
+    ds = first.ds
+    samples = 3 if decoded_bytes(ds, 1) > int(ds.Rows) * int(ds.Columns) * 4 else 1
+    shape = (len(stack), int(ds.Rows), int(ds.Columns)) + ((3,) if samples == 3 else ())
+    volume = decoder.volume(shape)
+    targets: dict[int, list] = defaultdict(list)
+    for slot, f in enumerate(stack):
+        targets[f.inst.index].append((f.index, slot, float(f.geom.slope), float(f.geom.intercept)))
+    for inst in insts:
+        decoder.add(inst.index, volume, targets[inst.index])
+    return _Plan(stack, insts, volume)
+
+
+def build_series(plan: _Plan, decoder: Decoder, errors: dict[int, str]) -> tuple[Series | None, list[Skipped]]:
+    """Assemble a Series from a decoded stack; undecodable frames are dropped with a reason each."""
+    stack = plan.stack
+    skipped = [Skipped(i.src.name, errors[i.index]) for i in plan.insts if i.index in errors]
+    ok = decoder.written(plan.volume)
+    if not ok.any():
         return None, skipped
+    pixels = decoder.array(plan.volume)
+    kept = [f for f, good in zip(stack, ok) if good]
+    if not ok.all():
+        pixels = pixels[ok]
     affine, warnings, has_geometry = stack_affine([f.geom for f in kept])
     if len(kept) < len(stack):
         warnings.append(f"{len(stack) - len(kept)} of {len(stack)} slices could not be decoded and are missing")
-    ds = first.ds
+    ds = stack[0].inst.ds
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper()
     if pixels.ndim == 4:
         photometric = "RGB"
@@ -216,49 +245,11 @@ def build_series(stack: list[_Frame], limits: Limits, decoder: Decoder) -> tuple
     ), skipped
 
 
-def _decode_stack(stack: list[_Frame], insts: list[Instance],
-                  decoder: Decoder) -> tuple[np.ndarray | None, list[_Frame], list[Skipped]]:
-    """Decode every instance once and write its frames, rescaled, into one preallocated volume."""
-    slots: dict[int, list[int]] = defaultdict(list)  # instance number -> positions of its frames in `stack`
-    for pos, f in enumerate(stack):
-        slots[f.inst.index].append(pos)
-    by_index = {inst.index: inst for inst in insts}
-    out: np.ndarray | None = None
-    ok = np.zeros(len(stack), bool)
-    skipped: list[Skipped] = []
-    for k, result in decoder.take(list(by_index)):
-        if isinstance(result, str):
-            skipped.append(Skipped(by_index[k].src.name, result))
-            continue
-        arr = result.array
-        for pos in slots[k]:
-            f = stack[pos]
-            if f.index >= arr.shape[0] or (out is not None and arr.shape[1:] != out.shape[1:]):
-                continue
-            if out is None:
-                out = alloc_volume((len(stack),) + arr.shape[1:], np.float32)
-            g = f.geom
-            if result.rescale and g.slope != 1:
-                np.multiply(arr[f.index], np.float32(g.slope), out=out[pos], casting="unsafe")
-                out[pos] += np.float32(g.intercept)
-            elif result.rescale and g.intercept != 0:
-                np.add(arr[f.index], np.float32(g.intercept), out=out[pos], casting="unsafe")
-            else:
-                out[pos] = arr[f.index]
-            ok[pos] = True
-    if out is None:
-        return None, [], skipped
-    kept = [f for f, good in zip(stack, ok) if good]
-    if not ok.all():
-        out = out[ok]
-    return out, kept, skipped
-
-
 def read_dicom(sources: Sequence[SourceFile], limits: Limits) -> tuple[list[Series], list[Skipped]]:
     """All series in a set of DICOM files, with a reason for each file left out."""
     instances: list[Instance] = []
     skipped: list[Skipped] = []
-    with Decoder(sources, max_image_bytes=limits.max_image_bytes) as decoder:
+    with Decoder(sources, max_image_bytes=limits.max_image_bytes) as decoder:  # workers start now
         for k, src in enumerate(sources):
             parsed = parse(src, limits)
             if isinstance(parsed, Skipped):
@@ -266,10 +257,18 @@ def read_dicom(sources: Sequence[SourceFile], limits: Limits) -> tuple[list[Seri
             else:
                 parsed.index = k
                 instances.append(parsed)
-        series: list[Series] = []
+        plans: list[_Plan] = []
         for stack in group(instances):
-            s, sk = build_series(stack, limits, decoder)
-            skipped += sk
-            if s is not None:
-                series.append(s)
+            plan = plan_stack(stack, limits, decoder)
+            if isinstance(plan, Skipped):
+                skipped.append(plan)
+            else:
+                plans.append(plan)
+        errors = decoder.run()
+    series: list[Series] = []
+    for plan in plans:
+        s, sk = build_series(plan, decoder, errors)
+        skipped += sk
+        if s is not None:
+            series.append(s)
     return series, skipped

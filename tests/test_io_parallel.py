@@ -1,0 +1,110 @@
+"""Parallel decoding: worker processes write into shared volumes, and give the same pixels."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from medui.io import load, parallel
+from medui.io.sources import Limits, expand
+from tests.synth import jpeg_lossless_copy, phantom_volume, write_series
+
+pytestmark = pytest.mark.skipif(not hasattr(os, "memfd_create"), reason="parallel decoding needs Linux memfd")
+
+
+@pytest.fixture()
+def compressed_series(tmp_path) -> tuple[Path, np.ndarray]:
+    vol = phantom_volume(24, 64, 72)
+    raw = write_series(tmp_path / "raw", vol, order=list(np.random.default_rng(3).permutation(24)))
+    folder = tmp_path / "jpeg"
+    folder.mkdir()
+    for path in raw:
+        jpeg_lossless_copy(path, folder / path.name)
+    return folder, vol
+
+
+@pytest.fixture()
+def pool_for_small_sets(monkeypatch):
+    """Use the pool for this small test series (the thresholds are read in the main process)."""
+    monkeypatch.setattr(parallel, "PARALLEL_MIN_BYTES", 0)
+    monkeypatch.setattr(parallel, "PARALLEL_MIN_FILES", 2)
+
+
+def _decode(folder: Path, decoder_cls=parallel.Decoder, workers: int = 2):
+    """Run the Decoder the way medui.io.dicom does, returning the volume and the Decoder."""
+    from medui.io.dicom import Instance, group, parse, plan_stack
+
+    sources, _ = expand([folder], Limits())
+    with decoder_cls(sources, workers=workers) as dec:
+        insts = []
+        for k, src in enumerate(sources):
+            inst = parse(src, Limits())
+            assert isinstance(inst, Instance)
+            inst.index = k
+            insts.append(inst)
+        (stack,) = group(insts)
+        plan = plan_stack(stack, Limits(), dec)
+        errors = dec.run()
+    return dec.array(plan.volume), dec, errors
+
+
+def test_workers_fill_the_shared_volume(compressed_series, pool_for_small_sets):
+    folder, vol = compressed_series
+    pixels, dec, errors = _decode(folder)
+    assert not errors and dec.stats["in_workers"] > 0, dec.stats
+    assert dec.stats["in_workers"] + dec.stats["here"] == 24
+    np.testing.assert_array_equal(pixels, vol.astype(np.float32) - 1024)  # sorted by position, in HU
+
+
+def test_same_pixels_as_one_process(compressed_series, pool_for_small_sets, monkeypatch):
+    folder, _ = compressed_series
+    pooled = load([folder]).series[0]
+    monkeypatch.setenv("MEDUI_DECODE_WORKERS", "1")
+    single = load([folder]).series[0]
+    np.testing.assert_array_equal(pooled.pixels, single.pixels)
+    np.testing.assert_array_equal(pooled.affine, single.affine)
+
+
+class _NoSharing(parallel.Decoder):
+    """Workers are handed a memfd that does not exist, as where /proc is not readable."""
+
+    def _refs(self):  # type: ignore[no-untyped-def]
+        return {v: parallel.VolumeRef(os.getpid(), 10**6, ref.shape) for v, ref in super()._refs().items()}
+
+
+def test_workers_that_cannot_open_the_volume_leave_the_work_here(compressed_series, pool_for_small_sets):
+    folder, vol = compressed_series
+    pixels, dec, errors = _decode(folder, _NoSharing)
+    assert not errors and dec.stats == {"in_workers": 0, "here": 24}
+    np.testing.assert_array_equal(pixels, vol.astype(np.float32) - 1024)
+
+
+def test_a_damaged_file_in_a_pooled_series(compressed_series, pool_for_small_sets):
+    folder, _ = compressed_series
+    victim = sorted(folder.glob("*.dcm"))[5]
+    data = victim.read_bytes()
+    victim.write_bytes(data[: len(data) - len(data) // 4])
+    result = load([folder])
+    (s,) = result.series
+    assert s.pixels.shape[0] == 23
+    assert [k.file for k in result.skipped] == [f"jpeg/{victim.name}"] and "decoded" in result.skipped[0].reason
+    assert any("could not be decoded" in w for w in s.warnings)
+
+
+def test_one_file_into_two_volumes():
+    """A file whose frames belong to two stacks (e.g. two echoes) is decoded once into both."""
+    from pydicom.data import get_testdata_file
+
+    src = expand([Path(get_testdata_file("emri_small_jpeg_ls_lossless.dcm"))], Limits())[0][0]
+    with parallel.Decoder([src], workers=1) as dec:
+        a, b = dec.volume((5, 64, 64)), dec.volume((5, 64, 64))
+        dec.add(0, a, [(2 * k, k, 1.0, 0.0) for k in range(5)])
+        dec.add(0, b, [(2 * k + 1, k, 2.0, -1.0) for k in range(5)])
+        assert dec.run() == {} and dec.stats["here"] == 1
+        frames = load([Path(get_testdata_file("emri_small_jpeg_ls_lossless.dcm"))]).series[0].pixels
+    np.testing.assert_array_equal(dec.array(a), frames[0::2])
+    np.testing.assert_array_equal(dec.array(b), frames[1::2] * 2 - 1)
+    assert dec.written(a).all() and dec.written(b).all()
