@@ -29,6 +29,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "ct-lung-30"
+REAL_JPEG = Path(__file__).resolve().parents[2] / "shared" / "data" / "ct-chest-covid-255"  # 255 real JPEG Lossless files
 
 
 def _source_slices(n: int) -> np.ndarray:
@@ -172,10 +173,18 @@ def first_load_in_new_process(folder: Path) -> float:
     return float(out.stdout.strip().splitlines()[-1])
 
 
+def medui_load_bytes(uploads: list[tuple[str, bytes]]) -> None:
+    from medui.io import load
+
+    assert len(load(uploads).series) == 1
+
+
 def bench_load(folder: Path, paths: list[Path], repeats: int) -> dict:
+    uploads = [(p.name, p.read_bytes()) for p in paths]
     methods = {
         "read_bytes_s": lambda: read_bytes(paths),
         "medui_load_s": lambda: medui_load(folder),
+        "medui_load_uploaded_bytes_s": lambda: medui_load_bytes(uploads),  # what the app's uploader hands over
         # the same without worker processes, and without the imagecodecs plugin: what each part gives
         "medui_one_process_s": lambda: medui_load(folder, MEDUI_DECODE_WORKERS="1"),
         "medui_pydicom_decoders_s": lambda: medui_load(folder, MEDUI_DECODER="pydicom"),
@@ -259,6 +268,8 @@ def main() -> None:
             "uncompressed": bench_load(tmp_path / "uncompressed", raw, args.repeats),
             "jpeg_lossless": bench_load(tmp_path / "jpeg-lossless", jpeg, args.repeats),
             "rerender": bench_render(tmp_path / "uncompressed"),
+            "real_ct_jpeg_lossless": (bench_load(REAL_JPEG, sorted(REAL_JPEG.glob("*.dcm")), args.repeats)
+                                      if REAL_JPEG.is_dir() else "skipped: ../shared/data/ct-chest-covid-255 is absent"),
             "targets": {"jpeg_lossless.speedup_vs_pydicom_loop": ">= 1.5",
                         "jpeg_lossless.ratio_vs_simpleitk": ">= 1.0", "rerender.axial_rerender_ms_median": "< 30"},
         }

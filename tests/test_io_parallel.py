@@ -66,6 +66,9 @@ def test_same_pixels_as_one_process(compressed_series, pool_for_small_sets, monk
     single = load([folder]).series[0]
     np.testing.assert_array_equal(pooled.pixels, single.pixels)
     np.testing.assert_array_equal(pooled.affine, single.affine)
+    # headers were parsed in the workers (slim); the header table still shows the whole header
+    assert pooled.header == single.header and len(pooled.header) > 30
+    assert (pooled.window, pooled.modality, pooled.description) == (single.window, single.modality, single.description)
 
 
 class _NoSharing(parallel.Decoder):
@@ -108,3 +111,36 @@ def test_one_file_into_two_volumes():
     np.testing.assert_array_equal(dec.array(a), frames[0::2])
     np.testing.assert_array_equal(dec.array(b), frames[1::2] * 2 - 1)
     assert dec.written(a).all() and dec.written(b).all()
+
+
+@pytest.mark.parametrize("name", ["JPEG-LL.dcm", "MR_small_jpeg_ls_lossless.dcm", "emri_small_jpeg_ls_lossless.dcm",
+                                  "SC_rgb_jpeg_gdcm.dcm", "MR_small_RLE.dcm", "MR_small_jp2klossless.dcm"])
+def test_pixel_hint_reads_only_the_pixel_data(name):
+    """Decoding from the recorded Pixel Data offset gives what parsing the whole file gives."""
+    from pydicom.data import get_testdata_file
+
+    from medui.io.decode import PixelHint, decode_dicom
+    from medui.io.dicom import Instance, parse
+    from medui.io.sources import SourceFile
+
+    path = Path(get_testdata_file(name))
+    for src in (SourceFile(name, path=str(path)), SourceFile(name, data=path.read_bytes())):
+        inst = parse(src, Limits())
+        assert isinstance(inst, Instance) and inst.hint is not None
+        assert len(inst.hint.header) < 40  # the pixel module only
+        with_hint, without = decode_dicom(src, hint=inst.hint), decode_dicom(src)
+        assert not isinstance(with_hint, str) and not isinstance(without, str)
+        np.testing.assert_array_equal(with_hint.array, without.array)
+        assert with_hint.rescale == without.rescale
+        wrong = PixelHint(inst.hint.header, inst.hint.offset - 6, inst.hint.implicit_vr, inst.hint.little_endian)
+        np.testing.assert_array_equal(decode_dicom(src, hint=wrong).array, without.array)  # falls back
+
+
+def test_uncompressed_files_get_no_hint():
+    from pydicom.data import get_testdata_file
+
+    from medui.io.dicom import parse
+    from medui.io.sources import SourceFile
+
+    inst = parse(SourceFile("CT", path=get_testdata_file("CT_small.dcm")), Limits())
+    assert inst.hint is None

@@ -8,7 +8,7 @@ from __future__ import annotations
 import io
 import mmap
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import pydicom
@@ -42,6 +42,36 @@ def _as_rgb_float(arr: np.ndarray, ds) -> np.ndarray:  # type: ignore[no-untyped
 
 
 @dataclass(frozen=True)
+class PixelHint:
+    """Where an instance's Pixel Data starts, and the header elements needed to decode it
+    (the image pixel module, group 0028, and the transfer syntax): with it, decoding reads only
+    the pixel data instead of parsing the whole header a second time (~0.6 ms per CT file)."""
+
+    header: Any  # a pydicom Dataset with file_meta
+    offset: int
+    implicit_vr: bool
+    little_endian: bool
+
+
+def _read_with_hint(src: SourceFile, hint: PixelHint) -> Any:
+    from pydicom.dataset import Dataset
+    from pydicom.filereader import read_dataset
+
+    fh = io.BytesIO(src.data) if src.data is not None else open(src.path, "rb")  # type: ignore[arg-type]
+    with fh:
+        fh.seek(hint.offset)
+        tail = read_dataset(fh, hint.implicit_vr, hint.little_endian)
+    if "PixelData" not in tail:
+        raise ValueError("no Pixel Data where the header ended")
+    ds = Dataset()
+    ds.update(hint.header)
+    ds.update(tail)
+    ds.file_meta = hint.header.file_meta
+    ds.set_original_encoding(hint.implicit_vr, hint.little_endian, "iso8859")
+    return ds
+
+
+@dataclass(frozen=True)
 class Decoded:
     """Pixels of one instance: raw stored values (rescaled later) or final float32 values."""
 
@@ -49,12 +79,21 @@ class Decoded:
     rescale: bool  # True: apply the per-frame slope/intercept; False: already modality values
 
 
-def decode_dicom(src: SourceFile, max_bytes: int = 2**62, fast: bool = True) -> Decoded | str:
+def decode_dicom(src: SourceFile, max_bytes: int = 2**62, fast: bool = True,
+                 hint: PixelHint | None = None) -> Decoded | str:
     """Decode one instance. Returns an error text instead of raising, so one bad file in a pool
-    never takes the others down. `fast`: use the imagecodecs plugin where it applies."""
+    never takes the others down. `fast`: use the imagecodecs plugin where it applies; `hint`:
+    read only the pixel data (the whole file is parsed if that fails)."""
     try:
-        ds = pydicom.dcmread(io.BytesIO(src.data) if src.data is not None else src.path, force=True)
-        _ensure_transfer_syntax(ds)
+        ds = None
+        if hint is not None:
+            try:
+                ds = _read_with_hint(src, hint)
+            except Exception:  # noqa: BLE001 — unexpected layout: parse the whole file below
+                ds = None
+        if ds is None:
+            ds = pydicom.dcmread(io.BytesIO(src.data) if src.data is not None else src.path, force=True)
+            _ensure_transfer_syntax(ds)
         if int(ds.Rows) * int(ds.Columns) * int(ds.get("NumberOfFrames", 1) or 1) * 4 > max_bytes:
             return "its decoded image would exceed the memory limit"
         arr = codecs.pixel_array(ds, fast)

@@ -20,13 +20,13 @@ import sys
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Callable, Sequence, TypeVar
 
 import numpy as np
 import pydicom
 
 from medui.io import codecs
-from medui.io.decode import Target, alloc_volume, decode_dicom, write_frames
+from medui.io.decode import PixelHint, Target, alloc_volume, decode_dicom, write_frames
 from medui.io.sources import SourceFile
 
 UNCOMPRESSED_SYNTAXES = {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2", "1.2.840.10008.1.2.1.99"}
@@ -51,9 +51,11 @@ class Task:
     index: int  # the source's index
     src: SourceFile
     targets: dict[int, list[Target]]  # volume -> (frame, slot, slope, intercept)
+    hint: PixelHint | None = None
 
 
 Outcome = str | list[tuple[int, int]]  # an error text, or the (volume, slot) pairs written
+R = TypeVar("R")
 
 
 class _VolumeFile:
@@ -103,7 +105,7 @@ class _Volume:
 
 def _fill(task: Task, window: Callable[[int, int, int], np.ndarray], max_bytes: int, fast: bool) -> Outcome:
     """Decode a task's file and write its frames; `window(volume, lo, hi)` gives the slots."""
-    result = decode_dicom(task.src, max_bytes, fast)
+    result = decode_dicom(task.src, max_bytes, fast, task.hint)
     if isinstance(result, str):
         return result
     done: list[tuple[int, int]] = []
@@ -128,6 +130,10 @@ def _run_tasks(tasks: Sequence[Task], volumes: dict[int, VolumeRef], max_bytes: 
     finally:
         for f in files.values():
             os.close(f.fd)
+
+
+def _map_sources(chunk: Sequence[SourceFile], fn: Callable[..., R], *args: object) -> list[R]:
+    return [fn(src, *args) for src in chunk]
 
 
 def _ready() -> int:
@@ -227,9 +233,9 @@ class Decoder:
         self._volumes.append(vol)
         return len(self._volumes) - 1
 
-    def add(self, index: int, volume: int, targets: Sequence[Target]) -> None:
+    def add(self, index: int, volume: int, targets: Sequence[Target], hint: PixelHint | None = None) -> None:
         """Decode source `index` (once) into `volume` at the given (frame, slot, slope, intercept)."""
-        task = self._tasks.setdefault(index, Task(index, self.sources[index], {}))
+        task = self._tasks.setdefault(index, Task(index, self.sources[index], {}, hint))
         task.targets.setdefault(volume, []).extend(targets)
 
     def array(self, volume: int) -> np.ndarray:
@@ -243,50 +249,65 @@ class Decoder:
         """Which slots of a volume hold decoded pixels (after `run`)."""
         return self._volumes[volume].written
 
+    def map(self, fn: Callable[..., R], *args: object) -> list[R]:
+        """`[fn(src, *args) for src in sources]`, in the workers when there is a pool.
+
+        `fn` must be a module-level function and its results small (headers, not pixels).
+        """
+        return self._chunked(_map_sources, (fn, *args), lambda chunk: [fn(src, *args) for src in chunk],
+                             self.sources)
+
     def run(self) -> dict[int, str]:
         """Decode every task. Returns the error text of each source that failed."""
         tasks = list(self._tasks.values())
         self._tasks = {}
-        shareable = all(vol.file is not None for vol in self._volumes)
-        outcomes = self._parallel(tasks) if shareable and self._pool is not None else {t.index: self._here(t) for t in tasks}
+        if all(vol.file is not None for vol in self._volumes):
+            results = self._chunked(_run_tasks, (self._refs(), self.max_bytes, self.fast), self._here, tasks)
+        else:
+            results = self._here(tasks)
         errors: dict[int, str] = {}
-        for index, outcome in outcomes.items():
+        for task, outcome in zip(tasks, results):
             if isinstance(outcome, str):
-                errors[index] = outcome
+                errors[task.index] = outcome
             else:
                 for volume, slot in outcome:
                     self._volumes[volume].written[slot] = True
         return errors
 
-    def _here(self, task: Task) -> Outcome:
-        self.stats["here"] += 1
-        return _fill(task, lambda v, lo, hi: self._volumes[v].window(lo, hi), self.max_bytes, self.fast)
+    def _here(self, tasks: Sequence[Task]) -> list[Outcome]:
+        self.stats["here"] += len(tasks)
+        return [_fill(t, lambda v, lo, hi: self._volumes[v].window(lo, hi), self.max_bytes, self.fast) for t in tasks]
 
-    def _parallel(self, tasks: list[Task]) -> dict[int, Outcome]:
-        assert self._pool is not None
-        refs = self._refs()
-        size = max(2, len(tasks) // (self._ncpu * 16))
-        chunks = [tasks[i:i + size] for i in range(0, len(tasks), size)]
+    def _chunked(self, remote: Callable[..., list], args: tuple, local: Callable[[list], list], items: Sequence) -> list:
+        """`local(items)`, split into chunks that the workers run as `remote(chunk, *args)`.
+
+        While the workers are still starting, this process runs chunks from the back of the
+        queue; once they run, it stays out of their way (3 processes on 2 cores are slower). A
+        chunk whose worker fails (died, could not open a volume) is run here.
+        """
+        items = list(items)
+        if self._pool is None or not items:
+            return local(items)
+        size = max(2, len(items) // (self._ncpu * 16))
+        chunks = [items[i:i + size] for i in range(0, len(items), size)]
         try:
-            futures: list[Future] = [self._pool.submit(_run_tasks, c, refs, self.max_bytes, self.fast) for c in chunks]
+            futures: list[Future] = [self._pool.submit(remote, c, *args) for c in chunks]
         except (BrokenProcessPool, RuntimeError):
-            return {t.index: self._here(t) for t in tasks}
-        outcomes: dict[int, Outcome] = {}
+            return local(items)
+        results: list[list | None] = [None] * len(chunks)
         front, back = 0, len(chunks) - 1
         while front <= back:
             if not futures[front].done() and not self._workers_up() and futures[back].cancel():
-                # The workers are still starting: decode the last chunk here meanwhile. Once they
-                # run, this process stays out of their way (3 decoders on 2 cores is slower).
-                outcomes.update((t.index, self._here(t)) for t in chunks[back])
+                results[back] = local(chunks[back])
                 back -= 1
                 continue
             try:
-                outcomes.update(zip((t.index for t in chunks[front]), futures[front].result()))
-                self.stats["in_workers"] += len(chunks[front])
-            except Exception:  # a worker died or could not open a volume: do its share here
-                outcomes.update((t.index, self._here(t)) for t in chunks[front])
+                results[front] = futures[front].result()
+                self.stats["in_workers"] += len(chunks[front]) if remote is _run_tasks else 0
+            except Exception:
+                results[front] = local(chunks[front])
             front += 1
-        return outcomes
+        return [r for chunk in results for r in chunk]  # type: ignore[union-attr]
 
     def _workers_up(self) -> bool:
         return all(f.done() for f in self._started)
