@@ -144,3 +144,52 @@ def test_uncompressed_files_get_no_hint():
 
     inst = parse(SourceFile("CT", path=get_testdata_file("CT_small.dcm")), Limits())
     assert inst.hint is None
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_app_script_is_inert_in_worker_processes():
+    """Workers re-import the main script as __mp_main__; app.py must not build the app there."""
+    import subprocess
+    import sys
+
+    code = ("import runpy, sys; runpy.run_path('app.py', run_name='__mp_main__'); "
+            "print([m for m in ('streamlit', 'tensorflow', 'medui.ui.shell') if m in sys.modules])")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr
+
+
+def test_pool_under_a_streamlit_like_main(compressed_series):
+    """Streamlit installs a fake __main__ whose __file__ is app.py while a script runs; a load that
+    starts workers then must neither run the app in them nor fall back to one process."""
+    import subprocess
+    import sys
+
+    folder, _ = compressed_series
+    code = f"""
+import sys, types
+sys.path.insert(0, {str(ROOT)!r})
+if __name__ == "__main__":
+    from medui.io import parallel
+    from medui.io.dicom import read_dicom
+    from medui.io.sources import Limits, expand
+    parallel.PARALLEL_MIN_BYTES, parallel.PARALLEL_MIN_FILES = 0, 2
+    fake = types.ModuleType("__main__")
+    fake.__file__ = {str(ROOT / "app.py")!r}
+    sys.modules["__main__"] = fake
+    seen = []
+    class Counting(parallel.Decoder):
+        def close(self):
+            seen.append(dict(self.stats))
+            super().close()
+    import medui.io.dicom as dicom
+    dicom.Decoder = Counting
+    series, skipped = read_dicom(expand([{str(folder)!r}], Limits())[0], Limits())
+    print(len(series), len(skipped), seen[0]["in_workers"])
+"""
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    n_series, n_skipped, in_workers = map(int, out.stdout.split())
+    assert (n_series, n_skipped) == (1, 0) and in_workers > 0
+    assert "ScriptRunContext" not in out.stderr and "cuInit" not in out.stderr, out.stderr[-2000:]
