@@ -40,6 +40,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
         print(f"Skipped {len(result.skipped)} file(s):")
         for sk in result.skipped:
             print(f"  {sk.file}: {sk.reason}")
+    print(result.summary())
     if not result.series:
         print("No image series found.", file=sys.stderr)
         return 1

@@ -37,6 +37,28 @@ def test_upload_series_and_scroll(app_url, page, tmp_path, artifacts):
     assert "Traceback" not in page.content()
 
 
+def test_big_compressed_upload_is_decoded_by_workers(app_url, page, tmp_path, artifacts):
+    """A compressed series big enough for the worker pool, through the real server's uploader."""
+    import os
+
+    from tests.synth import jpeg_lossless_copy
+
+    vol = phantom_volume(48, rows=512, cols=512, seed=9)  # noise: ~350 KB per slice compressed
+    raw = write_series(tmp_path / "raw", vol)
+    (tmp_path / "jpeg").mkdir()
+    files = [jpeg_lossless_copy(p, tmp_path / "jpeg" / p.name) for p in raw]
+    page.goto(app_url, wait_until="networkidle")
+    page.get_by_text("Upload DICOM files, a folder").wait_for(timeout=60_000)
+    page.locator("input[type=file]").first.set_input_files([str(p) for p in files])
+    summary = page.get_by_test_id("stMainBlockContainer").get_by_text("Loaded 1 series from 48 file(s)")
+    summary.wait_for(timeout=120_000)
+    page.locator(".js-plotly-plot image").first.wait_for(timeout=60_000)
+    page.screenshot(path=str(artifacts / "e2e-viewer-compressed.png"), full_page=True)
+    if len(os.sched_getaffinity(0)) >= 2:  # the server decoded in worker processes (not app.py re-run in them)
+        assert "worker processes" in summary.inner_text()
+    assert "48 x 512x512" in page.content() and "Traceback" not in page.content()
+
+
 def test_train_one_epoch_then_diagnose_with_the_new_model(app_url, page, tmp_path, artifacts):
     from medui.phantoms import write_labeled_folder
 

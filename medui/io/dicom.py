@@ -299,8 +299,9 @@ def build_series(plan: _Plan, decoder: Decoder, errors: dict[int, str]) -> tuple
     ), skipped
 
 
-def read_dicom(sources: Sequence[SourceFile], limits: Limits) -> tuple[list[Series], list[Skipped]]:
-    """All series in a set of DICOM files, with a reason for each file left out."""
+def read_dicom(sources: Sequence[SourceFile], limits: Limits) -> tuple[list[Series], list[Skipped], dict[str, int]]:
+    """All series in a set of DICOM files, with a reason for each file left out, and how the
+    pixels were decoded (`Decoder.stats`: worker processes, files decoded in them / here)."""
     instances: list[Instance] = []
     skipped: list[Skipped] = []
     with Decoder(sources, max_image_bytes=limits.max_image_bytes) as decoder:  # workers start now
@@ -318,10 +319,11 @@ def read_dicom(sources: Sequence[SourceFile], limits: Limits) -> tuple[list[Seri
             else:
                 plans.append(plan)
         errors = decoder.run()
+    stats = dict(decoder.stats)
     series: list[Series] = []
     for plan in plans:
         s, sk = build_series(plan, decoder, errors)
         skipped += sk
         if s is not None:
             series.append(s)
-    return series, skipped
+    return series, skipped, stats

@@ -212,7 +212,8 @@ class Decoder:
         self._tasks: dict[int, Task] = {}
         self._pool: ProcessPoolExecutor | None = None
         self._started: list[Future] = []
-        self.stats = {"in_workers": 0, "here": 0}  # files decoded by the workers / this process
+        # worker processes started; files decoded by them / by this process
+        self.stats = {"workers": 0, "in_workers": 0, "here": 0}
         ncpu = workers or int(os.environ.get("MEDUI_DECODE_WORKERS", "0") or 0) or _cpu_count()
         self._ncpu = ncpu
         if worth_a_pool(self.sources, ncpu):
@@ -220,6 +221,7 @@ class Decoder:
                 self._pool = ProcessPoolExecutor(max_workers=ncpu, mp_context=_pool_context(), initializer=_worker_init)
                 # start the workers now, while the headers are read
                 self._started = [self._pool.submit(_ready) for _ in range(ncpu)]
+                self.stats["workers"] = ncpu
             except Exception:  # noqa: BLE001 — no workers (forkserver failed, limits): decode here
                 self.close()
 

@@ -29,6 +29,14 @@ def loaded() -> list[Loaded]:
     return st.session_state.setdefault(_KEY, [])
 
 
+LAST_LOAD = "last-load-summary"
+
+
+def last_load() -> str | None:
+    """What the last read found and how long it took, e.g. for the Viewer's caption."""
+    return st.session_state.get(LAST_LOAD)
+
+
 def skipped() -> list[Skipped]:
     return st.session_state.setdefault(_SKIPPED, [])
 
@@ -41,6 +49,7 @@ def add_inputs(inputs: Iterable[Any], source: str) -> LoadResult:
         result = LoadResult([], [Skipped(source, f"could not be read: {type(exc).__name__}: {exc}")])
     loaded().extend(Loaded(s, source=source) for s in result.series)
     skipped().extend(result.skipped)
+    st.session_state[LAST_LOAD] = result.summary()
     return result
 
 
@@ -57,6 +66,7 @@ def new_uploads(files: list[Any] | None, slot: str) -> list[Any]:
 def clear() -> None:
     st.session_state[_KEY] = []
     st.session_state[_SKIPPED] = []
+    st.session_state.pop(LAST_LOAD, None)
 
 
 @st.cache_resource(show_spinner=False)

@@ -42,13 +42,14 @@ def _read_uploads(files, slot: str) -> None:  # type: ignore[no-untyped-def]
     if fresh:
         with st.spinner(f"Reading {len(fresh)} file(s)…"):
             result = state.add_inputs([(f.name, f.getvalue()) for f in fresh], f"{len(fresh)} uploaded file(s)")
-        st.toast(f"Loaded {len(result.series)} series from {len(fresh)} file(s)"
-                 + (f"; {len(result.skipped)} file(s) not loaded" if result.skipped else ""))
+        st.toast(result.summary())
         st.session_state["upload-generation"] += 1
         st.rerun()
 
 
 def problems_panel() -> None:
+    if state.last_load():
+        st.caption(state.last_load())
     problems = state.skipped()
     if not problems:
         return
