@@ -29,7 +29,8 @@ if not items:
 left, right = st.columns(2)
 with left:
     ids = [i.id for i in items]
-    sid = st.selectbox("Series", ids, format_func=lambda i: items[ids.index(i)].series.summary(), key="dx-series")
+    labels = {i.id: i.series.summary() for i in items}  # plain labels: the widget must not hold the series
+    sid = st.selectbox("Series", ids, format_func=labels.__getitem__, key="dx-series")
     item = items[ids.index(sid)] if sid in ids else items[0]
 with right:
     mids = [e.id for e in entries]

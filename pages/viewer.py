@@ -21,5 +21,5 @@ with right:
         st.rerun()
 with left:
     item = viewer.series_picker(items)
-viewer.slice_viewer(item)
+viewer.slice_viewer(item.id)
 viewer.header_panel(item)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -152,23 +154,17 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_app_script_is_inert_in_worker_processes():
-    """Workers re-import the main script as __mp_main__; app.py must not build the app there."""
-    import subprocess
-    import sys
-
+    """Where multiprocessing's workers re-import the main script as __mp_main__ (other Pythons than
+    medui.io.workers hooks), app.py must not build the app there."""
     code = ("import runpy, sys; runpy.run_path('app.py', run_name='__mp_main__'); "
             "print([m for m in ('streamlit', 'tensorflow', 'medui.ui.shell') if m in sys.modules])")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]", out.stdout + out.stderr
 
 
-def test_pool_under_a_streamlit_like_main(compressed_series):
-    """Streamlit installs a fake __main__ whose __file__ is app.py while a script runs; a load that
-    starts workers then must neither run the app in them nor fall back to one process."""
-    import subprocess
-    import sys
-
-    folder, _ = compressed_series
+def _run_under_fake_main(folder: Path, main_file: Path) -> subprocess.CompletedProcess:
+    """Load `folder` with the pool in a new process whose __main__ claims to be `main_file`, as
+    Streamlit does while a script runs (its fake __main__ has the script's __file__)."""
     code = f"""
 import sys, types
 sys.path.insert(0, {str(ROOT)!r})
@@ -178,19 +174,31 @@ if __name__ == "__main__":
     from medui.io.sources import Limits, expand
     parallel.PARALLEL_MIN_BYTES, parallel.PARALLEL_MIN_FILES = 0, 2
     fake = types.ModuleType("__main__")
-    fake.__file__ = {str(ROOT / "app.py")!r}
+    fake.__file__ = {str(main_file)!r}
     sys.modules["__main__"] = fake
-    seen = []
-    class Counting(parallel.Decoder):
-        def close(self):
-            seen.append(dict(self.stats))
-            super().close()
-    import medui.io.dicom as dicom
-    dicom.Decoder = Counting
-    series, skipped, _ = read_dicom(expand([{str(folder)!r}], Limits())[0], Limits())
-    print(len(series), len(skipped), seen[0]["in_workers"])
+    series, skipped, stats = read_dicom(expand([{str(folder)!r}], Limits())[0], Limits())
+    print(len(series), len(skipped), stats["in_workers"])
 """
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    return subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+
+
+def test_workers_do_not_run_the_main_script(compressed_series, tmp_path):
+    """Whatever script is __main__ (a page under AppTest, a user's script), workers skip it."""
+    folder, _ = compressed_series
+    marker = tmp_path / "ran"
+    script = tmp_path / "some_page.py"
+    script.write_text(f"open({str(marker)!r}, 'w').write('main script ran in a worker')\n")
+    out = _run_under_fake_main(folder, script)
+    assert out.returncode == 0, out.stderr
+    n_series, n_skipped, in_workers = map(int, out.stdout.split())
+    assert (n_series, n_skipped) == (1, 0) and in_workers > 0
+    assert not marker.exists()
+
+
+def test_pool_under_a_streamlit_like_main(compressed_series):
+    """Under Streamlit __main__ is app.py: workers must neither build the app nor be skipped."""
+    folder, _ = compressed_series
+    out = _run_under_fake_main(folder, ROOT / "app.py")
     assert out.returncode == 0, out.stderr
     n_series, n_skipped, in_workers = map(int, out.stdout.split())
     assert (n_series, n_skipped) == (1, 0) and in_workers > 0

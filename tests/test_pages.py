@@ -103,3 +103,41 @@ def test_sample_button_and_header_masking():
     at.toggle(key=[t.key for t in at.toggle if t.key.startswith("reveal-")][0]).set_value(True).run()
     table = at.dataframe[0].value
     assert table[table["attribute"] == "PatientName"]["value"].iloc[0] != "•••"
+
+
+def test_cleared_series_are_freed(two_series):
+    """'Clear all' must release the pixels: nothing may keep a session's series alive (callback
+    arguments, fragment arguments, the script module multiprocessing pins as __mp_main__)."""
+    import gc
+    import weakref
+
+    at = _upload(_viewer(), two_series[0] + two_series[1])
+    loaded = at.session_state["medui.series"]
+    refs = [weakref.ref(item.series) for item in loaded]
+    assert len(refs) == 2
+    del loaded
+    at.button(key="clear-all").click().run()
+    at.run()
+    gc.collect()
+    assert [r() for r in refs] == [None, None]
+
+
+def test_multiprocessing_alias_does_not_pin_a_script_run():
+    """`import multiprocessing` inside a Streamlit script run aliases __mp_main__ to that run's
+    module (and its globals); importing MedUI's UI points the alias at an empty module."""
+    import subprocess
+    import sys
+
+    code = f"""
+import sys, types
+sys.path.insert(0, {str(ROOT)!r})
+run = types.ModuleType("__main__"); run.__file__ = {str(ROOT / "pages" / "viewer.py")!r}
+run.items = ["a session's series"]
+sys.modules["__main__"] = run          # what Streamlit does while a script runs
+import multiprocessing                 # first import: __mp_main__ = run
+assert sys.modules["__mp_main__"] is run
+import medui.ui.state
+print(sys.modules["__mp_main__"] is run, hasattr(sys.modules["__mp_main__"], "items"))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
+    assert out.stdout.split() == ["False", "False"], out.stdout + out.stderr

@@ -10,15 +10,13 @@ module), and decoding reads only the Pixel Data element from the offset found wh
 the workers start, the main process runs chunks from the back of the queue; it does everything
 itself where there is no pool (small or uncompressed sets, one core, platforms without memfd).
 
-Workers start from a forkserver, which is safe in a threaded server, but like every spawned
-process they re-import the main script as `__mp_main__`: app.py does nothing in that case.
+Workers start from a forkserver and do not re-run the main script (`medui.io.workers`).
 """
 
 from __future__ import annotations
 
 import io
 import mmap
-import multiprocessing as mp
 import os
 import sys
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -29,6 +27,7 @@ import numpy as np
 import pydicom
 
 from medui.io import codecs
+from medui.io.workers import context as worker_context
 from medui.io.decode import PixelHint, Target, alloc_volume, decode_dicom, write_frames
 from medui.io.sources import SourceFile
 
@@ -161,12 +160,6 @@ def _worker_init() -> None:
         pass
 
 
-def _pool_context() -> mp.context.BaseContext:
-    ctx = mp.get_context("forkserver")
-    ctx.set_forkserver_preload(["medui.io.parallel"])
-    return ctx
-
-
 def _cpu_count() -> int:
     if hasattr(os, "sched_getaffinity"):
         return len(os.sched_getaffinity(0))
@@ -218,7 +211,7 @@ class Decoder:
         self._ncpu = ncpu
         if worth_a_pool(self.sources, ncpu):
             try:
-                self._pool = ProcessPoolExecutor(max_workers=ncpu, mp_context=_pool_context(), initializer=_worker_init)
+                self._pool = ProcessPoolExecutor(max_workers=ncpu, mp_context=worker_context(), initializer=_worker_init)
                 # start the workers now, while the headers are read
                 self._started = [self._pool.submit(_ready) for _ in range(ncpu)]
                 self.stats["workers"] = ncpu

@@ -6,10 +6,27 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
+import numpy as np
 import streamlit as st
 
 from medui.io import LoadResult, Skipped, load
 from medui.series import Series
+
+def _unpin_script_module() -> None:
+    """The first `import multiprocessing` in a process aliases sys.modules['__mp_main__'] to the
+    `__main__` of that moment. Under Streamlit that is the module of the script run that first
+    imported MedUI (its decoder imports multiprocessing), and that module's globals hold a
+    session's series: hundreds of MB kept until the server stops. Point the alias at an empty
+    module (MedUI's workers never use it: medui.io.workers)."""
+    import sys
+    import types
+
+    main, alias = sys.modules.get("__main__"), sys.modules.get("__mp_main__")
+    if alias is not None and alias is main and getattr(main, "__spec__", None) is None:
+        sys.modules["__mp_main__"] = types.ModuleType("__mp_main__")
+
+
+_unpin_script_module()
 
 _KEY = "medui.series"
 _SKIPPED = "medui.skipped"
@@ -27,6 +44,13 @@ class Loaded:
 
 def loaded() -> list[Loaded]:
     return st.session_state.setdefault(_KEY, [])
+
+
+def find(item_id: str) -> Loaded | None:
+    """A loaded series by its id. Widgets and fragments get ids, never the series: Streamlit keeps
+    callback arguments (and a fragment's arguments) after the series is cleared, which would keep
+    its pixels (hundreds of MB) alive for the rest of the session."""
+    return next((item for item in loaded() if item.id == item_id), None)
 
 
 LAST_LOAD = "last-load-summary"
@@ -47,8 +71,10 @@ def add_inputs(inputs: Iterable[Any], source: str) -> LoadResult:
         result = load(list(inputs))
     except Exception as exc:  # a reader bug must never take the session's data with it
         result = LoadResult([], [Skipped(source, f"could not be read: {type(exc).__name__}: {exc}")])
-    loaded().extend(Loaded(s, source=source) for s in result.series)
-    skipped().extend(result.skipped)
+    # New lists, not in-place: a stale reference to the old list (a finished script run's globals)
+    # must not see, and keep alive, the new series.
+    st.session_state[_KEY] = loaded() + [Loaded(s, source=source) for s in result.series]
+    st.session_state[_SKIPPED] = skipped() + result.skipped
     st.session_state[LAST_LOAD] = result.summary()
     return result
 
@@ -64,6 +90,14 @@ def new_uploads(files: list[Any] | None, slot: str) -> list[Any]:
 
 
 def clear() -> None:
+    """Forget this session's series and free their pixels now.
+
+    Streamlit keeps the previous run's session state until the session's next run, so without
+    the explicit release a cleared 255-slice CT (260 MB) stays in memory until the user clicks
+    something else."""
+    for item in loaded():
+        px = item.series.pixels
+        item.series.pixels = np.empty((0,) + px.shape[1:], px.dtype)  # not a view: that would keep the buffer
     st.session_state[_KEY] = []
     st.session_state[_SKIPPED] = []
     st.session_state.pop(LAST_LOAD, None)

@@ -67,8 +67,9 @@ def series_picker(items: list[state.Loaded]) -> state.Loaded:
             item.thumb = thumbnail(item.series)  # type: ignore[attr-defined]
         col.image(item.thumb, caption=f"{k}. {item.series.modality} · {item.series.n_slices} sl.")  # type: ignore[attr-defined]
     ids = [i.id for i in items]
-    chosen = st.selectbox("Series", ids, format_func=lambda i: f"{ids.index(i) + 1}. {items[ids.index(i)].series.summary()}",
-                          key="series-choice")
+    # format_func gets plain labels: Streamlit keeps it with the widget, it must not hold the series
+    labels = {i.id: f"{k}. {i.series.summary()}" for k, i in enumerate(items, 1)}
+    chosen = st.selectbox("Series", ids, format_func=labels.__getitem__, key="series-choice")
     return items[ids.index(chosen)] if chosen in ids else items[0]
 
 
@@ -88,20 +89,26 @@ def _preset_window(item: state.Loaded, name: str) -> Window:
     return _presets(item).get(name) or auto_window(item.series.pixels)
 
 
-def _on_preset(item: state.Loaded) -> None:
+def _on_preset(item_id: str) -> None:
+    item = state.find(item_id)
+    if item is None:
+        return
     k = item.id
     w = _preset_window(item, st.session_state[f"preset-{k}"])
     st.session_state[f"center-{k}"] = float(w.center)
     st.session_state[f"width-{k}"] = float(max(w.width, 1.0))
 
 
-def _on_manual(item: state.Loaded) -> None:
-    st.session_state[f"preset-{item.id}"] = "Custom"
+def _on_manual(item_id: str) -> None:
+    st.session_state[f"preset-{item_id}"] = "Custom"
 
 
 @st.fragment
-def slice_viewer(item: state.Loaded) -> None:
+def slice_viewer(item_id: str) -> None:
     """Plane, slice and window controls beside the image; only this part reruns when they move."""
+    item = state.find(item_id)
+    if item is None:
+        return
     s = item.series
     k = item.id
     img_col, ctl_col = st.columns([4, 1.3])
@@ -118,16 +125,16 @@ def slice_viewer(item: state.Loaded) -> None:
         names = list(presets) + ["Custom"]
         if f"preset-{k}" not in st.session_state:
             st.session_state[f"preset-{k}"] = names[0] if s.window or s.voi_lut or s.modality != "CT" else "Mediastinum / soft tissue"
-            _on_preset(item)
+            _on_preset(k)
         colour = s.is_color
-        preset = st.selectbox("Window preset", names, key=f"preset-{k}", on_change=_on_preset, args=(item,),
+        preset = st.selectbox("Window preset", names, key=f"preset-{k}", on_change=_on_preset, args=(k,),
                               disabled=colour)
         lo, hi = s.value_range
         span = max(hi - lo, 1.0)
         center = st.slider("Window level (center)", float(lo - span / 2), float(hi + span / 2), key=f"center-{k}",
-                           step=_step(span), on_change=_on_manual, args=(item,), disabled=colour)
+                           step=_step(span), on_change=_on_manual, args=(k,), disabled=colour)
         width = st.slider("Window width", 1.0, float(span * 2), key=f"width-{k}", step=_step(span),
-                          on_change=_on_manual, args=(item,), disabled=colour)
+                          on_change=_on_manual, args=(k,), disabled=colour)
         invert = st.checkbox("Invert", value=shows_inverted(s), key=f"invert-{k}",
                              help="MONOCHROME1 images start inverted, as the standard requires.")
         hover = st.toggle("Pixel readout on hover", value=True, key=f"hover-{k}")

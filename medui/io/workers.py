@@ -1,0 +1,89 @@
+"""Worker processes for decoding that start fast and never run the main script.
+
+Processes come from a forkserver (safe to start from a threaded server; after the first one, a
+worker starts in ~10 ms with pydicom and the decoders already imported). Python's spawn machinery
+makes every such process re-run the parent's main script as `__mp_main__` first, so that functions
+defined there can be unpickled. MedUI's workers only run `medui` functions, and the main script is
+whatever started the server: Streamlit installs `app.py` or, under `AppTest`, a page script as
+`__main__`, and running those in a worker builds the app and imports TensorFlow (3.2 s per upload
+instead of 0.7 s). So the processes started here are told nothing about the main script.
+
+That needs one private hook of `multiprocessing` (the forkserver `Popen._launch`, unchanged from
+3.8 to 3.13); where it does not fit this Python, `context()` returns the plain forkserver context
+and the workers behave as multiprocessing documents (app.py is inert as `__mp_main__` anyway).
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+import multiprocessing as mp
+import os
+from typing import Any
+
+try:
+    from multiprocessing import context as mpc
+    from multiprocessing import forkserver, popen_forkserver, reduction, spawn, util
+except ImportError:  # no forkserver on this platform (Windows): MedUI decodes in one process there
+    popen_forkserver = None
+
+PRELOAD = ["medui.io.parallel"]
+_MAIN_KEYS = ("init_main_from_path", "init_main_from_name")
+
+
+if popen_forkserver is not None:  # classes at module level: the process object is pickled by reference
+
+    class _Popen(popen_forkserver.Popen):
+        """A forkserver Popen whose child is told nothing about the parent's main script."""
+
+        def _launch(self, process_obj: Any) -> None:  # popen_forkserver.Popen._launch, minus main
+            prep_data = spawn.get_preparation_data(process_obj._name)
+            for key in _MAIN_KEYS:
+                prep_data.pop(key, None)
+            buf = io.BytesIO()
+            mpc.set_spawning_popen(self)
+            try:
+                reduction.dump(prep_data, buf)
+                reduction.dump(process_obj, buf)
+            finally:
+                mpc.set_spawning_popen(None)
+            self.sentinel, w = forkserver.connect_to_new_process(self._fds)
+            _parent_w = os.dup(w)
+            self.finalizer = util.Finalize(self, util.close_fds, (_parent_w, self.sentinel))
+            with open(w, "wb", closefd=True) as f:
+                f.write(buf.getbuffer())
+            self.pid = forkserver.read_signed(self.sentinel)
+
+    class WorkerProcess(mpc.ForkServerProcess):  # type: ignore[name-defined,misc]
+        """Pickled by reference into each child, so it lives at module level."""
+
+        @staticmethod
+        def _Popen(process_obj: Any) -> _Popen:
+            return _Popen(process_obj)
+
+    class _WorkerContext(mpc.ForkServerContext):  # type: ignore[name-defined,misc]
+        Process = WorkerProcess
+
+
+@functools.cache
+def _fits_this_python() -> bool:
+    """The hook copies `_launch` of Python 3.8-3.13; check its collaborators still exist."""
+    import inspect
+    import sys
+
+    if popen_forkserver is None:
+        return False
+    try:
+        source = inspect.getsource(popen_forkserver.Popen._launch)
+    except (OSError, TypeError, AttributeError):
+        return False
+    return (popen_forkserver is not None and (3, 8) <= sys.version_info[:2] <= (3, 13)
+            and "spawn.get_preparation_data" in source
+            and hasattr(forkserver, "connect_to_new_process") and hasattr(forkserver, "read_signed"))
+
+
+def context() -> mp.context.BaseContext:
+    """The multiprocessing context for decode workers (forkserver, preloading the decoders)."""
+    ctx = _WorkerContext() if _fits_this_python() else mp.get_context("forkserver")
+    ctx.set_forkserver_preload(PRELOAD)
+    return ctx
