@@ -305,7 +305,8 @@ def read_dicom(sources: Sequence[SourceFile], limits: Limits) -> tuple[list[Seri
     instances: list[Instance] = []
     skipped: list[Skipped] = []
     with Decoder(sources, max_image_bytes=limits.max_image_bytes) as decoder:  # workers start now
-        for k, parsed in enumerate(decoder.map(parse_detached, limits)):  # headers, in the workers too
+        headers = decoder.map(parse_detached, limits) if decoder.pooled else [parse(s, limits) for s in sources]
+        for k, parsed in enumerate(headers):
             if isinstance(parsed, Skipped):
                 skipped.append(parsed)
             else:

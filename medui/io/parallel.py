@@ -27,9 +27,9 @@ import numpy as np
 import pydicom
 
 from medui.io import codecs
-from medui.io.workers import context as worker_context
 from medui.io.decode import PixelHint, Target, alloc_volume, decode_dicom, write_frames
 from medui.io.sources import SourceFile
+from medui.io.workers import context as worker_context
 
 UNCOMPRESSED_SYNTAXES = {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2", "1.2.840.10008.1.2.1.99"}
 # Below this many compressed bytes a pool costs more than it saves.
@@ -191,10 +191,11 @@ class Decoder:
     Made before the headers are read, so worker processes start while they are read:
 
         with Decoder(sources) as dec:
+            headers = dec.map(parse_detached, limits)   # in the workers when `dec.pooled`
             v = dec.volume((n, rows, cols))
             dec.add(i, v, [(frame, slot, slope, intercept)])
-            results = dec.run()      # {source index: error text | slots written}
-            pixels = dec.array(v)
+            errors = dec.run()        # {source index: why it could not be decoded}
+            pixels, ok = dec.array(v), dec.written(v)
     """
 
     def __init__(self, sources: Sequence[SourceFile], max_image_bytes: int = 2**62, workers: int | None = None) -> None:
@@ -247,6 +248,11 @@ class Decoder:
         """Which slots of a volume hold decoded pixels (after `run`)."""
         return self._volumes[volume].written
 
+    @property
+    def pooled(self) -> bool:
+        """Whether worker processes run the work (else this process does it all)."""
+        return self._pool is not None
+
     def map(self, fn: Callable[..., R], *args: object) -> list[R]:
         """`[fn(src, *args) for src in sources]`, in the workers when there is a pool.
 
@@ -260,7 +266,10 @@ class Decoder:
         tasks = list(self._tasks.values())
         self._tasks = {}
         if all(vol.file is not None for vol in self._volumes):
+            here = self.stats["here"]
             results = self._chunked(_run_tasks, (self._refs(), self.max_bytes, self.fast), self._here, tasks)
+            if self.pooled:
+                self.stats["in_workers"] += len(tasks) - (self.stats["here"] - here)
         else:
             results = self._here(tasks)
         errors: dict[int, str] = {}
@@ -301,7 +310,6 @@ class Decoder:
                 continue
             try:
                 results[front] = futures[front].result()
-                self.stats["in_workers"] += len(chunks[front]) if remote is _run_tasks else 0
             except Exception:
                 results[front] = local(chunks[front])
             front += 1
