@@ -8,9 +8,10 @@ whatever started the server: Streamlit installs `app.py` or, under `AppTest`, a 
 `__main__`, and running those in a worker builds the app and imports TensorFlow (3.2 s per upload
 instead of 0.7 s). So the processes started here are told nothing about the main script.
 
-That needs one private hook of `multiprocessing` (the forkserver `Popen._launch`, unchanged from
-3.8 to 3.13); where it does not fit this Python, `context()` returns the plain forkserver context
-and the workers behave as multiprocessing documents (app.py is inert as `__mp_main__` anyway).
+That needs one private hook of `multiprocessing`: `_Popen._launch` below is CPython 3.11's
+forkserver `Popen._launch` minus the main-script keys. It is used only on 3.11-3.13 and only when
+this Python's `_launch` has the same shape; elsewhere `context()` returns the plain forkserver
+context and the workers behave as multiprocessing documents (app.py is inert as `__mp_main__`).
 """
 
 from __future__ import annotations
@@ -67,7 +68,7 @@ if popen_forkserver is not None:  # classes at module level: the process object 
 
 @functools.cache
 def _fits_this_python() -> bool:
-    """The hook copies `_launch` of Python 3.8-3.13; check its collaborators still exist."""
+    """The hook copies CPython 3.11's `_launch`: use it only where this Python's has that shape."""
     import inspect
     import sys
 
@@ -77,8 +78,8 @@ def _fits_this_python() -> bool:
         source = inspect.getsource(popen_forkserver.Popen._launch)
     except (OSError, TypeError, AttributeError):
         return False
-    return (popen_forkserver is not None and (3, 8) <= sys.version_info[:2] <= (3, 13)
-            and "spawn.get_preparation_data" in source
+    return ((3, 11) <= sys.version_info[:2] <= (3, 13) and "spawn.get_preparation_data" in source
+            and "_parent_w = os.dup(w)" in source and "read_signed" in source
             and hasattr(forkserver, "connect_to_new_process") and hasattr(forkserver, "read_signed"))
 
 
