@@ -5,7 +5,6 @@
 
 from __future__ import annotations
 
-import io
 import mmap
 from dataclasses import dataclass
 from typing import Any, Sequence
@@ -57,8 +56,7 @@ def _read_with_hint(src: SourceFile, hint: PixelHint) -> Any:
     from pydicom.dataset import Dataset
     from pydicom.filereader import read_dataset
 
-    fh = io.BytesIO(src.data) if src.data is not None else open(src.path, "rb")  # type: ignore[arg-type]
-    with fh:
+    with src.open() as fh:
         fh.seek(hint.offset)
         tail = read_dataset(fh, hint.implicit_vr, hint.little_endian)
     if "PixelData" not in tail:
@@ -92,7 +90,8 @@ def decode_dicom(src: SourceFile, max_bytes: int = 2**62, fast: bool = True,
             except Exception:  # noqa: BLE001 — unexpected layout: parse the whole file below
                 ds = None
         if ds is None:
-            ds = pydicom.dcmread(io.BytesIO(src.data) if src.data is not None else src.path, force=True)
+            with src.open() as fh:
+                ds = pydicom.dcmread(fh, force=True)
             _ensure_transfer_syntax(ds)
         if int(ds.Rows) * int(ds.Columns) * int(ds.get("NumberOfFrames", 1) or 1) * 4 > max_bytes:
             return "its decoded image would exceed the memory limit"

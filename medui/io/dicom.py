@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any, Sequence
@@ -48,7 +47,7 @@ def parse(src: SourceFile, limits: Limits) -> Instance | Skipped:
     from pydicom.errors import InvalidDicomError
 
     try:
-        with io.BytesIO(src.data) if src.data is not None else open(src.path, "rb") as fp:  # type: ignore[arg-type]
+        with src.open() as fp:
             try:
                 ds = pydicom.dcmread(fp, stop_before_pixels=True)
             except InvalidDicomError:
@@ -129,8 +128,8 @@ def full_header(inst: Instance) -> Any:
     if inst.slim:
         import pydicom
 
-        fp = io.BytesIO(inst.src.data) if inst.src.data is not None else inst.src.path
-        inst.ds, inst.slim = pydicom.dcmread(fp, stop_before_pixels=True, force=True), False
+        with inst.src.open() as fp:
+            inst.ds, inst.slim = pydicom.dcmread(fp, stop_before_pixels=True, force=True), False
     return inst.ds
 
 

@@ -31,7 +31,6 @@ from medui.io.decode import PixelHint, Target, alloc_volume, decode_dicom, write
 from medui.io.sources import SourceFile
 from medui.io.workers import context as worker_context
 
-UNCOMPRESSED_SYNTAXES = {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2", "1.2.840.10008.1.2.1.99"}
 # Below this many compressed bytes a pool costs more than it saves.
 PARALLEL_MIN_BYTES = 8 * 1024**2
 PARALLEL_MIN_FILES = 16
@@ -170,10 +169,10 @@ def _is_compressed(src: SourceFile) -> bool:
     try:
         ds = pydicom.dcmread(io.BytesIO(src.head(4096)), stop_before_pixels=True, force=True,
                              specific_tags=["SOPClassUID"])
-        ts = str(ds.file_meta.get("TransferSyntaxUID", "")) if getattr(ds, "file_meta", None) else ""
-    except Exception:
+        ts = ds.file_meta.get("TransferSyntaxUID") if getattr(ds, "file_meta", None) else None
+        return ts is not None and bool(ts.is_compressed)
+    except Exception:  # unreadable, or a private transfer syntax pydicom knows nothing about
         return False
-    return ts not in UNCOMPRESSED_SYNTAXES and ts != ""
 
 
 def worth_a_pool(sources: Sequence[SourceFile], ncpu: int) -> bool:

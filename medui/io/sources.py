@@ -11,7 +11,7 @@ import os
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Iterable, Union
+from typing import BinaryIO, Iterable, Union
 
 from medui.errors import UnsafeArchiveError
 
@@ -49,6 +49,10 @@ class SourceFile:
             return self.data
         assert self.path is not None
         return Path(self.path).read_bytes()
+
+    def open(self) -> BinaryIO:
+        """A binary file object over the bytes or the file on disk (close it, or use `with`)."""
+        return io.BytesIO(self.data) if self.data is not None else open(self.path, "rb")  # type: ignore[arg-type]
 
     def head(self, n: int = 512) -> bytes:
         if self.data is not None:
