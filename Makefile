@@ -1,5 +1,5 @@
 # MedUI: `make run` starts the app, `make test` runs every test. Both set everything up first.
-.PHONY: run test bench clean
+.PHONY: run test lint bench clean
 
 PORT ?= 8501
 
@@ -10,7 +10,14 @@ run:
 test:
 	@scripts/setup.sh test
 	@scripts/ensure-browser.sh
+	.venv/bin/ruff check .
+	.venv/bin/mypy
 	.venv/bin/python -m pytest -q -ra
+
+lint:
+	@scripts/setup.sh test
+	.venv/bin/ruff check .
+	.venv/bin/mypy
 
 bench:
 	@scripts/setup.sh test

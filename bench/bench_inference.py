@@ -40,10 +40,10 @@ def bench_model(model, card, repeats: int) -> dict:  # type: ignore[no-untyped-d
     import keras
     import tensorflow as tf
 
-    from medui.explain import Explainer
-    from medui.inference import Predictor
-    from medui.models.preprocess import to_original
-    from medui.phantoms import make_phantom
+    from medui.ai.saliency import Explainer
+    from medui.ai.inference import Predictor
+    from medui.ai.preprocess import to_original
+    from medui.synthetic.phantoms import make_phantom
     from medui.series import Series
 
     predictor = Predictor(model, card)
@@ -93,10 +93,10 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeats", type=int, default=20)
     args = parser.parse_args()
-    from medui.explain import Explainer
-    from medui.models.architectures import build
-    from medui.models.card import ModelCard
-    from medui.models.registry import list_models, load_keras
+    from medui.ai.saliency import Explainer
+    from medui.ai.architectures import build
+    from medui.ai.card import ModelCard
+    from medui.ai.registry import list_models, load_keras
 
     result: dict = {"cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()}
     demo = [e for e in list_models() if e.card.demo]
@@ -112,8 +112,8 @@ def main() -> None:
         if arch == "densenet121":
             result[arch] = bench_model(built.model, card, args.repeats)
         else:
-            from medui.inference import Predictor
-            from medui.phantoms import make_phantom
+            from medui.ai.inference import Predictor
+            from medui.synthetic.phantoms import make_phantom
             from medui.series import Series
 
             predictor = Predictor(built.model, card)

@@ -132,8 +132,8 @@ def pydicom_loop_volume(paths: list[Path]) -> None:
 
 
 def medui_load(folder: Path, **env: str) -> None:
-    """medui.io.load; `env` sets MEDUI_* variables for this call only (read when loading starts)."""
-    from medui.io import load
+    """medui.io.loader.load; `env` sets MEDUI_* variables for this call only (read when loading starts)."""
+    from medui.io.loader import load
 
     old = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
@@ -166,7 +166,7 @@ def first_load_in_new_process(folder: Path) -> float:
     """What `python -m medui info` pays: a new process whose worker pool starts from nothing."""
     import subprocess
 
-    code = ("import sys, time; sys.path.insert(0, sys.argv[1]); from medui.io import load\n"
+    code = ("import sys, time; sys.path.insert(0, sys.argv[1]); from medui.io.loader import load\n"
             "if __name__ == '__main__':\n    t = time.perf_counter(); load([sys.argv[2]]); print(time.perf_counter() - t)")
     out = subprocess.run([sys.executable, "-c", code, str(Path(__file__).resolve().parents[1]), str(folder)],
                          capture_output=True, text=True, check=True, cwd=Path(__file__).resolve().parents[1])
@@ -174,7 +174,7 @@ def first_load_in_new_process(folder: Path) -> float:
 
 
 def medui_load_bytes(uploads: list[tuple[str, bytes]]) -> None:
-    from medui.io import load
+    from medui.io.loader import load
 
     assert len(load(uploads).series) == 1
 
@@ -222,8 +222,8 @@ def bench_render(folder: Path, n: int = 60) -> dict:
     import plotly
     import plotly.io as pio
 
-    from medui.display import plane_view, render
-    from medui.io import load
+    from medui.reading.display import plane_view, render
+    from medui.io.loader import load
     from medui.series import Window
     from medui.ui.figures import slice_figure
 

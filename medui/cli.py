@@ -11,10 +11,11 @@ from pathlib import Path
 from typing import Sequence
 
 from medui import __version__
+from medui.errors import DatasetUnavailableError
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
-    from medui.io import load
+    from medui.io.loader import load
 
     result = load(args.paths)
     if args.json:
@@ -50,7 +51,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
 def _cmd_demo_model(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from medui.demo import train_demo
+    from medui.synthetic.demo import train_demo
 
     train_demo(Path(args.out), n_train=args.n, epochs=args.epochs, seed=args.seed,
                log=lambda m: print(m, flush=True))
@@ -58,7 +59,7 @@ def _cmd_demo_model(args: argparse.Namespace) -> int:
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
-    from medui.models.registry import list_models
+    from medui.ai.registry import list_models
 
     entries = list_models(args.dir)
     rows = [{"id": e.id, "name": e.card.name, "version": e.card.version, "classes": e.card.class_names,
@@ -83,8 +84,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from medui.errors import MedUIError
-    from medui.io import load
-    from medui.service import explain_series, load_model
+    from medui.io.loader import load
+    from medui.usecases.diagnose import explain_series, load_model
 
     try:
         entry, predictor, explainer = load_model(args.model, args.dir)
@@ -132,7 +133,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
 
 def _train_config(args: argparse.Namespace):  # type: ignore[no-untyped-def]
-    from medui.training import TrainConfig
+    from medui.training.fit import TrainConfig
 
     cfg = TrainConfig(data=[str(p) for p in args.data], out=args.out, base=args.base, arch=args.arch,
                       epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr, seed=args.seed,
@@ -147,8 +148,8 @@ def _train_config(args: argparse.Namespace):  # type: ignore[no-untyped-def]
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from medui import jobs
-    from medui.trainer import run_job
+    from medui.training import jobs
+    from medui.training.runs import run_job
 
     cfg = _train_config(args)
     root = Path(args.jobs) if args.jobs else jobs.jobs_dir()
@@ -163,7 +164,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if args.json:
         doc = {"job": str(job.path), "state": status.get("state")}
         if result:
-            from medui.training import summary_metrics
+            from medui.training.fit import summary_metrics
 
             doc.update({"model": result["model"], **summary_metrics(result["evaluation"]),
                         "device": result["device"], "mixed_precision": result["mixed_precision"]})
@@ -184,16 +185,16 @@ def _quiet(fn, *a):  # type: ignore[no-untyped-def]
 
 
 def _cmd_train_job(args: argparse.Namespace) -> int:
-    from medui.trainer import run_job
+    from medui.training.runs import run_job
 
     return run_job(Path(args.job_dir))
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from medui.data import scan
+    from medui.training.data import scan
     from medui.errors import MedUIError
-    from medui.service import load_model
-    from medui.training import evaluate_arrays, prepared_arrays, summary_metrics
+    from medui.usecases.diagnose import load_model
+    from medui.training.fit import evaluate_arrays, prepared_arrays, summary_metrics
 
     try:
         entry, predictor, _ = _quiet(load_model, args.model, args.dir)
@@ -221,7 +222,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _cmd_datasets(args: argparse.Namespace) -> int:
-    from medui.datasets import DatasetUnavailableError, write_pneumoniamnist
+    from medui.training.public import write_pneumoniamnist
 
     try:
         info = write_pneumoniamnist(Path(args.out), args.size, args.npz, args.limit)
@@ -248,7 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_argument("--json", action="store_true")
     models.add_argument("--dir", default=None, help="registry folder (default: MEDUI_MODELS or ./models)")
     models.set_defaults(func=_cmd_models)
-    from medui.explain import METHODS
+    from medui.ai.saliency import METHODS
 
     predict = sub.add_parser("predict", help="score scans with a model, optionally with saliency overlays")
     predict.add_argument("paths", nargs="+", metavar="PATH")
@@ -259,7 +260,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--json", action="store_true")
     predict.add_argument("--dir", default=None, help="registry folder")
     predict.set_defaults(func=_cmd_predict)
-    from medui.models.architectures import ARCHITECTURES
+    from medui.ai.architectures import ARCHITECTURES
 
     train = sub.add_parser("train", help="fine-tune or train a model on a labelled folder; registers a new version",
                            description="DATA: folder or zip with one sub-folder per class (optionally inside train/, "

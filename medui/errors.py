@@ -21,3 +21,31 @@ class ImageTooLargeError(MedUIError):
 
 class UnsafeArchiveError(MedUIError):
     """A zip archive breaks a safety rule (path traversal, size, count, compression ratio)."""
+
+
+class CardError(MedUIError):
+    """A model card is missing, unreadable or inconsistent with its model."""
+
+
+class ModelLoadError(MedUIError):
+    """A model file could not be loaded safely."""
+
+
+class ModelExistsError(MedUIError):
+    """Registering would overwrite an existing model version."""
+
+
+class WeightsUnavailableError(MedUIError):
+    """Pretrained weights could not be obtained (offline, or a bad local file)."""
+
+
+class DatasetError(MedUIError):
+    """A dataset that cannot be trained on, with what was found and what would work."""
+
+
+class DatasetUnavailableError(MedUIError):
+    """A public dataset could not be obtained."""
+
+
+class TrainingError(MedUIError):
+    """Training could not start or finish, with what to do."""

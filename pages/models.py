@@ -7,8 +7,8 @@ from pathlib import Path
 import streamlit as st
 
 from medui.errors import MedUIError
-from medui.models.card import ModelCard, Preprocessing
-from medui.models.registry import delete, load_keras, next_version, register
+from medui.ai.card import ModelCard, Preprocessing
+from medui.ai.registry import delete, load_keras, next_version, register
 from medui.ui import modelcache
 from medui.ui.shell import ensure_navigation
 

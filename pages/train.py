@@ -4,9 +4,9 @@ from pathlib import Path
 
 import streamlit as st
 
-from medui import jobs
-from medui.models.architectures import ARCHITECTURES
-from medui.training import TrainConfig
+from medui.training import jobs
+from medui.ai.architectures import ARCHITECTURES
+from medui.training.fit import TrainConfig
 from medui.ui import modelcache
 from medui.ui import train as ui
 from medui.ui.shell import ensure_navigation

@@ -14,7 +14,30 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-ARTIFACTS = ROOT / "artifacts"
+# The one model the repository ships. Tests copy it into a registry of their own and never read
+# models/ otherwise: a model someone registered in the working tree must not change a test.
+DEMO_MODEL = "demo-chest-phantom-v1"
+
+
+def demo_registry(folder: Path) -> Path:
+    """A fresh model registry holding only the shipped demo model."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for suffix in (".keras", ".json"):
+        shutil.copy2(ROOT / "models" / f"{DEMO_MODEL}{suffix}", folder / f"{DEMO_MODEL}{suffix}")
+    return folder
+
+
+@pytest.fixture(autouse=True)
+def isolated(tmp_path, tmp_path_factory, monkeypatch) -> dict[str, Path]:
+    """Every test gets its own model registry (the demo model only), jobs folder and data roots,
+    outside `tmp_path` (which tests fill with scans of their own)."""
+    own = tmp_path_factory.mktemp("medui")
+    folders = {"models": demo_registry(own / "models"), "jobs": own / "jobs", "data": own / "data"}
+    folders["data"].mkdir()
+    monkeypatch.setenv("MEDUI_MODELS", str(folders["models"]))
+    monkeypatch.setenv("MEDUI_JOBS", str(folders["jobs"]))
+    monkeypatch.setenv("MEDUI_DATA_ROOTS", f"{folders['data']}:{tmp_path}")
+    return folders
 
 
 def _free_port() -> int:
@@ -29,9 +52,9 @@ def app_url(tmp_path_factory):
     port = _free_port()
     server = tmp_path_factory.mktemp("server")
     log = server / "streamlit.log"
-    models = server / "models"
-    shutil.copytree(ROOT / "models", models)  # the server may register models: keep the repository's clean
-    env = dict(os.environ, PYTHONUNBUFFERED="1", MEDUI_MODELS=str(models), MEDUI_JOBS=str(server / "jobs"))
+    models = demo_registry(server / "models")  # the server registers models: never in the repository's
+    env = dict(os.environ, PYTHONUNBUFFERED="1", MEDUI_MODELS=str(models), MEDUI_JOBS=str(server / "jobs"),
+               MEDUI_DATA_ROOTS=str(tmp_path_factory.getbasetemp()))
     with open(log, "w") as fh:
         proc = subprocess.Popen(
             [sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.headless", "true",
@@ -85,6 +108,9 @@ def page(browser):
 
 
 @pytest.fixture(scope="session")
-def artifacts() -> Path:
-    ARTIFACTS.mkdir(exist_ok=True)
-    return ARTIFACTS
+def artifacts(tmp_path_factory) -> Path:
+    """Where browser tests keep screenshots: MEDUI_TEST_ARTIFACTS if set (e.g. artifacts/), else a temp folder."""
+    wanted = os.environ.get("MEDUI_TEST_ARTIFACTS")
+    folder = Path(wanted) if wanted else tmp_path_factory.mktemp("artifacts")
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder

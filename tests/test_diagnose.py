@@ -9,7 +9,7 @@ from pathlib import Path
 
 from streamlit.testing.v1 import AppTest
 
-from medui.samples import SAMPLE_DIR
+from medui.reading.samples import SAMPLE_DIR
 
 ROOT = Path(__file__).resolve().parents[1]
 NODULE = SAMPLE_DIR / "phantom_chest_nodule.dcm"
@@ -86,8 +86,8 @@ def test_models_page_lists_and_refuses_a_lambda_model(tmp_path):
 
 
 def test_models_page_registers_an_upload_through_the_card_form(tmp_path, monkeypatch):
-    from medui.models.architectures import build
-    from medui.models.registry import list_models
+    from medui.ai.architectures import build
+    from medui.ai.registry import list_models
 
     monkeypatch.setenv("MEDUI_MODELS", str(tmp_path / "registry"))
     build("seed_cnn").model.save(tmp_path / "mine.keras")

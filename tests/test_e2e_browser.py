@@ -60,7 +60,7 @@ def test_big_compressed_upload_is_decoded_by_workers(app_url, page, tmp_path, ar
 
 
 def test_train_one_epoch_then_diagnose_with_the_new_model(app_url, page, tmp_path, artifacts):
-    from medui.phantoms import write_labeled_folder
+    from medui.synthetic.phantoms import write_labeled_folder
 
     root = write_labeled_folder(tmp_path / "cxr", 40, seed=4000, size=96, patients=20)
     page.goto(app_url + "/train", wait_until="networkidle")

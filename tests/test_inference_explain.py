@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 from scipy.stats import spearmanr
 
-from medui.models.registry import list_models
-from medui.phantoms import make_phantom
+from medui.ai.registry import list_models
+from medui.synthetic.phantoms import make_phantom
 from medui.series import Series
-from medui.service import load_model
+from medui.usecases.diagnose import load_model
 
 POINTING_SEED = 300_000  # held out: training 0.., validation 100000.., test 200000..
 
@@ -103,7 +103,7 @@ def _lesion_inputs(predictor, n: int):
 
 
 def test_pointing_game_on_200_held_out_lesions(demo):
-    from medui.models.preprocess import to_original
+    from medui.ai.preprocess import to_original
 
     _, predictor, explainer = demo
     phantoms, x, geoms = _lesion_inputs(predictor, 200)
@@ -120,7 +120,7 @@ def test_pointing_game_on_200_held_out_lesions(demo):
 def test_model_randomisation_changes_the_maps(demo):
     import keras
 
-    from medui.explain import Explainer
+    from medui.ai.saliency import Explainer
 
     entry, predictor, explainer = demo
     _, x, _ = _lesion_inputs(predictor, 20)

@@ -9,7 +9,9 @@ import pydicom
 import pytest
 from pydicom.data import get_testdata_file
 
-from medui.io import Limits, load
+from medui.io.loader import load
+
+from medui.io.sources import Limits
 from tests.synth import phantom_volume, write_enhanced, write_series
 
 
@@ -191,7 +193,7 @@ def test_memory_cap_refuses_before_decoding(tmp_path):
 
 
 def test_header_masks_identifying_attributes(tmp_path):
-    from medui import deid
+    from medui.reading import header as deid
 
     write_series(tmp_path, phantom_volume(2))
     s = _only(load([tmp_path]))

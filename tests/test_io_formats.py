@@ -11,7 +11,9 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from medui.io import Limits, load
+from medui.io.loader import load
+
+from medui.io.sources import Limits
 from tests.synth import phantom_volume, png_bytes, write_series, zip_bytes
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"

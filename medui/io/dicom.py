@@ -8,7 +8,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from medui.deid import header_rows
+from medui.reading.header import header_rows
 from medui.io.decode import PixelHint
 from medui.io.parallel import Decoder
 from medui.io.geometry import FrameGeom, frame_geometries, sort_frames, stack_affine
@@ -295,6 +295,7 @@ def build_series(plan: _Plan, decoder: Decoder, errors: dict[int, str]) -> tuple
         description=str(ds.get("SeriesDescription", "") or ds.get("StudyDescription", "") or ""),
         uid=str(ds.get("SeriesInstanceUID", "")), source_format="DICOM", header=header_rows(ds),
         files=files, warnings=warnings, has_geometry=has_geometry,
+        patient_id=str(ds.get("PatientID", "") or "").strip(),
     ), skipped
 
 

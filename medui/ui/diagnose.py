@@ -6,13 +6,13 @@ import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
 
-from medui.display import default_window, plane_view, png_bytes, render, shows_inverted
-from medui.explain import METHODS
-from medui.inference import Prediction
-from medui.models.card import ModelCard
-from medui.overlay import COLORMAPS, overlay_rgb
+from medui.reading.display import default_window, plane_view, png_bytes, render, shows_inverted
+from medui.ai.saliency import METHODS
+from medui.ai.inference import Prediction
+from medui.ai.card import ModelCard
+from medui.ai.overlay import COLORMAPS, overlay_rgb
 from medui.series import Series
-from medui.service import saliency_map
+from medui.usecases.diagnose import saliency_map
 
 
 def card_summary(card: ModelCard) -> None:

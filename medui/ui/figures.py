@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import plotly.graph_objects as go
 
-from medui.display import PlaneView, data_uri, png_bytes
+from medui.reading.display import PlaneView, data_uri, png_bytes
 
 HOVER_MAX = 512  # the readout layer keeps at most this many rows/columns (sampled above it)
 

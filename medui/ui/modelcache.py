@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import streamlit as st
 
-from medui.models.registry import Entry, list_models
-from medui.service import load_model
+from medui.ai.registry import Entry, list_models
+from medui.usecases.diagnose import load_model
 
 
 @st.cache_resource(show_spinner="Loading model…", max_entries=4)

@@ -9,7 +9,9 @@ from typing import Any, Iterable
 import numpy as np
 import streamlit as st
 
-from medui.io import LoadResult, Skipped, load
+from medui.io.loader import LoadResult, load
+
+from medui.io.sources import Skipped
 from medui.series import Series
 
 def _unpin_script_module() -> None:
@@ -106,6 +108,6 @@ def clear() -> None:
 @st.cache_resource(show_spinner=False)
 def device_label() -> str:
     """The compute device, detected once per server (read-only)."""
-    from medui.device import detect
+    from medui.ai.device import detect
 
     return detect().label()

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
-from medui import deid
-from medui.display import (CT_PRESETS, PLANES, auto_window, native_plane, plane_count,
+from medui.reading import header as deid
+from medui.reading.display import (CT_PRESETS, PLANES, auto_window, native_plane, plane_count,
                            plane_view, render, shows_inverted, thumbnail)
-from medui.samples import SAMPLES, sample_path
+from medui.reading.samples import SAMPLES, sample_path
 from medui.series import Window
 from medui.ui import state
 from medui.ui.figures import slice_figure

@@ -2,7 +2,7 @@
 reference), with compiled fast paths for Grad-CAM and SmoothGrad that a test holds equal to it.
 
 Compute is kept apart from display: every method returns a float map in [0, 1] on the model input
-grid; `medui.models.preprocess.to_original` maps it onto the native image grid.
+grid; `medui.ai.preprocess.to_original` maps it onto the native image grid.
 """
 
 from __future__ import annotations

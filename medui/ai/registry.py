@@ -14,19 +14,11 @@ from pathlib import Path
 
 import numpy as np
 
-from medui.errors import MedUIError
-from medui.models.card import CardError, ModelCard
+from medui.errors import CardError, MedUIError, ModelExistsError, ModelLoadError
+from medui.ai.card import ModelCard
 
 DEFAULT_DIR = Path(__file__).resolve().parents[2] / "models"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-
-
-class ModelLoadError(MedUIError):
-    """A model file could not be loaded safely."""
-
-
-class ModelExistsError(MedUIError):
-    """Registering would overwrite an existing model version."""
 
 
 def models_dir() -> Path:

@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from medui import metrics
+from medui.training import metrics
 from medui.errors import MedUIError
 
 
@@ -67,7 +67,7 @@ def setup_devices(mixed: str = "auto") -> dict[str, Any]:
     use_mixed = (mixed == "on") or (mixed == "auto" and bool(gpus))
     keras.mixed_precision.set_global_policy("mixed_float16" if use_mixed and gpus else "float32")
     strategy = tf.distribute.MirroredStrategy() if len(gpus) > 1 else tf.distribute.get_strategy()
-    from medui.device import detect
+    from medui.ai.device import detect
 
     return {"device": detect().label(), "gpus": len(gpus), "mixed_precision": bool(use_mixed and gpus),
             "strategy": type(strategy).__name__, "_strategy": strategy}
@@ -75,7 +75,7 @@ def setup_devices(mixed: str = "auto") -> dict[str, Any]:
 
 def prepared_arrays(dataset, indices: list[int], card) -> tuple[np.ndarray, np.ndarray]:  # type: ignore[no-untyped-def]
     """Decoded samples through the card's preprocessing (the same function inference uses)."""
-    from medui.models.preprocess import prepare
+    from medui.ai.preprocess import prepare
 
     classes = card.class_names
     x = np.stack([prepare(dataset.samples[i].image, card, dataset.samples[i].invert)[0] for i in indices]) \
@@ -228,10 +228,6 @@ def jsonable(obj: Any) -> Any:
     if isinstance(obj, np.generic):
         return jsonable(obj.item())
     return obj
-
-
-class TrainingError(MedUIError):
-    """Training could not start or finish, with what to do."""
 
 
 def summary_metrics(ev: dict[str, Any]) -> dict[str, Any]:

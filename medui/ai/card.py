@@ -8,16 +8,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from medui.errors import MedUIError
-
-
-class CardError(MedUIError):
-    """A model card is missing, unreadable or inconsistent with its model."""
+from medui.errors import CardError, MedUIError
 
 
 @dataclass
 class Preprocessing:
-    """How an image becomes a model input. One function (`medui.models.preprocess.prepare`) applies it."""
+    """How an image becomes a model input. One function (`medui.ai.preprocess.prepare`) applies it."""
 
     intensity: str = "percentile"  # "percentile" (per image), "window" (fixed, e.g. CT HU) or "minmax"
     low: float = 0.5  # percentile mode: lower percentile

@@ -12,14 +12,10 @@ from pathlib import Path
 
 import numpy as np
 
-from medui.errors import MedUIError
+from medui.errors import DatasetUnavailableError, MedUIError
 
 PNEUMONIA_CLASSES = ("normal", "pneumonia")
 SIZES = (28, 64, 128, 224)
-
-
-class DatasetUnavailableError(MedUIError):
-    """A public dataset could not be obtained."""
 
 
 def _npz_name(size: int) -> str:

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from medui.models.card import ModelCard
+from medui.ai.card import ModelCard
 
 
 @dataclass(frozen=True)

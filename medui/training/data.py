@@ -16,17 +16,14 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from medui.errors import MedUIError
-from medui.io import Limits, load
+from medui.errors import DatasetError, MedUIError
+from medui.io.loader import load
+from medui.io.sources import Limits
 from medui.io.sources import Input, SourceFile, expand
 
 SPLITS = ("train", "val", "test")
 _SPLIT_ALIASES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
                   "test": "test", "testing": "test"}
-
-
-class DatasetError(MedUIError):
-    """A dataset that cannot be trained on, with what was found and what would work."""
 
 
 @dataclass
@@ -95,13 +92,6 @@ def _patient_from_pattern(pattern: str, filename: str) -> str | None:
     return m.group("patient") if m else None
 
 
-def _patient_id(series) -> str | None:  # type: ignore[no-untyped-def]
-    for row in series.header:
-        if row.keyword == "PatientID" and row.value.strip():
-            return row.value.strip()
-    return None
-
-
 def scan(inputs: Iterable[Input], patient_pattern: str | None = None, min_per_class: int = 10,
          limits: Limits | None = None) -> Dataset:
     """Read a labelled folder/zip into samples and a report; raise DatasetError when unusable."""
@@ -126,7 +116,7 @@ def scan(inputs: Iterable[Input], patient_pattern: str | None = None, min_per_cl
             unreadable.append({"file": k.file, "reason": k.reason})
         for series in result.series:
             image = series.pixels[series.n_slices // 2]
-            pid = _patient_id(series)
+            pid = series.patient_id or None
             how = "dicom"
             if pid is None and len(parts) > 2:
                 pid, how = parts[1], "folder"

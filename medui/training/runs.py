@@ -14,11 +14,10 @@ from typing import Any
 
 import numpy as np
 
-from medui import metrics
-from medui.jobs import Job, TrainLock, write_json
-from medui.training import (JobCallback, TrainConfig, TrainingError, class_weights, default_arch, evaluate_arrays,
-                            jsonable, pipeline, prepared_arrays, replace_head, rename_head, set_trainable,
-                            setup_devices, summary_metrics)
+from medui.training import metrics
+from medui.training.jobs import Job, TrainLock, write_json
+from medui.training.fit import JobCallback, TrainConfig, class_weights, default_arch, evaluate_arrays, jsonable, pipeline, prepared_arrays, replace_head, rename_head, set_trainable, setup_devices, summary_metrics
+from medui.errors import TrainingError
 
 
 def _status(job: Job, **fields: Any) -> None:
@@ -59,9 +58,9 @@ def _log(msg: str) -> None:
 
 def _base_model(cfg: TrainConfig, n_classes: int, gpu: bool):  # type: ignore[no-untyped-def]
     """(model, card template, parent entry or None, notes, pretrained)."""
-    from medui.models.architectures import ARCHITECTURES, build
-    from medui.models.card import ModelCard, Preprocessing
-    from medui.models.registry import find, load_keras
+    from medui.ai.architectures import ARCHITECTURES, build
+    from medui.ai.card import ModelCard, Preprocessing
+    from medui.ai.registry import find, load_keras
 
     if cfg.base:
         entry = find(cfg.base, cfg.models_dir)
@@ -93,7 +92,7 @@ def _base_model(cfg: TrainConfig, n_classes: int, gpu: bool):  # type: ignore[no
 def _train(job: Job, cfg: TrainConfig) -> dict[str, Any] | None:
     import keras
 
-    from medui.data import scan, split
+    from medui.training.data import scan, split
 
     t0 = time.time()
     keras.utils.set_random_seed(cfg.seed)
@@ -114,7 +113,7 @@ def _train(job: Job, cfg: TrainConfig) -> dict[str, Any] | None:
     for n in notes:
         _log(n)
     if parent is not None:  # keep the parent's class order (which class is positive) when the classes match
-        from medui.data import order_classes
+        from medui.training.data import order_classes
 
         classes = order_classes(classes, parent.card.class_names)
     card.class_names = classes
@@ -178,8 +177,8 @@ def _train(job: Job, cfg: TrainConfig) -> dict[str, Any] | None:
 def _evaluate_and_register(job, cfg, model, card, parent, val, test, dataset, parts, dev, train_s, t0):  # type: ignore[no-untyped-def]
     import keras
 
-    from medui.inference import Predictor
-    from medui.models.registry import next_version, register
+    from medui.ai.inference import Predictor
+    from medui.ai.registry import next_version, register
 
     classes = card.class_names
     report = dataset.report
@@ -197,7 +196,7 @@ def _evaluate_and_register(job, cfg, model, card, parent, val, test, dataset, pa
     ev = evaluate_arrays(p_te, test[1], classes, card.threshold)
     parent_ev = None
     if parent is not None and parent.card.class_names == classes:
-        from medui.models.registry import load_keras
+        from medui.ai.registry import load_keras
 
         ppred = Predictor(load_keras(parent.path), parent.card)
         xp, yp = prepared_arrays(dataset, parts["test"], parent.card)  # the parent's own preprocessing, same images

@@ -1,7 +1,7 @@
 """Model builders. Every model is one flat functional graph ending in a `logits` Dense layer and a
 separate `probabilities` activation, so the CAM layer stays addressable and scores are taken on logits.
 
-Inputs are always images in [0, 1] (see `medui.models.preprocess`); what a backbone expects
+Inputs are always images in [0, 1] (see `medui.ai.preprocess`); what a backbone expects
 (ImageNet scaling) is done by layers inside the graph, so the card's preprocessing stays the same.
 """
 
@@ -11,13 +11,9 @@ import os
 from dataclasses import dataclass
 from typing import Callable
 
-from medui.errors import MedUIError
+from medui.errors import MedUIError, WeightsUnavailableError
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-
-class WeightsUnavailableError(MedUIError):
-    """Pretrained weights could not be obtained (offline, or a bad local file)."""
 
 
 @dataclass(frozen=True)

@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from medui.models.card import ModelCard
-from medui.models.preprocess import Geometry, prepare
+from medui.ai.card import ModelCard
+from medui.ai.preprocess import Geometry, prepare
 from medui.series import Series
 
 BATCH = 32

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 SAMPLE_DIR = Path(__file__).resolve().parent / "sample_data"
-# label -> file shipped in medui/sample_data (synthetic, made by medui.phantoms; RLE compressed).
+# label -> file shipped in medui/sample_data (synthetic, made by medui.synthetic.phantoms; RLE compressed).
 PHANTOM_SAMPLES = {
     "Synthetic chest phantom with a nodule (MedUI)": "phantom_chest_nodule.dcm",
     "Synthetic chest phantom with a consolidation (MedUI)": "phantom_chest_consolidation.dcm",

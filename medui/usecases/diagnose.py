@@ -6,12 +6,12 @@ from pathlib import Path
 
 import numpy as np
 
-from medui.display import default_window, render, shows_inverted, plane_view, png_bytes
-from medui.explain import Explainer
-from medui.inference import Predictor
-from medui.models.preprocess import to_original
-from medui.models.registry import Entry, find, load_keras, validate
-from medui.overlay import overlay_rgb
+from medui.reading.display import default_window, render, shows_inverted, plane_view, png_bytes
+from medui.ai.saliency import Explainer
+from medui.ai.inference import Predictor
+from medui.ai.preprocess import to_original
+from medui.ai.registry import Entry, find, load_keras, validate
+from medui.ai.overlay import overlay_rgb
 from medui.series import Series, Window
 
 
