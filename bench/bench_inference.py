@@ -40,11 +40,11 @@ def bench_model(model, card, repeats: int) -> dict:  # type: ignore[no-untyped-d
     import keras
     import tensorflow as tf
 
-    from medui.ai.saliency import Explainer
     from medui.ai.inference import Predictor
     from medui.ai.preprocess import to_original
-    from medui.synthetic.phantoms import make_phantom
+    from medui.ai.saliency import Explainer
     from medui.series import Series
+    from medui.synthetic.phantoms import make_phantom
 
     predictor = Predictor(model, card)
     explainer = Explainer(model, card.cam_layer, card.task)
@@ -93,10 +93,10 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeats", type=int, default=20)
     args = parser.parse_args()
-    from medui.ai.saliency import Explainer
     from medui.ai.architectures import build
     from medui.ai.card import ModelCard
     from medui.ai.registry import list_models, load_keras
+    from medui.ai.saliency import Explainer
 
     result: dict = {"cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()}
     demo = [e for e in list_models() if e.card.demo]
@@ -113,8 +113,8 @@ def main() -> None:
             result[arch] = bench_model(built.model, card, args.repeats)
         else:
             from medui.ai.inference import Predictor
-            from medui.synthetic.phantoms import make_phantom
             from medui.series import Series
+            from medui.synthetic.phantoms import make_phantom
 
             predictor = Predictor(built.model, card)
             explainer = Explainer(built.model, built.cam_layer)

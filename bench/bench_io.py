@@ -222,8 +222,8 @@ def bench_render(folder: Path, n: int = 60) -> dict:
     import plotly
     import plotly.io as pio
 
-    from medui.reading.display import plane_view, render
     from medui.io.loader import load
+    from medui.reading.display import plane_view, render
     from medui.series import Window
     from medui.ui.figures import slice_figure
 

@@ -47,11 +47,11 @@ def main() -> None:
     import keras
     import tensorflow as tf
 
-    from medui.training import jobs
-    from medui.training.data import scan
     from medui.ai.architectures import ARCHITECTURES, build
     from medui.ai.card import ModelCard
     from medui.synthetic.phantoms import write_labeled_folder
+    from medui.training import jobs
+    from medui.training.data import scan
     from medui.training.fit import TrainConfig, pipeline, prepared_arrays
 
     out: dict = {"cpus": os.cpu_count(), "gpus": len(tf.config.list_physical_devices("GPU")), "arch": args.arch,

@@ -7,8 +7,8 @@ import json
 import os
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from medui import __version__
 from medui.errors import DatasetUnavailableError
@@ -191,10 +191,10 @@ def _cmd_train_job(args: argparse.Namespace) -> int:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from medui.training.data import scan
     from medui.errors import MedUIError
-    from medui.usecases.diagnose import load_model
+    from medui.training.data import scan
     from medui.training.fit import evaluate_arrays, prepared_arrays, summary_metrics
+    from medui.usecases.diagnose import load_model
 
     try:
         entry, predictor, _ = _quiet(load_model, args.model, args.dir)

@@ -12,9 +12,18 @@ import numpy as np
 import pytest
 from pydicom.data import get_testdata_file
 
-from medui.reading.display import (apply_window, auto_window, default_window, native_plane, plane_count, plane_view,
-                           render, shows_inverted, thumbnail)
 from medui.io.loader import load
+from medui.reading.display import (
+    apply_window,
+    auto_window,
+    default_window,
+    native_plane,
+    plane_count,
+    plane_view,
+    render,
+    shows_inverted,
+    thumbnail,
+)
 from medui.series import Window
 from tests.synth import phantom_volume, write_series
 

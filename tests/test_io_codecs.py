@@ -11,9 +11,8 @@ import pytest
 from pydicom.data import get_testdata_file
 from pydicom.uid import generate_uid
 
-from medui.io.loader import load
-
 from medui.io import codecs
+from medui.io.loader import load
 from tests.synth import _base, jpeg_lossless_copy, phantom_volume
 
 pytestmark = pytest.mark.skipif(not codecs.REGISTERED, reason="imagecodecs is not installed")

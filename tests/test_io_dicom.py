@@ -10,7 +10,6 @@ import pytest
 from pydicom.data import get_testdata_file
 
 from medui.io.loader import load
-
 from medui.io.sources import Limits
 from tests.synth import phantom_volume, write_enhanced, write_series
 

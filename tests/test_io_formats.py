@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 
 from medui.io.loader import load
-
 from medui.io.sources import Limits
 from tests.synth import phantom_volume, png_bytes, write_series, zip_bytes
 

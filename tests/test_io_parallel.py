@@ -10,9 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from medui.io.loader import load
-
 from medui.io import parallel
+from medui.io.loader import load
 from medui.io.sources import Limits, expand
 from tests.synth import jpeg_lossless_copy, phantom_volume, write_series
 

@@ -7,11 +7,11 @@ import json
 import numpy as np
 import pytest
 
-from medui.errors import CardError, MedUIError, ModelExistsError, ModelLoadError, WeightsUnavailableError
 from medui.ai.architectures import build
 from medui.ai.card import ModelCard, Preprocessing
 from medui.ai.preprocess import prepare, to_original
 from medui.ai.registry import find, list_models, load_keras, register
+from medui.errors import CardError, MedUIError, ModelExistsError, ModelLoadError, WeightsUnavailableError
 
 
 def _card(**kw) -> ModelCard:

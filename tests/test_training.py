@@ -15,11 +15,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from medui.errors import DatasetError
+from medui.synthetic.phantoms import make_phantom, write_dicom, write_labeled_folder, write_png
 from medui.training import jobs
 from medui.training.data import scan, split
-from medui.synthetic.phantoms import make_phantom, write_dicom, write_labeled_folder, write_png
 from medui.training.fit import TrainConfig, class_weights
-from medui.errors import DatasetError
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -8,8 +8,8 @@ Inputs are always images in [0, 1] (see `medui.ai.preprocess`); what a backbone 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from medui.errors import MedUIError, WeightsUnavailableError
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from medui.errors import CardError, MedUIError
+from medui.errors import CardError
 
 
 @dataclass
@@ -41,7 +41,7 @@ class ModelCard:
     training_data: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
     training: dict[str, Any] = field(default_factory=dict)
-    created: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    created: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
     intended_use: str = "Decision support for qualified clinicians. Not a medical device."
     limitations: str = ""
     demo: bool = False
@@ -67,7 +67,7 @@ class ModelCard:
         Path(path).write_text(json.dumps(self.to_json(), indent=2) + "\n")
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> "ModelCard":
+    def from_json(cls, data: dict[str, Any]) -> ModelCard:
         data = dict(data)
         data.pop("output", None)
         pre = data.pop("preprocessing", {}) or {}
@@ -82,7 +82,7 @@ class ModelCard:
         return card
 
     @classmethod
-    def load(cls, path: Path) -> "ModelCard":
+    def load(cls, path: Path) -> ModelCard:
         try:
             return cls.from_json(json.loads(Path(path).read_text()))
         except FileNotFoundError:

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from medui.errors import CardError, MedUIError, ModelExistsError, ModelLoadError
 from medui.ai.card import ModelCard
+from medui.errors import CardError, MedUIError, ModelExistsError, ModelLoadError
 
 DEFAULT_DIR = Path(__file__).resolve().parents[2] / "models"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")

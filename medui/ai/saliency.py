@@ -7,7 +7,7 @@ grid; `medui.ai.preprocess.to_original` maps it onto the native image grid.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 

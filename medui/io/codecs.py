@@ -100,7 +100,7 @@ def pixel_array(ds: Any, fast: bool = True) -> np.ndarray:
         try:
             ds.pixel_array_options(decoding_plugin=LABEL)
             return ds.pixel_array
-        except Exception:  # noqa: BLE001 — any failure: let pydicom's plugins try
+        except Exception:
             pass
         finally:
             ds.pixel_array_options(decoding_plugin="")

@@ -6,8 +6,9 @@
 from __future__ import annotations
 
 import mmap
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import pydicom
@@ -87,7 +88,7 @@ def decode_dicom(src: SourceFile, max_bytes: int = 2**62, fast: bool = True,
         if hint is not None:
             try:
                 ds = _read_with_hint(src, hint)
-            except Exception:  # noqa: BLE001 — unexpected layout: parse the whole file below
+            except Exception:
                 ds = None
         if ds is None:
             with src.open() as fh:

@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
-from medui.reading.header import header_rows
 from medui.io.decode import PixelHint
-from medui.io.parallel import Decoder
 from medui.io.geometry import FrameGeom, frame_geometries, sort_frames, stack_affine
+from medui.io.parallel import Decoder
 from medui.io.sources import Limits, Skipped, SourceFile
+from medui.reading.header import header_rows
 from medui.series import Series, VoiLut, Window
 
 # SOP classes that hold no displayable image, by UID prefix, with the words a user understands.

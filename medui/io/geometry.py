@@ -3,8 +3,9 @@ the checks a radiologist cares about (irregular spacing, missing slices, gantry 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 

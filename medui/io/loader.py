@@ -8,8 +8,8 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Iterable
 
 from medui.io.dicom import read_dicom
 from medui.io.nifti import looks_like_nifti, read_nifti

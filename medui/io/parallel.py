@@ -19,9 +19,10 @@ import io
 import mmap
 import os
 import sys
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
-from typing import Callable, Sequence, TypeVar
+from typing import TypeVar
 
 import numpy as np
 import pydicom
@@ -215,7 +216,7 @@ class Decoder:
                 # start the workers now, while the headers are read
                 self._started = [self._pool.submit(_ready) for _ in range(ncpu)]
                 self.stats["workers"] = ncpu
-            except Exception:  # noqa: BLE001 — no workers (forkserver failed, limits): decode here
+            except Exception:
                 self.close()
 
     def volume(self, shape: tuple[int, ...]) -> int:
@@ -298,7 +299,7 @@ class Decoder:
         chunks = [items[i:i + size] for i in range(0, len(items), size)]
         try:
             futures: list[Future] = [self._pool.submit(remote, c, *args) for c in chunks]
-        except Exception:  # noqa: BLE001 — the pool broke before this batch: run it here
+        except Exception:
             return local(items)
         results: list[list | None] = [None] * len(chunks)
         front, back = 0, len(chunks) - 1
@@ -332,7 +333,7 @@ class Decoder:
                 os.close(vol.file.fd)
                 vol.file = None
 
-    def __enter__(self) -> "Decoder":
+    def __enter__(self) -> Decoder:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -9,9 +9,10 @@ from __future__ import annotations
 import io
 import os
 import zipfile
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import BinaryIO, Iterable, Union
+from typing import BinaryIO, Union
 
 from medui.errors import UnsafeArchiveError
 

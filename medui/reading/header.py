@@ -8,64 +8,7 @@ from typing import Any
 from medui.series import HeaderRow
 
 # Keywords of attributes the Basic Profile removes, empties or replaces (Table E.1-1).
-BASIC_PROFILE = frozenset("""
-AccessionNumber AcquisitionComments AcquisitionContextSequence AcquisitionDate AcquisitionDateTime
-AcquisitionDeviceProcessingDescription AcquisitionProtocolDescription AcquisitionTime ActualHumanPerformersSequence
-AdditionalPatientHistory AdmissionID AdmittingDate AdmittingDiagnosesCodeSequence AdmittingDiagnosesDescription
-AdmittingTime AffectedSOPInstanceUID Allergies Arbitrary AuthorObserverSequence BranchOfService CassetteID
-ConcatenationUID ConfidentialityConstraintOnPatientDataDescription ContentCreatorName
-ContentCreatorIdentificationCodeSequence ContentDate ContentSequence ContentTime ContextGroupExtensionCreatorUID
-ContrastBolusAgent ContributionDescription CountryOfResidence CreatorVersionUID CurrentPatientLocation
-CurveDate CurveTime CustodialOrganizationSequence DataSetTrailingPadding DerivationDescription DetectorID
-DeviceSerialNumber DeviceUID DigitalSignaturesSequence DimensionOrganizationUID DischargeDiagnosisDescription
-DistributionAddress DistributionName DoseReferenceUID EthnicGroup FailedSOPInstanceUIDList FiducialUID
-FillerOrderNumberImagingServiceRequest FrameComments FrameOfReferenceUID GantryID GeneratorID
-GraphicAnnotationSequence HumanPerformerName HumanPerformerOrganization IconImageSequence IdentifyingComments
-ImageComments ImagePresentationComments ImagingServiceRequestComments Impressions InstanceCreatorUID
-InstanceCreationDate InstanceCreationTime InstitutionAddress InstitutionCodeSequence InstitutionName
-InstitutionalDepartmentName InsurancePlanIdentification IntendedRecipientsOfResultsIdentificationSequence
-InterpretationApproverSequence InterpretationAuthor InterpretationDiagnosisDescription InterpretationIDIssuer
-InterpretationRecorder InterpretationText InterpretationTranscriber IrradiationEventUID IssuerOfAdmissionID
-IssuerOfPatientID IssuerOfServiceEpisodeID LargePaletteColorLookupTableUID MAC MediaStorageSOPInstanceUID
-MedicalAlerts MedicalRecordLocator MilitaryRank ModifiedAttributesSequence ModifiedImageDescription
-ModifyingDeviceID NameOfPhysiciansReadingStudy NamesOfIntendedRecipientsOfResults Occupation
-OperatorIdentificationSequence OperatorsName OriginalAttributesSequence OrderCallbackPhoneNumber
-OrderEnteredBy OrderEntererLocation OtherPatientIDs OtherPatientIDsSequence OtherPatientNames
-OverlayDate OverlayTime PaletteColorLookupTableUID ParticipantSequence PatientAddress PatientAge
-PatientBirthDate PatientBirthName PatientBirthTime PatientComments PatientID PatientInstitutionResidence
-PatientInsurancePlanCodeSequence PatientMotherBirthName PatientName PatientPrimaryLanguageCodeSequence
-PatientPrimaryLanguageModifierCodeSequence PatientReligiousPreference PatientSex PatientSexNeutered
-PatientSize PatientState PatientTelephoneNumbers PatientTransportArrangements PatientWeight
-PatientAddress PerformedLocation PerformedProcedureStepDescription PerformedProcedureStepEndDate
-PerformedProcedureStepEndTime PerformedProcedureStepID PerformedProcedureStepStartDate
-PerformedProcedureStepStartTime PerformedStationAETitle PerformedStationGeographicLocationCodeSequence
-PerformedStationName PerformedStationNameCodeSequence PerformingPhysicianIdentificationSequence
-PerformingPhysicianName PersonAddress PersonIdentificationCodeSequence PersonName PersonTelephoneNumbers
-PhysicianApprovingInterpretation PhysiciansOfRecord PhysiciansOfRecordIdentificationSequence
-PhysiciansReadingStudyIdentificationSequence PlacerOrderNumberImagingServiceRequest PlateID PreMedication
-PregnancyStatus PresentationDisplayCollectionUID PresentationSequenceCollectionUID
-ProtocolName ReasonForOmissionDescription ReasonForTheImagingServiceRequest ReasonForStudy
-ReferencedDigitalSignatureSequence ReferencedFrameOfReferenceUID ReferencedGeneralPurposeScheduledProcedureStepTransactionUID
-ReferencedImageSequence ReferencedPatientAliasSequence ReferencedPatientPhotoSequence ReferencedPatientSequence
-ReferencedPerformedProcedureStepSequence ReferencedSOPInstanceMACSequence ReferencedSOPInstanceUID
-ReferencedStudySequence ReferringPhysicianAddress ReferringPhysicianIdentificationSequence
-ReferringPhysicianName ReferringPhysicianTelephoneNumbers RegionOfResidence RelatedFrameOfReferenceUID
-RequestAttributesSequence RequestedContrastAgent RequestedProcedureComments RequestedProcedureDescription
-RequestedProcedureID RequestedProcedureLocation RequestedSOPInstanceUID RequestingPhysician RequestingService
-RequestingPhysicianIdentificationSequence ResponsibleOrganization ResponsiblePerson ResultsComments
-ResultsDistributionListSequence ResultsIDIssuer ReviewerName ScheduledHumanPerformersSequence
-ScheduledPatientInstitutionResidence ScheduledPerformingPhysicianIdentificationSequence
-ScheduledPerformingPhysicianName ScheduledProcedureStepEndDate ScheduledProcedureStepEndTime
-ScheduledProcedureStepDescription ScheduledProcedureStepLocation ScheduledProcedureStepStartDate
-ScheduledProcedureStepStartTime ScheduledStationAETitle ScheduledStationGeographicLocationCodeSequence
-ScheduledStationName ScheduledStationNameCodeSequence ScheduledStudyLocation ScheduledStudyLocationAETitle
-SeriesDate SeriesInstanceUID SeriesTime ServiceEpisodeDescription ServiceEpisodeID SmokingStatus
-SOPInstanceUID SourceImageSequence SpecialNeeds StationName StorageMediaFileSetUID StudyComments StudyDate
-StudyID StudyIDIssuer StudyInstanceUID StudyTime SynchronizationFrameOfReferenceUID TemplateExtensionCreatorUID
-TemplateExtensionOrganizationUID TextComments TextString TimezoneOffsetFromUTC TopicAuthor TopicKeywords
-TopicSubject TopicTitle TransactionUID UID VerifyingObserverIdentificationCodeSequence VerifyingObserverName
-VerifyingObserverSequence VerifyingOrganization VisitComments
-""".split())
+BASIC_PROFILE = frozenset(["AccessionNumber", "AcquisitionComments", "AcquisitionContextSequence", "AcquisitionDate", "AcquisitionDateTime", "AcquisitionDeviceProcessingDescription", "AcquisitionProtocolDescription", "AcquisitionTime", "ActualHumanPerformersSequence", "AdditionalPatientHistory", "AdmissionID", "AdmittingDate", "AdmittingDiagnosesCodeSequence", "AdmittingDiagnosesDescription", "AdmittingTime", "AffectedSOPInstanceUID", "Allergies", "Arbitrary", "AuthorObserverSequence", "BranchOfService", "CassetteID", "ConcatenationUID", "ConfidentialityConstraintOnPatientDataDescription", "ContentCreatorName", "ContentCreatorIdentificationCodeSequence", "ContentDate", "ContentSequence", "ContentTime", "ContextGroupExtensionCreatorUID", "ContrastBolusAgent", "ContributionDescription", "CountryOfResidence", "CreatorVersionUID", "CurrentPatientLocation", "CurveDate", "CurveTime", "CustodialOrganizationSequence", "DataSetTrailingPadding", "DerivationDescription", "DetectorID", "DeviceSerialNumber", "DeviceUID", "DigitalSignaturesSequence", "DimensionOrganizationUID", "DischargeDiagnosisDescription", "DistributionAddress", "DistributionName", "DoseReferenceUID", "EthnicGroup", "FailedSOPInstanceUIDList", "FiducialUID", "FillerOrderNumberImagingServiceRequest", "FrameComments", "FrameOfReferenceUID", "GantryID", "GeneratorID", "GraphicAnnotationSequence", "HumanPerformerName", "HumanPerformerOrganization", "IconImageSequence", "IdentifyingComments", "ImageComments", "ImagePresentationComments", "ImagingServiceRequestComments", "Impressions", "InstanceCreatorUID", "InstanceCreationDate", "InstanceCreationTime", "InstitutionAddress", "InstitutionCodeSequence", "InstitutionName", "InstitutionalDepartmentName", "InsurancePlanIdentification", "IntendedRecipientsOfResultsIdentificationSequence", "InterpretationApproverSequence", "InterpretationAuthor", "InterpretationDiagnosisDescription", "InterpretationIDIssuer", "InterpretationRecorder", "InterpretationText", "InterpretationTranscriber", "IrradiationEventUID", "IssuerOfAdmissionID", "IssuerOfPatientID", "IssuerOfServiceEpisodeID", "LargePaletteColorLookupTableUID", "MAC", "MediaStorageSOPInstanceUID", "MedicalAlerts", "MedicalRecordLocator", "MilitaryRank", "ModifiedAttributesSequence", "ModifiedImageDescription", "ModifyingDeviceID", "NameOfPhysiciansReadingStudy", "NamesOfIntendedRecipientsOfResults", "Occupation", "OperatorIdentificationSequence", "OperatorsName", "OriginalAttributesSequence", "OrderCallbackPhoneNumber", "OrderEnteredBy", "OrderEntererLocation", "OtherPatientIDs", "OtherPatientIDsSequence", "OtherPatientNames", "OverlayDate", "OverlayTime", "PaletteColorLookupTableUID", "ParticipantSequence", "PatientAddress", "PatientAge", "PatientBirthDate", "PatientBirthName", "PatientBirthTime", "PatientComments", "PatientID", "PatientInstitutionResidence", "PatientInsurancePlanCodeSequence", "PatientMotherBirthName", "PatientName", "PatientPrimaryLanguageCodeSequence", "PatientPrimaryLanguageModifierCodeSequence", "PatientReligiousPreference", "PatientSex", "PatientSexNeutered", "PatientSize", "PatientState", "PatientTelephoneNumbers", "PatientTransportArrangements", "PatientWeight", "PatientAddress", "PerformedLocation", "PerformedProcedureStepDescription", "PerformedProcedureStepEndDate", "PerformedProcedureStepEndTime", "PerformedProcedureStepID", "PerformedProcedureStepStartDate", "PerformedProcedureStepStartTime", "PerformedStationAETitle", "PerformedStationGeographicLocationCodeSequence", "PerformedStationName", "PerformedStationNameCodeSequence", "PerformingPhysicianIdentificationSequence", "PerformingPhysicianName", "PersonAddress", "PersonIdentificationCodeSequence", "PersonName", "PersonTelephoneNumbers", "PhysicianApprovingInterpretation", "PhysiciansOfRecord", "PhysiciansOfRecordIdentificationSequence", "PhysiciansReadingStudyIdentificationSequence", "PlacerOrderNumberImagingServiceRequest", "PlateID", "PreMedication", "PregnancyStatus", "PresentationDisplayCollectionUID", "PresentationSequenceCollectionUID", "ProtocolName", "ReasonForOmissionDescription", "ReasonForTheImagingServiceRequest", "ReasonForStudy", "ReferencedDigitalSignatureSequence", "ReferencedFrameOfReferenceUID", "ReferencedGeneralPurposeScheduledProcedureStepTransactionUID", "ReferencedImageSequence", "ReferencedPatientAliasSequence", "ReferencedPatientPhotoSequence", "ReferencedPatientSequence", "ReferencedPerformedProcedureStepSequence", "ReferencedSOPInstanceMACSequence", "ReferencedSOPInstanceUID", "ReferencedStudySequence", "ReferringPhysicianAddress", "ReferringPhysicianIdentificationSequence", "ReferringPhysicianName", "ReferringPhysicianTelephoneNumbers", "RegionOfResidence", "RelatedFrameOfReferenceUID", "RequestAttributesSequence", "RequestedContrastAgent", "RequestedProcedureComments", "RequestedProcedureDescription", "RequestedProcedureID", "RequestedProcedureLocation", "RequestedSOPInstanceUID", "RequestingPhysician", "RequestingService", "RequestingPhysicianIdentificationSequence", "ResponsibleOrganization", "ResponsiblePerson", "ResultsComments", "ResultsDistributionListSequence", "ResultsIDIssuer", "ReviewerName", "ScheduledHumanPerformersSequence", "ScheduledPatientInstitutionResidence", "ScheduledPerformingPhysicianIdentificationSequence", "ScheduledPerformingPhysicianName", "ScheduledProcedureStepEndDate", "ScheduledProcedureStepEndTime", "ScheduledProcedureStepDescription", "ScheduledProcedureStepLocation", "ScheduledProcedureStepStartDate", "ScheduledProcedureStepStartTime", "ScheduledStationAETitle", "ScheduledStationGeographicLocationCodeSequence", "ScheduledStationName", "ScheduledStationNameCodeSequence", "ScheduledStudyLocation", "ScheduledStudyLocationAETitle", "SeriesDate", "SeriesInstanceUID", "SeriesTime", "ServiceEpisodeDescription", "ServiceEpisodeID", "SmokingStatus", "SOPInstanceUID", "SourceImageSequence", "SpecialNeeds", "StationName", "StorageMediaFileSetUID", "StudyComments", "StudyDate", "StudyID", "StudyIDIssuer", "StudyInstanceUID", "StudyTime", "SynchronizationFrameOfReferenceUID", "TemplateExtensionCreatorUID", "TemplateExtensionOrganizationUID", "TextComments", "TextString", "TimezoneOffsetFromUTC", "TopicAuthor", "TopicKeywords", "TopicSubject", "TopicTitle", "TransactionUID", "UID", "VerifyingObserverIdentificationCodeSequence", "VerifyingObserverName", "VerifyingObserverSequence", "VerifyingOrganization", "VisitComments"])
 
 MASK = "•••"
 

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
-from medui.training import metrics
 from medui.ai.card import ModelCard, Preprocessing
 from medui.synthetic.phantoms import CLASSES, phantom_set
+from medui.training import metrics
 
 NAME = "demo-chest-phantom"
 VAL_SEED, TEST_SEED = 100_000, 200_000

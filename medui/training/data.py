@@ -10,16 +10,16 @@ from __future__ import annotations
 import hashlib
 import re
 from collections import Counter, defaultdict
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import PurePosixPath
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 
-from medui.errors import DatasetError, MedUIError
+from medui.errors import DatasetError
 from medui.io.loader import load
-from medui.io.sources import Limits
-from medui.io.sources import Input, SourceFile, expand
+from medui.io.sources import Input, Limits, SourceFile, expand
 
 SPLITS = ("train", "val", "test")
 _SPLIT_ALIASES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
 from medui.training import metrics
-from medui.errors import MedUIError
 
 
 @dataclass

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from medui.errors import DatasetUnavailableError, MedUIError
+from medui.errors import DatasetUnavailableError
 
 PNEUMONIA_CLASSES = ("normal", "pneumonia")
 SIZES = (28, 64, 128, 224)

@@ -14,10 +14,24 @@ from typing import Any
 
 import numpy as np
 
-from medui.training import metrics
-from medui.training.jobs import Job, TrainLock, write_json
-from medui.training.fit import JobCallback, TrainConfig, class_weights, default_arch, evaluate_arrays, jsonable, pipeline, prepared_arrays, replace_head, rename_head, set_trainable, setup_devices, summary_metrics
 from medui.errors import TrainingError
+from medui.training import metrics
+from medui.training.fit import (
+    JobCallback,
+    TrainConfig,
+    class_weights,
+    default_arch,
+    evaluate_arrays,
+    jsonable,
+    pipeline,
+    prepared_arrays,
+    rename_head,
+    replace_head,
+    set_trainable,
+    setup_devices,
+    summary_metrics,
+)
+from medui.training.jobs import Job, TrainLock, write_json
 
 
 def _status(job: Job, **fields: Any) -> None:

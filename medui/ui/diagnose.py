@@ -6,11 +6,11 @@ import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
 
-from medui.reading.display import default_window, plane_view, png_bytes, render, shows_inverted
-from medui.ai.saliency import METHODS
-from medui.ai.inference import Prediction
 from medui.ai.card import ModelCard
+from medui.ai.inference import Prediction
 from medui.ai.overlay import COLORMAPS, overlay_rgb
+from medui.ai.saliency import METHODS
+from medui.reading.display import default_window, plane_view, png_bytes, render, shows_inverted
 from medui.series import Series
 from medui.usecases.diagnose import saliency_map
 

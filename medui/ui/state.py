@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 import streamlit as st
 
 from medui.io.loader import LoadResult, load
-
 from medui.io.sources import Skipped
 from medui.series import Series
+
 
 def _unpin_script_module() -> None:
     """The first `import multiprocessing` in a process aliases sys.modules['__mp_main__'] to the

@@ -9,10 +9,10 @@ import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
 
+from medui.errors import DatasetError
+from medui.reading.display import apply_window, auto_window
 from medui.training import jobs
 from medui.training.data import Dataset, scan
-from medui.reading.display import apply_window, auto_window
-from medui.errors import DatasetError
 
 
 def server_folder(text: str) -> tuple[Path | None, str | None]:

@@ -6,8 +6,17 @@ import numpy as np
 import streamlit as st
 
 from medui.reading import header as deid
-from medui.reading.display import (CT_PRESETS, PLANES, auto_window, native_plane, plane_count,
-                           plane_view, render, shows_inverted, thumbnail)
+from medui.reading.display import (
+    CT_PRESETS,
+    PLANES,
+    auto_window,
+    native_plane,
+    plane_count,
+    plane_view,
+    render,
+    shows_inverted,
+    thumbnail,
+)
 from medui.reading.samples import SAMPLES, sample_path
 from medui.series import Window
 from medui.ui import state

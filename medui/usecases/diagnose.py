@@ -6,12 +6,12 @@ from pathlib import Path
 
 import numpy as np
 
-from medui.reading.display import default_window, render, shows_inverted, plane_view, png_bytes
-from medui.ai.saliency import Explainer
 from medui.ai.inference import Predictor
+from medui.ai.overlay import overlay_rgb
 from medui.ai.preprocess import to_original
 from medui.ai.registry import Entry, find, load_keras, validate
-from medui.ai.overlay import overlay_rgb
+from medui.ai.saliency import Explainer
+from medui.reading.display import default_window, plane_view, png_bytes, render, shows_inverted
 from medui.series import Series, Window
 
 
