@@ -151,14 +151,13 @@ def plane_view(series: Series, plane: str, index: int) -> PlaneView:
         vox[:, order[k]] = idx_grid[order[k]]
         vox[:, 3] = 1.0
         coords.append((vox @ series.affine.T)[:, world_axis])
-    if axis == 0:  # axial: rows toward P, cols toward L
-        return PlaneView(image, spacing[1], spacing[2], coords[2], coords[1], (_AXIS_NAMES[0], _AXIS_NAMES[1], _AXIS_NAMES[2]),
-                         float(coords[0][index]), False, oblique, vol.shape[0])
-    if axis == 1:  # coronal: rows toward I, cols toward L
-        return PlaneView(image, spacing[0], spacing[2], coords[2], coords[0], (_AXIS_NAMES[0], _AXIS_NAMES[2], _AXIS_NAMES[1]),
-                         float(coords[1][index]), True, oblique, vol.shape[1])
-    return PlaneView(image, spacing[0], spacing[1], coords[1], coords[0], (_AXIS_NAMES[1], _AXIS_NAMES[2], _AXIS_NAMES[0]),
-                     float(coords[2][index]), True, oblique, vol.shape[2])
+    names = {0: (_AXIS_NAMES[0], _AXIS_NAMES[1], _AXIS_NAMES[2]),  # axial: rows toward P, cols toward L
+             1: (_AXIS_NAMES[0], _AXIS_NAMES[2], _AXIS_NAMES[1]),  # coronal: rows toward I, cols toward L
+             2: (_AXIS_NAMES[1], _AXIS_NAMES[2], _AXIS_NAMES[0])}[axis]  # sagittal: rows toward I, cols toward P
+    rows_axis, cols_axis = [k for k in range(3) if k != axis]
+    return PlaneView(image=image, row_spacing=float(spacing[rows_axis]), col_spacing=float(spacing[cols_axis]),
+                     x=coords[cols_axis], y=coords[rows_axis], labels=names, fixed=float(coords[axis][index]),
+                     vertical_up=axis != 0, approximate=oblique, n_slices=int(vol.shape[axis]))
 
 
 def _native_view(series: Series, index: int) -> PlaneView:
@@ -166,15 +165,17 @@ def _native_view(series: Series, index: int) -> PlaneView:
     image = series.pixels[index]
     _, dr, dc = series.spacing
     rows, cols = image.shape[:2]
+    x, y = np.arange(cols) * dc, np.arange(rows) * dr
     if not series.has_geometry:
-        return PlaneView(image, dr, dc, np.arange(cols) * dc, np.arange(rows) * dr, ("column", "row", "frame"),
-                         float(index), False, False, series.n_slices)
+        return PlaneView(image=image, row_spacing=dr, col_spacing=dc, x=x, y=y, labels=("column", "row", "frame"),
+                         fixed=float(index), vertical_up=False, approximate=False, n_slices=series.n_slices)
     # In-plane distances from the first pixel; the slice position along the stacking direction.
     pos = series.affine @ np.array([index, 0, 0, 1.0])
-    return PlaneView(image, dr, dc, np.arange(cols) * dc, np.arange(rows) * dr,
-                     ("in-plane →", "in-plane ↓", "slice"), float(np.dot(pos[:3], series.affine[:3, 0]) /
-                                                               max(np.linalg.norm(series.affine[:3, 0]), 1e-6)),
-                     False, True, series.n_slices)
+    normal = series.affine[:3, 0]
+    fixed = float(np.dot(pos[:3], normal) / max(float(np.linalg.norm(normal)), 1e-6))
+    return PlaneView(image=image, row_spacing=dr, col_spacing=dc, x=x, y=y,
+                     labels=("in-plane →", "in-plane ↓", "slice"), fixed=fixed, vertical_up=False,
+                     approximate=False, n_slices=series.n_slices)
 
 
 def render(series: Series, view: PlaneView, window: Window, invert: bool, use_voi_lut: bool = False) -> np.ndarray:
