@@ -195,3 +195,18 @@ def test_real_compressed_ct_series_uses_both_decoders():
 @pytest.mark.slow
 def test_real_oblique_mr_and_dcm2niix(tmp_path):
     _agree_with_dcm2niix(_shared("mr-brain-24"), tmp_path)
+
+
+def test_multipage_tiff_is_checked_against_the_memory_cap_on_all_pages():
+    import cv2
+
+    page = np.arange(64 * 48, dtype=np.uint16).reshape(64, 48)
+    ok, tif = cv2.imencodemulti(".tiff", [page] * 50)
+    assert ok
+    per_page = 64 * 48 * 4  # float32 once decoded
+    result = load([("fifty.tiff", tif.tobytes())], Limits(max_image_bytes=int(2.5 * per_page)))
+    assert not result.series, "50 pages were decoded against a cap that allows 2"
+    assert "MEDUI_MAX_IMAGE_MB" in result.skipped[0].reason
+    two = load([("two.tiff", cv2.imencodemulti(".tiff", [page] * 2)[1].tobytes())],
+               Limits(max_image_bytes=int(2.5 * per_page)))
+    assert two.series[0].pixels.shape == (2, 64, 48)

@@ -17,14 +17,19 @@ def looks_like_raster(head: bytes, name: str) -> bool:
     return head.startswith(_MAGIC) or name.lower().endswith(RASTER_SUFFIXES)
 
 
-def _declared_size(data: bytes) -> tuple[int, int, int] | None:
-    """(width, height, bytes per pixel) from the file header without decoding pixels."""
+def _declared_size(data: bytes) -> tuple[int, int, int, int] | None:
+    """(pixels over all pages, widest page's width, its height, bands) from the headers, without decoding."""
     from PIL import Image
 
     try:
         with Image.open(io.BytesIO(data)) as im:
             bands = len(im.getbands())
-            return im.width, im.height, bands
+            width, height, pixels = im.width, im.height, 0
+            for page in range(getattr(im, "n_frames", 1)):  # every page of a multi-page TIFF
+                im.seek(page)
+                pixels += im.width * im.height
+                bands = max(bands, len(im.getbands()))
+            return pixels, width, height, bands
     except Exception:
         return None
 
@@ -36,10 +41,10 @@ def read_raster(src: SourceFile, limits: Limits) -> tuple[Series | None, Skipped
     declared = _declared_size(data)
     if declared is None:
         return None, Skipped(src.name, "is not a readable PNG/JPEG/TIFF image (damaged or another format)")
-    w, h, bands = declared
-    need = w * h * (3 if bands >= 3 else 1) * 4
+    pixels, w, h, bands = declared
+    need = pixels * (3 if bands >= 3 else 1) * 4
     if need > limits.max_image_bytes:
-        return None, Skipped(src.name, f"is {w}x{h} pixels and would need {need / 2**20:.0f} MiB once decoded; the "
+        return None, Skipped(src.name, f"is {w}x{h} pixels ({pixels // max(w * h, 1)} page(s)) and would need {need / 2**20:.0f} MiB once decoded; the "
                                        f"limit is {limits.max_image_bytes / 2**20:.0f} MiB (raise MEDUI_MAX_IMAGE_MB)")
     buf = np.frombuffer(data, np.uint8)
     pages: list[np.ndarray] = []
