@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -85,8 +86,11 @@ class Series:
     def is_volume(self) -> bool:
         return self.n_slices >= 3 and self.has_geometry
 
-    @property
+    @cached_property
     def value_range(self) -> tuple[float, float]:
+        """(min, max) of the pixels, computed once (a full pass over a volume costs tens of ms).
+
+        Replacing `pixels` afterwards (the UI's 'Clear all' empties them) keeps the old range."""
         return (float(np.min(self.pixels)), float(np.max(self.pixels))) if self.pixels.size else (0.0, 0.0)
 
     @property

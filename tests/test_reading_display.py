@@ -26,3 +26,17 @@ def test_oblique_volume_is_still_flagged_approximate(tmp_path):
     straight = tmp_path / "straight"
     write_series(straight, phantom_volume(5))
     assert plane_view(load([straight]).series[0], "coronal", 3).approximate is False
+
+
+def test_value_range_is_computed_once(monkeypatch):
+    from medui.series import Series
+
+    s = Series(pixels=np.array([[[-5.0, 3.0]]], np.float32), affine=np.eye(4))
+    calls = []
+    real_min = np.min
+    monkeypatch.setattr(np, "min", lambda *a, **k: calls.append(1) or real_min(*a, **k))
+    assert s.value_range == (-5.0, 3.0)
+    assert s.value_range == (-5.0, 3.0) and s.to_json()["value_range"] == [-5.0, 3.0]
+    assert len(calls) == 1, f"np.min ran {len(calls)} times for one series"
+    s.pixels = np.zeros((0, 0, 0), np.float32)  # what the UI's 'Clear all' does
+    assert s.value_range == (-5.0, 3.0) and s.n_slices == 0
