@@ -58,6 +58,9 @@ class Series:
     photometric: str = "MONOCHROME2"
     window: Window | None = None
     voi_lut: VoiLut | None = field(default=None, repr=False)
+    # The first instance's VOI LUT module as a small pydicom Dataset (VOILUTSequence, VOILUTFunction,
+    # BitsStored, PixelRepresentation), for pydicom.pixels.apply_voi_lut / apply_windowing; None if absent.
+    voi: Any = field(default=None, repr=False)
     body_part: str = ""
     description: str = ""
     uid: str = ""

@@ -224,20 +224,57 @@ def _first_float(value: Any) -> float:
     return float(value[0])
 
 
-def _voi_lut(ds: Any) -> VoiLut | None:
+def _lut_table(item: Any, little_endian: bool) -> np.ndarray:
+    """A LUT item's entries as uint16, whether LUT Data was stored as US values or OW bytes."""
+    data = item.LUTData
+    if isinstance(data, bytes):
+        return np.frombuffer(data, dtype="<u2" if little_endian else ">u2").astype(np.uint16)
+    return np.atleast_1d(np.asarray(data, dtype=np.uint16))
+
+
+def _voi_module(ds: Any) -> Any:
+    """What the VOI stage needs from the first instance, as a small pydicom Dataset (or None).
+
+    Holds VOILUTSequence (first item, LUT Data as US values), WindowCenter, WindowWidth,
+    VOILUTFunction, BitsStored, PixelRepresentation and PhotometricInterpretation: the input
+    of `pydicom.pixels.apply_voi_lut` / `apply_windowing` on pixels already in modality units.
+    """
+    from pydicom.dataset import Dataset
+
+    from medui.io.geometry import functional_value
+
     seq = ds.get("VOILUTSequence")
-    if not seq:
+    function = ds.get("VOILUTFunction", functional_value(ds, 0, "FrameVOILUTSequence", "VOILUTFunction"))
+    if not seq and not function:
         return None
-    item = seq[0]
-    try:
-        n, first, bits = (int(v) for v in item.LUTDescriptor)
-        data = item.LUTData
-        table = np.frombuffer(data, dtype="<u2").astype(np.float32) if isinstance(data, bytes) else np.asarray(data, np.float32)
-        table = table[: (n or 65536)]
-        bits = bits if bits <= 16 else 16
-        return VoiLut(float(first), table, bits, str(item.get("LUTExplanation", "")))
-    except Exception:  # malformed LUT: fall back to the linear window
+    module = Dataset()
+    module.PhotometricInterpretation = "MONOCHROME2"  # inversion (MONOCHROME1) is the display's job
+    module.BitsStored = int(ds.get("BitsStored", 16) or 16)
+    module.PixelRepresentation = int(ds.get("PixelRepresentation", 0) or 0)
+    if function:
+        module.VOILUTFunction = str(function).strip().upper()
+    if seq:
+        try:
+            item = seq[0]
+            n, first, bits = (int(v) for v in item.LUTDescriptor)
+            table = _lut_table(item, ds.original_encoding[1] is not False)[: (n or 65536)]
+            lut = Dataset()
+            lut.add_new(0x00283002, "SS" if first < 0 else "US", [len(table) % 65536, first, min(bits, 16)])
+            lut.add_new(0x00283006, "US", table.tolist())
+            lut.LUTExplanation = str(item.get("LUTExplanation", ""))
+            module.VOILUTSequence = [lut]
+        except Exception:  # malformed LUT: the linear window is used instead
+            pass
+    return module
+
+
+def _voi_lut(module: Any) -> VoiLut | None:
+    """A typed summary of the VOI LUT in a module made by `_voi_module`."""
+    if module is None or "VOILUTSequence" not in module:
         return None
+    item = module.VOILUTSequence[0]
+    _, first, bits = (int(v) for v in item.LUTDescriptor)
+    return VoiLut(float(first), np.asarray(item.LUTData, np.float32), bits, str(item.get("LUTExplanation", "")))
 
 
 @dataclass
@@ -290,9 +327,10 @@ def build_series(plan: _Plan, decoder: Decoder, errors: dict[int, str]) -> tuple
         photometric = "RGB"
     modality = str(ds.get("Modality", "OT") or "OT")
     files = list(dict.fromkeys(f.inst.src.name for f in kept))
+    voi = _voi_module(ds)
     return Series(
         pixels=pixels, affine=affine, modality=modality, photometric=photometric,
-        window=_window(ds), voi_lut=_voi_lut(ds), body_part=str(ds.get("BodyPartExamined", "") or ""),
+        window=_window(ds), voi_lut=_voi_lut(voi), voi=voi, body_part=str(ds.get("BodyPartExamined", "") or ""),
         description=str(ds.get("SeriesDescription", "") or ds.get("StudyDescription", "") or ""),
         uid=str(ds.get("SeriesInstanceUID", "")), source_format="DICOM", header=header_rows(ds),
         files=files, warnings=warnings, has_geometry=has_geometry,
