@@ -37,11 +37,13 @@ class VoiLut:
 
 @dataclass(frozen=True)
 class HeaderRow:
-    tag: str
+    """One top-level DICOM attribute as read (unmasked); `medui.reading.header.table` masks for display."""
+
+    tag: str  # '(GGGG,EEEE)'
     keyword: str
     vr: str
     value: str
-    masked: bool
+    private: bool = False
 
 
 @dataclass

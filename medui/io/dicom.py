@@ -10,10 +10,10 @@ from typing import Any
 import numpy as np
 
 from medui.io.decode import PixelHint
+from medui.io.dicom_header import header_rows
 from medui.io.geometry import FrameGeom, frame_geometries, sort_frames, stack_affine
 from medui.io.parallel import Decoder
 from medui.io.sources import Limits, Skipped, SourceFile
-from medui.reading.header import header_rows
 from medui.series import Series, VoiLut, Window
 
 # SOP classes that hold no displayable image, by UID prefix, with the words a user understands.
