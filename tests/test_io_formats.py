@@ -210,3 +210,37 @@ def test_multipage_tiff_is_checked_against_the_memory_cap_on_all_pages():
     two = load([("two.tiff", cv2.imencodemulti(".tiff", [page] * 2)[1].tobytes())],
                Limits(max_image_bytes=int(2.5 * per_page)))
     assert two.series[0].pixels.shape == (2, 64, 48)
+
+
+def test_one_memory_check_wording_for_every_reader(tmp_path):
+    write_series(tmp_path / "dcm", phantom_volume(2, rows=64, cols=64))
+    nib.save(nib.Nifti1Image(np.zeros((64, 64, 4), np.float32), np.eye(4)), tmp_path / "v.nii")
+    nib.save(nib.Nifti1Image(np.zeros((64, 64, 4), np.float32), np.eye(4)), tmp_path / "v.nii.gz")
+    (tmp_path / "g.png").write_bytes(png_bytes(np.zeros((64, 64), np.uint8)))
+    result = load([tmp_path], Limits(max_image_bytes=10_000))
+    assert not result.series
+    assert len(result.skipped) == 5, result.skipped
+    for k in result.skipped:
+        assert "MiB of memory once decoded" in k.reason and "Raise MEDUI_MAX_IMAGE_MB" in k.reason, k
+
+
+def test_readers_are_tried_in_order_and_a_broken_reader_loses_only_its_files(tmp_path):
+    from medui.io.readers import REGISTRY, DicomReader, NiftiReader, RasterReader, ReadResult
+
+    assert [type(r) for r in REGISTRY] == [NiftiReader, DicomReader, RasterReader, DicomReader]
+    assert REGISTRY[1].preamble and not REGISTRY[3].preamble  # DICOM without preamble is the last resort
+
+    class Broken:
+        name = "raster"
+
+        def claims(self, head: bytes, name: str) -> bool:
+            return name.endswith(".png")
+
+        def read(self, sources, limits) -> ReadResult:
+            raise RuntimeError("boom")
+
+    write_series(tmp_path / "dcm", phantom_volume(3))
+    files = [tmp_path / "dcm", ("a.png", png_bytes(np.zeros((4, 4), np.uint8)))]
+    result = load(files, readers=(Broken(), *REGISTRY))
+    assert [s.n_slices for s in result.series] == [3]
+    assert [k.file for k in result.skipped] == ["a.png"] and "boom" in result.skipped[0].reason

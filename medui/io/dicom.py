@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from medui.errors import ImageTooLargeError, MedUIError, UnreadableFileError, UnsupportedImageError
 from medui.io.decode import PixelHint
 from medui.io.dicom_header import header_rows
 from medui.io.geometry import FrameGeom, frame_geometries, sort_frames, stack_affine
@@ -44,6 +45,18 @@ class Instance:
 
 def parse(src: SourceFile, limits: Limits) -> Instance | Skipped:
     """Read the header of one file; say plainly why it is skipped when it is no usable image."""
+    try:
+        return read_header(src, limits)
+    except MedUIError as exc:
+        return Skipped.because(src.name, exc)
+
+
+def read_header(src: SourceFile, limits: Limits) -> Instance:
+    """The header of one DICOM image file, checked against the memory cap.
+
+    Raises UnreadableFileError (not DICOM, damaged), UnsupportedImageError (a DICOM object that
+    is no image: SR, RTSTRUCT, DICOMDIR, ...) or ImageTooLargeError.
+    """
     import pydicom
     from pydicom.errors import InvalidDicomError
 
@@ -55,32 +68,38 @@ def parse(src: SourceFile, limits: Limits) -> Instance | Skipped:
                 fp.seek(0)
                 ds = pydicom.dcmread(fp, stop_before_pixels=True, force=True)
                 if "SOPClassUID" not in ds and "Rows" not in ds:
-                    return Skipped(src.name, "is not a DICOM file (no DICOM header found) nor a supported image "
-                                             "(NIfTI, PNG, JPEG, TIFF)")
+                    raise UnreadableFileError("is not a DICOM file (no DICOM header found) nor a supported image "
+                                              "(NIfTI, PNG, JPEG, TIFF)") from None
             offset = fp.tell()  # pydicom stops at the start of the Pixel Data element
+    except MedUIError:
+        raise
     except Exception as exc:
-        return Skipped(src.name, f"is a damaged or truncated DICOM file ({_first_line(exc)}); re-export it from the PACS")
-    sop = str(ds.get("SOPClassUID", "") or getattr(ds.get("file_meta", {}), "get", lambda *_: "")("MediaStorageSOPClassUID", ""))
-    if "DirectoryRecordSequence" in ds:
-        return Skipped(src.name, "is a DICOMDIR (an index of other files), not an image; upload the image files it lists")
-    for prefix, what in _NON_IMAGE.items():
-        if sop.startswith(prefix):
-            return Skipped(src.name, f"is {what}, not an image; it was skipped")
-    if "Rows" not in ds or "Columns" not in ds:
-        if not sop:
-            return Skipped(src.name, "is a damaged DICOM file or not an image: it has no SOP Class and no image "
-                                     "attributes. Re-export it from the PACS or scanner")
-        return Skipped(src.name, "is a DICOM object without pixel data (not an image); it was skipped")
+        raise UnreadableFileError(f"is a damaged or truncated DICOM file ({_first_line(exc)}); "
+                                  "re-export it from the PACS") from exc
+    _check_is_image(ds)
     try:
         n_frames = int(ds.get("NumberOfFrames", 1) or 1)
     except (TypeError, ValueError):
         n_frames = 1
-    need = decoded_bytes(ds, n_frames)
-    if need > limits.max_image_bytes:
-        return Skipped(src.name, f"would need {need / 2**20:.0f} MiB of memory once decoded ({ds.Rows}x{ds.Columns}, "
-                                 f"{n_frames} frame(s)); the limit is {limits.max_image_bytes / 2**20:.0f} MiB. "
-                                 "Raise MEDUI_MAX_IMAGE_MB if this machine has the memory")
+    limits.check_image(decoded_bytes(ds, n_frames), f"{ds.Rows}x{ds.Columns}, {n_frames} frame(s)")
     return Instance(src, ds, frame_geometries(ds, n_frames), n_frames, hint=_pixel_hint(ds, offset))
+
+
+def _check_is_image(ds: Any) -> None:
+    """Raise UnsupportedImageError (or UnreadableFileError) for a DICOM object with no image to show."""
+    meta = ds.get("file_meta") or {}
+    sop = str(ds.get("SOPClassUID", "") or meta.get("MediaStorageSOPClassUID", "") or "")
+    if "DirectoryRecordSequence" in ds:
+        raise UnsupportedImageError("is a DICOMDIR (an index of other files), not an image; "
+                                    "upload the image files it lists")
+    for prefix, what in _NON_IMAGE.items():
+        if sop.startswith(prefix):
+            raise UnsupportedImageError(f"is {what}, not an image; it was skipped")
+    if "Rows" not in ds or "Columns" not in ds:
+        if not sop:
+            raise UnreadableFileError("is a damaged DICOM file or not an image: it has no SOP Class and no image "
+                                      "attributes. Re-export it from the PACS or scanner")
+        raise UnsupportedImageError("is a DICOM object without pixel data (not an image); it was skipped")
 
 
 def _pixel_hint(ds: Any, offset: int) -> PixelHint | None:
@@ -290,11 +309,11 @@ def plan_stack(stack: list[_Frame], limits: Limits, decoder: Decoder) -> _Plan |
     """Check a stack against the memory limit, make its volume and queue its decoding."""
     first = stack[0].inst
     insts: list[Instance] = list(dict.fromkeys(f.inst for f in stack))  # type: ignore[arg-type]
-    need = sum(decoded_bytes(i.ds, i.n_frames) for i in insts)
-    if need > limits.max_series_bytes:
-        return Skipped(first.src.name, f"its series would need {need / 2**20:.0f} MiB once decoded; the limit "
-                                       f"is {limits.max_series_bytes / 2**20:.0f} MiB. Upload fewer slices or "
-                                       "raise MEDUI_MAX_SERIES_MB")
+    try:
+        limits.check_series(sum(decoded_bytes(i.ds, i.n_frames) for i in insts),
+                            f"its whole series of {len(stack)} frame(s); upload fewer slices")
+    except ImageTooLargeError as exc:
+        return Skipped.because(first.src.name, exc)
     ds = first.ds
     samples = 3 if decoded_bytes(ds, 1) > int(ds.Rows) * int(ds.Columns) * 4 else 1
     shape = (len(stack), int(ds.Rows), int(ds.Columns)) + ((3,) if samples == 3 else ())
