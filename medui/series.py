@@ -71,7 +71,8 @@ class Series:
     files: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     has_geometry: bool = True
-    patient_id: str = field(default="", repr=False)  # DICOM PatientID: for grouping only, never logged or shown unmasked
+    # DICOM PatientID: for grouping only, never logged or shown unmasked
+    patient_id: str = field(default="", repr=False)
 
     @property
     def spacing(self) -> tuple[float, float, float]:

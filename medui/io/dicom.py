@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from medui.errors import ImageTooLargeError, MedUIError, UnreadableFileError, UnsupportedImageError
-from medui.io.decode import PixelHint
+from medui.io.decode import PixelHint, Target
 from medui.io.dicom_header import header_rows
 from medui.io.geometry import FrameGeom, frame_geometries, sort_frames, stack_affine
 from medui.io.parallel import Decoder
@@ -106,12 +106,12 @@ def _pixel_hint(ds: Any, offset: int) -> PixelHint | None:
     """For an encapsulated (compressed) file: the image pixel module and where its pixels start."""
     from pydicom.dataset import Dataset
 
-    meta = getattr(ds, "file_meta", None)
+    meta: Any = getattr(ds, "file_meta", None)
     tsyntax = meta.get("TransferSyntaxUID") if meta is not None else None
     if tsyntax is None or not tsyntax.is_encapsulated or ds.original_encoding[0] is None:
         return None
     header = Dataset()
-    for tag in ds.keys():  # group 0028 and the Extended Offset Table, left raw (converting costs)
+    for tag in ds.keys():  # noqa: SIM118 (iterating a Dataset converts elements): group 0028 + EOT, raw
         t = int(tag)  # int comparisons: pydicom's Tag ones cost more than the rest of this
         if 0x00280000 <= t < 0x00290000 or t == 0x7FE00001 or t == 0x7FE00002:
             header[tag] = ds.get_item(tag)
@@ -176,10 +176,10 @@ class _Frame:
         return self.inst.geoms[self.index]
 
 
-def _stack_key(inst: Instance, g: FrameGeom) -> tuple:
+def _stack_key(inst: Instance, g: FrameGeom) -> tuple[Any, ...]:
     ds = inst.ds
     iop = tuple(round(v, 3) for v in g.orientation) if g.orientation else None
-    key: tuple = (str(ds.get("SeriesInstanceUID", inst.src.name)), iop, int(ds.Rows), int(ds.Columns),
+    key: tuple[Any, ...] = (str(ds.get("SeriesInstanceUID", inst.src.name)), iop, int(ds.Rows), int(ds.Columns),
                   int(ds.get("SamplesPerPixel", 1) or 1))
     if inst.n_frames > 1 or g.position is None:
         key += (inst.src.name,)  # a multi-frame object, or an image without position, stands alone
@@ -188,7 +188,7 @@ def _stack_key(inst: Instance, g: FrameGeom) -> tuple:
 
 def group(instances: Sequence[Instance]) -> list[list[_Frame]]:
     """Frames grouped by series, orientation and size, each group sorted along its normal."""
-    groups: dict[tuple, list[_Frame]] = defaultdict(list)
+    groups: dict[tuple[Any, ...], list[_Frame]] = defaultdict(list)
     for inst in instances:
         for i, g in enumerate(inst.geoms):
             groups[_stack_key(inst, g)].append(_Frame(inst, i))
@@ -211,7 +211,7 @@ def _split_duplicates(frames: list[_Frame]) -> list[list[_Frame]]:
     frames = [frames[i] for i in order]
     if frames[0].geom.position is None:
         return [frames]
-    buckets: dict[tuple, list[_Frame]] = defaultdict(list)
+    buckets: dict[tuple[float, ...], list[_Frame]] = defaultdict(list)
     for f in frames:
         buckets[tuple(round(v, 2) for v in f.geom.position)].append(f)  # type: ignore[union-attr]
     depth = max(len(b) for b in buckets.values())
@@ -308,7 +308,7 @@ class _Plan:
 def plan_stack(stack: list[_Frame], limits: Limits, decoder: Decoder) -> _Plan | Skipped:
     """Check a stack against the memory limit, make its volume and queue its decoding."""
     first = stack[0].inst
-    insts: list[Instance] = list(dict.fromkeys(f.inst for f in stack))  # type: ignore[arg-type]
+    insts: list[Instance] = list(dict.fromkeys(f.inst for f in stack))
     try:
         limits.check_series(sum(decoded_bytes(i.ds, i.n_frames) for i in insts),
                             f"its whole series of {len(stack)} frame(s); upload fewer slices")
@@ -318,7 +318,7 @@ def plan_stack(stack: list[_Frame], limits: Limits, decoder: Decoder) -> _Plan |
     samples = 3 if decoded_bytes(ds, 1) > int(ds.Rows) * int(ds.Columns) * 4 else 1
     shape = (len(stack), int(ds.Rows), int(ds.Columns)) + ((3,) if samples == 3 else ())
     volume = decoder.volume(shape)
-    targets: dict[int, list] = defaultdict(list)
+    targets: dict[int, list[Target]] = defaultdict(list)
     for slot, f in enumerate(stack):
         targets[f.inst.index].append((f.index, slot, float(f.geom.slope), float(f.geom.intercept)))
     for inst in insts:
@@ -334,7 +334,7 @@ def build_series(plan: _Plan, decoder: Decoder, errors: dict[int, str]) -> tuple
     if not ok.any():
         return None, skipped
     pixels = decoder.array(plan.volume)
-    kept = [f for f, good in zip(stack, ok) if good]
+    kept = [f for f, good in zip(stack, ok, strict=True) if good]
     if not ok.all():
         pixels = pixels[ok]
     affine, warnings, has_geometry = stack_affine([f.geom for f in kept])

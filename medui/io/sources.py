@@ -191,7 +191,8 @@ def _add(src: SourceFile, files: list[SourceFile], skipped: list[Skipped], limit
     except UnsafeArchiveError as exc:
         skipped.append(Skipped(src.name, str(exc)))
     except (zipfile.BadZipFile, OSError, RuntimeError, NotImplementedError) as exc:
-        skipped.append(Skipped(src.name, f"is not a readable zip archive ({exc}); re-create it with a standard zip tool"))
+        skipped.append(Skipped(src.name, f"is not a readable zip archive ({exc}); "
+                                         "re-create it with a standard zip tool"))
 
 
 def _safe_member_name(name: str) -> str | None:
@@ -239,6 +240,7 @@ def read_zip(src: SourceFile, limits: Limits) -> list[SourceFile]:
             with zf.open(info) as fh:
                 payload = fh.read(info.file_size + 1)
             if len(payload) > info.file_size:
-                raise UnsafeArchiveError(f"member '{name}' inflates to more than its declared size; the archive is corrupt")
+                raise UnsafeArchiveError(f"member '{name}' inflates to more than its declared size; "
+                                         "the archive is corrupt")
             out.append(SourceFile(f"{src.name}/{name}", data=payload))
         return out

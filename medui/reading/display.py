@@ -53,7 +53,7 @@ def shows_inverted(series: Series) -> bool:
 def apply_window(image: np.ndarray, window: Window, invert: bool = False) -> np.ndarray:
     """Grey values to uint8 with the DICOM linear window (PS3.3 C.11.2.1.2.1)."""
     if image.ndim == 3:  # colour is shown as stored
-        out = np.clip(image, 0, 255).astype(np.uint8)
+        out: np.ndarray = np.clip(image, 0, 255).astype(np.uint8)
         return 255 - out if invert else out
     width = max(float(window.width), 1.0)
     low = window.center - 0.5 - (width - 1) / 2
@@ -78,7 +78,7 @@ def apply_voi_lut(image: np.ndarray, series: Series, invert: bool = False) -> np
     The LUT's output range is 0..2**bits-1 (its LUT Descriptor), whatever entries it uses:
     a LUT reaching a quarter of that range shows a quarter grey, not white.
     """
-    from pydicom.pixels import apply_voi_lut as pydicom_voi_lut
+    from pydicom.pixels.processing import apply_voi_lut as pydicom_voi_lut
 
     module = series.voi if series.voi is not None and "VOILUTSequence" in series.voi else _lut_module(series)
     out = pydicom_voi_lut(np.rint(image).astype(np.int32), module, prefer_lut=True)
@@ -109,7 +109,7 @@ def apply_voi_function(image: np.ndarray, series: Series, window: Window, invert
     """Grey values to uint8 under `window` with the file's SIGMOID or LINEAR_EXACT VOI LUT Function
     (pydicom's `apply_windowing`, PS3.3 C.11.2.1.3), scaled by the function's output range."""
     from pydicom.dataset import Dataset
-    from pydicom.pixels import apply_windowing
+    from pydicom.pixels.processing import apply_windowing
 
     module = Dataset()
     module.PhotometricInterpretation = "MONOCHROME2"
@@ -151,7 +151,7 @@ def _canonical(series: Series) -> tuple[np.ndarray, np.ndarray, bool] | None:
         return None
     want = {2: -1.0, 1: 1.0, 0: 1.0}  # LPS sign each canonical axis should grow towards
     order = np.array([int(np.where(dominant == w)[0][0]) for w in (2, 1, 0)])
-    flips = np.array([np.sign(a[w, j]) != want[w] for w, j in zip((2, 1, 0), order)])
+    flips = np.array([np.sign(a[w, j]) != want[w] for w, j in zip((2, 1, 0), order, strict=True)])
     norms = np.linalg.norm(a, axis=0)
     oblique = bool(np.any(np.abs(a[dominant, range(3)]) < 0.999 * norms))
     return order, flips, oblique
