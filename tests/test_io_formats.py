@@ -72,8 +72,8 @@ def test_geometry_matches_dcm2niix(tmp_path, kind):
         write_series(folder, vol, slice_step=-3.0)
     else:
         a = np.deg2rad(20)
-        write_series(folder, vol, row_cos=(np.cos(a), np.sin(a), 0), col_cos=(-np.sin(a) * 0.2, np.cos(a) * 0.2, -np.sqrt(1 - 0.04)),
-                     slice_step=2.0)
+        col_cos = (-np.sin(a) * 0.2, np.cos(a) * 0.2, -np.sqrt(1 - 0.04))
+        write_series(folder, vol, row_cos=(np.cos(a), np.sin(a), 0), col_cos=col_cos, slice_step=2.0)
     _agree_with_dcm2niix(folder, tmp_path)
 
 
