@@ -22,6 +22,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +30,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "ct-lung-30"
-REAL_JPEG = Path(__file__).resolve().parents[2] / "shared" / "data" / "ct-chest-covid-255"  # 255 real JPEG Lossless files
+# 255 real JPEG Lossless files
+REAL_JPEG = Path(__file__).resolve().parents[2] / "shared" / "data" / "ct-chest-covid-255"
 
 
 def _source_slices(n: int) -> np.ndarray:
@@ -116,7 +118,7 @@ def pydicom_loop(paths: list[Path]) -> None:
     import pydicom
 
     for p in paths:
-        pydicom.dcmread(p).pixel_array
+        _ = pydicom.dcmread(p).pixel_array
 
 
 def pydicom_loop_volume(paths: list[Path]) -> None:
@@ -156,7 +158,7 @@ def sitk_load(folder: Path) -> None:
     sitk.GetArrayFromImage(reader.Execute())
 
 
-def timed(fn, *args, **kwargs) -> float:  # type: ignore[no-untyped-def]
+def timed(fn: Callable[..., object], *args: object, **kwargs: object) -> float:
     t = time.perf_counter()
     fn(*args, **kwargs)
     return time.perf_counter() - t
@@ -167,7 +169,8 @@ def first_load_in_new_process(folder: Path) -> float:
     import subprocess
 
     code = ("import sys, time; sys.path.insert(0, sys.argv[1]); from medui.io.loader import load\n"
-            "if __name__ == '__main__':\n    t = time.perf_counter(); load([sys.argv[2]]); print(time.perf_counter() - t)")
+            "if __name__ == '__main__':\n"
+            "    t = time.perf_counter(); load([sys.argv[2]]); print(time.perf_counter() - t)")
     out = subprocess.run([sys.executable, "-c", code, str(Path(__file__).resolve().parents[1]), str(folder)],
                          capture_output=True, text=True, check=True, cwd=Path(__file__).resolve().parents[1])
     return float(out.stdout.strip().splitlines()[-1])
@@ -209,7 +212,8 @@ def bench_load(folder: Path, paths: list[Path], repeats: int) -> dict:
     out["speedup_vs_pydicom_loop"] = round(out["pydicom_loop_s"] / out["medui_load_s"], 2)
     out["speedup_vs_pydicom_loop_hu_volume"] = round(out["pydicom_loop_hu_volume_s"] / out["medui_load_s"], 2)
     out["parallel_gain"] = round(out["medui_one_process_s"] / out["medui_load_s"], 2)
-    out["speedup_vs_pydicom_loop_with_pydicom_decoders"] = round(out["pydicom_loop_s"] / out["medui_pydicom_decoders_s"], 2)
+    out["speedup_vs_pydicom_loop_with_pydicom_decoders"] = round(
+        out["pydicom_loop_s"] / out["medui_pydicom_decoders_s"], 2)
     if "simpleitk_s" in out:
         out["ratio_vs_simpleitk"] = round(out["simpleitk_s"] / out["medui_load_s"], 2)
     out["bytes_on_disk_mb"] = round(sum(p.stat().st_size for p in paths) / 2**20, 1)
@@ -269,7 +273,8 @@ def main() -> None:
             "jpeg_lossless": bench_load(tmp_path / "jpeg-lossless", jpeg, args.repeats),
             "rerender": bench_render(tmp_path / "uncompressed"),
             "real_ct_jpeg_lossless": (bench_load(REAL_JPEG, sorted(REAL_JPEG.glob("*.dcm")), args.repeats)
-                                      if REAL_JPEG.is_dir() else "skipped: ../shared/data/ct-chest-covid-255 is absent"),
+                                      if REAL_JPEG.is_dir()
+                                      else "skipped: ../shared/data/ct-chest-covid-255 is absent"),
             "targets": {"jpeg_lossless.speedup_vs_pydicom_loop": ">= 1.5",
                         "jpeg_lossless.ratio_vs_simpleitk": ">= 1.0", "rerender.axial_rerender_ms_median": "< 30"},
         }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -36,11 +37,13 @@ class VoiLut:
 
 @dataclass(frozen=True)
 class HeaderRow:
-    tag: str
+    """One top-level DICOM attribute as read (unmasked); `medui.reading.header.table` masks for display."""
+
+    tag: str  # '(GGGG,EEEE)'
     keyword: str
     vr: str
     value: str
-    masked: bool
+    private: bool = False
 
 
 @dataclass
@@ -57,6 +60,9 @@ class Series:
     photometric: str = "MONOCHROME2"
     window: Window | None = None
     voi_lut: VoiLut | None = field(default=None, repr=False)
+    # The first instance's VOI LUT module as a small pydicom Dataset (VOILUTSequence, VOILUTFunction,
+    # BitsStored, PixelRepresentation), for pydicom.pixels.apply_voi_lut / apply_windowing; None if absent.
+    voi: Any = field(default=None, repr=False)
     body_part: str = ""
     description: str = ""
     uid: str = ""
@@ -65,7 +71,8 @@ class Series:
     files: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     has_geometry: bool = True
-    patient_id: str = field(default="", repr=False)  # DICOM PatientID: for grouping only, never logged or shown unmasked
+    # DICOM PatientID: for grouping only, never logged or shown unmasked
+    patient_id: str = field(default="", repr=False)
 
     @property
     def spacing(self) -> tuple[float, float, float]:
@@ -85,8 +92,11 @@ class Series:
     def is_volume(self) -> bool:
         return self.n_slices >= 3 and self.has_geometry
 
-    @property
+    @cached_property
     def value_range(self) -> tuple[float, float]:
+        """(min, max) of the pixels, computed once (a full pass over a volume costs tens of ms).
+
+        Replacing `pixels` afterwards (the UI's 'Clear all' empties them) keeps the old range."""
         return (float(np.min(self.pixels)), float(np.max(self.pixels))) if self.pixels.size else (0.0, 0.0)
 
     @property

@@ -75,7 +75,8 @@ def test_planes_have_physical_spacing_and_radiological_orientation(tmp_path):
     # canonical axis 0 grows toward I: axial index 0 is the most superior slice
     np.testing.assert_array_equal(ax.image, vol[-1] - 1024)
     cor = plane_view(s, "coronal", 5)
-    assert cor.image.shape == (10, 30) and cor.row_spacing == pytest.approx(2.5) and cor.col_spacing == pytest.approx(0.8)
+    assert cor.image.shape == (10, 30)
+    assert cor.row_spacing == pytest.approx(2.5) and cor.col_spacing == pytest.approx(0.8)
     np.testing.assert_array_equal(cor.image[0], vol[-1, 5] - 1024)  # top row = superior
     assert cor.vertical_up and cor.y[0] > cor.y[-1]
     sag = plane_view(s, "sagittal", 3)
@@ -102,14 +103,16 @@ def test_cli_info_json(tmp_path):
                          capture_output=True, text=True, cwd=ROOT, check=True)
     doc = json.loads(out.stdout)
     series = doc["series"][0]
-    for key in ("modality", "shape", "spacing", "affine", "value_range", "photometric", "description", "files", "warnings"):
+    for key in ("modality", "shape", "spacing", "affine", "value_range", "photometric", "description", "files",
+                "warnings"):
         assert key in series
     assert series["shape"] == [4, 32, 40] and series["modality"] == "CT" and len(series["files"]) == 4
     assert doc["skipped"][0]["file"].endswith("junk.txt")
     text = subprocess.run([sys.executable, "-m", "medui", "info", str(tmp_path / "ser")],
                           capture_output=True, text=True, cwd=ROOT, check=True).stdout
     assert "Series 1: CT" in text and "Skipped 1 file" in text
-    help_text = subprocess.run([sys.executable, "-m", "medui", "--help"], capture_output=True, text=True, cwd=ROOT).stdout
+    help_text = subprocess.run([sys.executable, "-m", "medui", "--help"], capture_output=True, text=True,
+                               cwd=ROOT).stdout
     assert "info" in help_text
 
 

@@ -201,3 +201,27 @@ def test_header_masks_identifying_attributes(tmp_path):
     assert masked["PatientName"] == deid.MASK and revealed["PatientName"] == "Doe^Jane"
     assert masked["PatientID"] == deid.MASK and masked["PatientBirthDate"] == deid.MASK
     assert masked["Modality"] == "CT" and masked["Rows"] == "32"
+
+
+def test_io_never_imports_reading():
+    import ast
+    from pathlib import Path
+
+    io_dir = Path(__file__).resolve().parents[1] / "medui" / "io"
+    offenders = []
+    for path in io_dir.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            offenders += [f"{path.name}: {n}" for n in names if n.startswith("medui.reading")]
+    assert offenders == [], "medui/io is core below medui/reading; it must not import it"
+
+
+def test_header_rows_are_raw_and_masked_only_for_display(tmp_path):
+    from medui.reading import header as deid
+
+    write_series(tmp_path, phantom_volume(1))
+    s = _only(load([tmp_path]))
+    rows = {r.keyword: r for r in s.header}
+    assert rows["PatientName"].value == "Doe^Jane" and not rows["PatientName"].private
+    assert {r["attribute"]: r["value"] for r in deid.table(s.header, False)}["PatientName"] == deid.MASK

@@ -72,8 +72,8 @@ def test_geometry_matches_dcm2niix(tmp_path, kind):
         write_series(folder, vol, slice_step=-3.0)
     else:
         a = np.deg2rad(20)
-        write_series(folder, vol, row_cos=(np.cos(a), np.sin(a), 0), col_cos=(-np.sin(a) * 0.2, np.cos(a) * 0.2, -np.sqrt(1 - 0.04)),
-                     slice_step=2.0)
+        col_cos = (-np.sin(a) * 0.2, np.cos(a) * 0.2, -np.sqrt(1 - 0.04))
+        write_series(folder, vol, row_cos=(np.cos(a), np.sin(a), 0), col_cos=col_cos, slice_step=2.0)
     _agree_with_dcm2niix(folder, tmp_path)
 
 
@@ -195,3 +195,52 @@ def test_real_compressed_ct_series_uses_both_decoders():
 @pytest.mark.slow
 def test_real_oblique_mr_and_dcm2niix(tmp_path):
     _agree_with_dcm2niix(_shared("mr-brain-24"), tmp_path)
+
+
+def test_multipage_tiff_is_checked_against_the_memory_cap_on_all_pages():
+    import cv2
+
+    page = np.arange(64 * 48, dtype=np.uint16).reshape(64, 48)
+    ok, tif = cv2.imencodemulti(".tiff", [page] * 50)
+    assert ok
+    per_page = 64 * 48 * 4  # float32 once decoded
+    result = load([("fifty.tiff", tif.tobytes())], Limits(max_image_bytes=int(2.5 * per_page)))
+    assert not result.series, "50 pages were decoded against a cap that allows 2"
+    assert "MEDUI_MAX_IMAGE_MB" in result.skipped[0].reason
+    two = load([("two.tiff", cv2.imencodemulti(".tiff", [page] * 2)[1].tobytes())],
+               Limits(max_image_bytes=int(2.5 * per_page)))
+    assert two.series[0].pixels.shape == (2, 64, 48)
+
+
+def test_one_memory_check_wording_for_every_reader(tmp_path):
+    write_series(tmp_path / "dcm", phantom_volume(2, rows=64, cols=64))
+    nib.save(nib.Nifti1Image(np.zeros((64, 64, 4), np.float32), np.eye(4)), tmp_path / "v.nii")
+    nib.save(nib.Nifti1Image(np.zeros((64, 64, 4), np.float32), np.eye(4)), tmp_path / "v.nii.gz")
+    (tmp_path / "g.png").write_bytes(png_bytes(np.zeros((64, 64), np.uint8)))
+    result = load([tmp_path], Limits(max_image_bytes=10_000))
+    assert not result.series
+    assert len(result.skipped) == 5, result.skipped
+    for k in result.skipped:
+        assert "MiB of memory once decoded" in k.reason and "Raise MEDUI_MAX_IMAGE_MB" in k.reason, k
+
+
+def test_readers_are_tried_in_order_and_a_broken_reader_loses_only_its_files(tmp_path):
+    from medui.io.readers import REGISTRY, DicomReader, NiftiReader, RasterReader, ReadResult
+
+    assert [type(r) for r in REGISTRY] == [NiftiReader, DicomReader, RasterReader, DicomReader]
+    assert REGISTRY[1].preamble and not REGISTRY[3].preamble  # DICOM without preamble is the last resort
+
+    class Broken:
+        name = "raster"
+
+        def claims(self, head: bytes, name: str) -> bool:
+            return name.endswith(".png")
+
+        def read(self, sources, limits) -> ReadResult:
+            raise RuntimeError("boom")
+
+    write_series(tmp_path / "dcm", phantom_volume(3))
+    files = [tmp_path / "dcm", ("a.png", png_bytes(np.zeros((4, 4), np.uint8)))]
+    result = load(files, readers=(Broken(), *REGISTRY))
+    assert [s.n_slices for s in result.series] == [3]
+    assert [k.file for k in result.skipped] == ["a.png"] and "boom" in result.skipped[0].reason

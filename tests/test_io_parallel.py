@@ -79,7 +79,7 @@ def test_same_pixels_as_one_process(compressed_series, pool_for_small_sets, monk
 class _NoSharing(parallel.Decoder):
     """Workers are handed a memfd that does not exist, as where /proc is not readable."""
 
-    def _refs(self):  # type: ignore[no-untyped-def]
+    def _refs(self) -> dict[int, parallel.VolumeRef]:
         return {v: parallel.VolumeRef(os.getpid(), 10**6, ref.shape) for v, ref in super()._refs().items()}
 
 

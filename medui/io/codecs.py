@@ -15,19 +15,26 @@ go to pydicom's plugins, which handle their colour spaces.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from typing import Any
 
 import numpy as np
 from pydicom import uid
 
-try:
-    import imagecodecs
 
-    HAVE_IMAGECODECS = bool(imagecodecs.JPEG8.available and imagecodecs.JPEGLS.available)
-except (ImportError, AttributeError):  # not installed, or a build without these codecs
-    imagecodecs = None
-    HAVE_IMAGECODECS = False
+def _load_imagecodecs() -> Any:
+    """The imagecodecs module when it has the JPEG and JPEG-LS codecs, else None."""
+    try:
+        import imagecodecs
+
+        return imagecodecs if imagecodecs.JPEG8.available and imagecodecs.JPEGLS.available else None
+    except (ImportError, AttributeError):  # not installed, or a build without these codecs
+        return None
+
+
+imagecodecs: Any = _load_imagecodecs()
+HAVE_IMAGECODECS = imagecodecs is not None
 
 LABEL = "imagecodecs"
 _JPEG_LOSSLESS = (uid.JPEGLossless, uid.JPEGLosslessSV1)
@@ -58,7 +65,8 @@ def _decode_frame(src: bytes, runner: Any) -> bytes:
         # e.g. a 12-bit JPEG Lossless stream in 16-bit storage decodes to uint16 anyway; an
         # 8-bit precision stream in 16-bit storage decodes to uint8: tell pydicom what it got.
         runner.set_option("bits_allocated", arr.dtype.itemsize * 8)
-    return arr.tobytes()
+    raw: bytes = arr.tobytes()
+    return raw
 
 
 def _register() -> bool:
@@ -68,15 +76,13 @@ def _register() -> bool:
     """
     if not HAVE_IMAGECODECS:
         return False
-    from pydicom.pixels import get_decoder
+    from pydicom.pixels.decoders.base import get_decoder
 
     for tsyntax in DECODER_DEPENDENCIES:
         decoder = get_decoder(tsyntax)
         if LABEL not in decoder.available_plugins:
-            try:
+            with contextlib.suppress(ValueError):  # registered by an earlier import under another name
                 decoder.add_plugin(LABEL, (__name__, "_decode_frame"))
-            except ValueError:  # registered by an earlier import of this module under another name
-                pass
     return LABEL in get_decoder(uid.JPEGLosslessSV1).available_plugins
 
 
@@ -99,9 +105,11 @@ def pixel_array(ds: Any, fast: bool = True) -> np.ndarray:
     if fast and REGISTERED and tsyntax in DECODER_DEPENDENCIES and int(ds.get("SamplesPerPixel", 1) or 1) == 1:
         try:
             ds.pixel_array_options(decoding_plugin=LABEL)
-            return ds.pixel_array
+            fast_pixels: np.ndarray = ds.pixel_array
+            return fast_pixels
         except Exception:
             pass
         finally:
             ds.pixel_array_options(decoding_plugin="")
-    return ds.pixel_array
+    pixels: np.ndarray = ds.pixel_array
+    return pixels

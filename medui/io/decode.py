@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import mmap
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -12,7 +13,7 @@ from typing import Any
 
 import numpy as np
 import pydicom
-from pydicom.pixels import apply_color_lut, apply_modality_lut
+from pydicom.pixels.processing import apply_color_lut, apply_modality_lut
 
 from medui.io import codecs
 from medui.io.sources import SourceFile
@@ -20,10 +21,8 @@ from medui.io.sources import SourceFile
 # Imported here so that worker processes (forked from a server that preloads this module) start
 # with the decoders already loaded.
 for _plugin in ("libjpeg", "openjpeg", "rle", "pydicom.pixels.decoders.pylibjpeg"):
-    try:
+    with contextlib.suppress(ImportError):
         __import__(_plugin)
-    except ImportError:
-        pass
 
 # (frame index in the file, slot in the volume, rescale slope, rescale intercept)
 Target = tuple[int, int, float, float]

@@ -9,11 +9,12 @@ from typing import Any
 
 import numpy as np
 
-from medui.io.decode import PixelHint
+from medui.errors import ImageTooLargeError, MedUIError, UnreadableFileError, UnsupportedImageError
+from medui.io.decode import PixelHint, Target
+from medui.io.dicom_header import header_rows
 from medui.io.geometry import FrameGeom, frame_geometries, sort_frames, stack_affine
 from medui.io.parallel import Decoder
 from medui.io.sources import Limits, Skipped, SourceFile
-from medui.reading.header import header_rows
 from medui.series import Series, VoiLut, Window
 
 # SOP classes that hold no displayable image, by UID prefix, with the words a user understands.
@@ -44,6 +45,18 @@ class Instance:
 
 def parse(src: SourceFile, limits: Limits) -> Instance | Skipped:
     """Read the header of one file; say plainly why it is skipped when it is no usable image."""
+    try:
+        return read_header(src, limits)
+    except MedUIError as exc:
+        return Skipped.because(src.name, exc)
+
+
+def read_header(src: SourceFile, limits: Limits) -> Instance:
+    """The header of one DICOM image file, checked against the memory cap.
+
+    Raises UnreadableFileError (not DICOM, damaged), UnsupportedImageError (a DICOM object that
+    is no image: SR, RTSTRUCT, DICOMDIR, ...) or ImageTooLargeError.
+    """
     import pydicom
     from pydicom.errors import InvalidDicomError
 
@@ -55,44 +68,50 @@ def parse(src: SourceFile, limits: Limits) -> Instance | Skipped:
                 fp.seek(0)
                 ds = pydicom.dcmread(fp, stop_before_pixels=True, force=True)
                 if "SOPClassUID" not in ds and "Rows" not in ds:
-                    return Skipped(src.name, "is not a DICOM file (no DICOM header found) nor a supported image "
-                                             "(NIfTI, PNG, JPEG, TIFF)")
+                    raise UnreadableFileError("is not a DICOM file (no DICOM header found) nor a supported image "
+                                              "(NIfTI, PNG, JPEG, TIFF)") from None
             offset = fp.tell()  # pydicom stops at the start of the Pixel Data element
+    except MedUIError:
+        raise
     except Exception as exc:
-        return Skipped(src.name, f"is a damaged or truncated DICOM file ({_first_line(exc)}); re-export it from the PACS")
-    sop = str(ds.get("SOPClassUID", "") or getattr(ds.get("file_meta", {}), "get", lambda *_: "")("MediaStorageSOPClassUID", ""))
-    if "DirectoryRecordSequence" in ds:
-        return Skipped(src.name, "is a DICOMDIR (an index of other files), not an image; upload the image files it lists")
-    for prefix, what in _NON_IMAGE.items():
-        if sop.startswith(prefix):
-            return Skipped(src.name, f"is {what}, not an image; it was skipped")
-    if "Rows" not in ds or "Columns" not in ds:
-        if not sop:
-            return Skipped(src.name, "is a damaged DICOM file or not an image: it has no SOP Class and no image "
-                                     "attributes. Re-export it from the PACS or scanner")
-        return Skipped(src.name, "is a DICOM object without pixel data (not an image); it was skipped")
+        raise UnreadableFileError(f"is a damaged or truncated DICOM file ({_first_line(exc)}); "
+                                  "re-export it from the PACS") from exc
+    _check_is_image(ds)
     try:
         n_frames = int(ds.get("NumberOfFrames", 1) or 1)
     except (TypeError, ValueError):
         n_frames = 1
-    need = decoded_bytes(ds, n_frames)
-    if need > limits.max_image_bytes:
-        return Skipped(src.name, f"would need {need / 2**20:.0f} MiB of memory once decoded ({ds.Rows}x{ds.Columns}, "
-                                 f"{n_frames} frame(s)); the limit is {limits.max_image_bytes / 2**20:.0f} MiB. "
-                                 "Raise MEDUI_MAX_IMAGE_MB if this machine has the memory")
+    limits.check_image(decoded_bytes(ds, n_frames), f"{ds.Rows}x{ds.Columns}, {n_frames} frame(s)")
     return Instance(src, ds, frame_geometries(ds, n_frames), n_frames, hint=_pixel_hint(ds, offset))
+
+
+def _check_is_image(ds: Any) -> None:
+    """Raise UnsupportedImageError (or UnreadableFileError) for a DICOM object with no image to show."""
+    meta = ds.get("file_meta") or {}
+    sop = str(ds.get("SOPClassUID", "") or meta.get("MediaStorageSOPClassUID", "") or "")
+    if "DirectoryRecordSequence" in ds:
+        raise UnsupportedImageError("is a DICOMDIR (an index of other files), not an image; "
+                                    "upload the image files it lists")
+    for prefix, what in _NON_IMAGE.items():
+        if sop.startswith(prefix):
+            raise UnsupportedImageError(f"is {what}, not an image; it was skipped")
+    if "Rows" not in ds or "Columns" not in ds:
+        if not sop:
+            raise UnreadableFileError("is a damaged DICOM file or not an image: it has no SOP Class and no image "
+                                      "attributes. Re-export it from the PACS or scanner")
+        raise UnsupportedImageError("is a DICOM object without pixel data (not an image); it was skipped")
 
 
 def _pixel_hint(ds: Any, offset: int) -> PixelHint | None:
     """For an encapsulated (compressed) file: the image pixel module and where its pixels start."""
     from pydicom.dataset import Dataset
 
-    meta = getattr(ds, "file_meta", None)
+    meta: Any = getattr(ds, "file_meta", None)
     tsyntax = meta.get("TransferSyntaxUID") if meta is not None else None
     if tsyntax is None or not tsyntax.is_encapsulated or ds.original_encoding[0] is None:
         return None
     header = Dataset()
-    for tag in ds.keys():  # group 0028 and the Extended Offset Table, left raw (converting costs)
+    for tag in ds.keys():  # noqa: SIM118 (iterating a Dataset converts elements): group 0028 + EOT, raw
         t = int(tag)  # int comparisons: pydicom's Tag ones cost more than the rest of this
         if 0x00280000 <= t < 0x00290000 or t == 0x7FE00001 or t == 0x7FE00002:
             header[tag] = ds.get_item(tag)
@@ -157,10 +176,10 @@ class _Frame:
         return self.inst.geoms[self.index]
 
 
-def _stack_key(inst: Instance, g: FrameGeom) -> tuple:
+def _stack_key(inst: Instance, g: FrameGeom) -> tuple[Any, ...]:
     ds = inst.ds
     iop = tuple(round(v, 3) for v in g.orientation) if g.orientation else None
-    key: tuple = (str(ds.get("SeriesInstanceUID", inst.src.name)), iop, int(ds.Rows), int(ds.Columns),
+    key: tuple[Any, ...] = (str(ds.get("SeriesInstanceUID", inst.src.name)), iop, int(ds.Rows), int(ds.Columns),
                   int(ds.get("SamplesPerPixel", 1) or 1))
     if inst.n_frames > 1 or g.position is None:
         key += (inst.src.name,)  # a multi-frame object, or an image without position, stands alone
@@ -169,7 +188,7 @@ def _stack_key(inst: Instance, g: FrameGeom) -> tuple:
 
 def group(instances: Sequence[Instance]) -> list[list[_Frame]]:
     """Frames grouped by series, orientation and size, each group sorted along its normal."""
-    groups: dict[tuple, list[_Frame]] = defaultdict(list)
+    groups: dict[tuple[Any, ...], list[_Frame]] = defaultdict(list)
     for inst in instances:
         for i, g in enumerate(inst.geoms):
             groups[_stack_key(inst, g)].append(_Frame(inst, i))
@@ -192,7 +211,7 @@ def _split_duplicates(frames: list[_Frame]) -> list[list[_Frame]]:
     frames = [frames[i] for i in order]
     if frames[0].geom.position is None:
         return [frames]
-    buckets: dict[tuple, list[_Frame]] = defaultdict(list)
+    buckets: dict[tuple[float, ...], list[_Frame]] = defaultdict(list)
     for f in frames:
         buckets[tuple(round(v, 2) for v in f.geom.position)].append(f)  # type: ignore[union-attr]
     depth = max(len(b) for b in buckets.values())
@@ -224,20 +243,57 @@ def _first_float(value: Any) -> float:
     return float(value[0])
 
 
-def _voi_lut(ds: Any) -> VoiLut | None:
+def _lut_table(item: Any, little_endian: bool) -> np.ndarray:
+    """A LUT item's entries as uint16, whether LUT Data was stored as US values or OW bytes."""
+    data = item.LUTData
+    if isinstance(data, bytes):
+        return np.frombuffer(data, dtype="<u2" if little_endian else ">u2").astype(np.uint16)
+    return np.atleast_1d(np.asarray(data, dtype=np.uint16))
+
+
+def _voi_module(ds: Any) -> Any:
+    """What the VOI stage needs from the first instance, as a small pydicom Dataset (or None).
+
+    Holds VOILUTSequence (first item, LUT Data as US values), WindowCenter, WindowWidth,
+    VOILUTFunction, BitsStored, PixelRepresentation and PhotometricInterpretation: the input
+    of `pydicom.pixels.apply_voi_lut` / `apply_windowing` on pixels already in modality units.
+    """
+    from pydicom.dataset import Dataset
+
+    from medui.io.geometry import functional_value
+
     seq = ds.get("VOILUTSequence")
-    if not seq:
+    function = ds.get("VOILUTFunction", functional_value(ds, 0, "FrameVOILUTSequence", "VOILUTFunction"))
+    if not seq and not function:
         return None
-    item = seq[0]
-    try:
-        n, first, bits = (int(v) for v in item.LUTDescriptor)
-        data = item.LUTData
-        table = np.frombuffer(data, dtype="<u2").astype(np.float32) if isinstance(data, bytes) else np.asarray(data, np.float32)
-        table = table[: (n or 65536)]
-        bits = bits if bits <= 16 else 16
-        return VoiLut(float(first), table, bits, str(item.get("LUTExplanation", "")))
-    except Exception:  # malformed LUT: fall back to the linear window
+    module = Dataset()
+    module.PhotometricInterpretation = "MONOCHROME2"  # inversion (MONOCHROME1) is the display's job
+    module.BitsStored = int(ds.get("BitsStored", 16) or 16)
+    module.PixelRepresentation = int(ds.get("PixelRepresentation", 0) or 0)
+    if function:
+        module.VOILUTFunction = str(function).strip().upper()
+    if seq:
+        try:
+            item = seq[0]
+            n, first, bits = (int(v) for v in item.LUTDescriptor)
+            table = _lut_table(item, ds.original_encoding[1] is not False)[: (n or 65536)]
+            lut = Dataset()
+            lut.add_new(0x00283002, "SS" if first < 0 else "US", [len(table) % 65536, first, min(bits, 16)])
+            lut.add_new(0x00283006, "US", table.tolist())
+            lut.LUTExplanation = str(item.get("LUTExplanation", ""))
+            module.VOILUTSequence = [lut]
+        except Exception:  # malformed LUT: the linear window is used instead
+            pass
+    return module
+
+
+def _voi_lut(module: Any) -> VoiLut | None:
+    """A typed summary of the VOI LUT in a module made by `_voi_module`."""
+    if module is None or "VOILUTSequence" not in module:
         return None
+    item = module.VOILUTSequence[0]
+    _, first, bits = (int(v) for v in item.LUTDescriptor)
+    return VoiLut(float(first), np.asarray(item.LUTData, np.float32), bits, str(item.get("LUTExplanation", "")))
 
 
 @dataclass
@@ -252,17 +308,17 @@ class _Plan:
 def plan_stack(stack: list[_Frame], limits: Limits, decoder: Decoder) -> _Plan | Skipped:
     """Check a stack against the memory limit, make its volume and queue its decoding."""
     first = stack[0].inst
-    insts: list[Instance] = list(dict.fromkeys(f.inst for f in stack))  # type: ignore[arg-type]
-    need = sum(decoded_bytes(i.ds, i.n_frames) for i in insts)
-    if need > limits.max_series_bytes:
-        return Skipped(first.src.name, f"its series would need {need / 2**20:.0f} MiB once decoded; the limit "
-                                       f"is {limits.max_series_bytes / 2**20:.0f} MiB. Upload fewer slices or "
-                                       "raise MEDUI_MAX_SERIES_MB")
+    insts: list[Instance] = list(dict.fromkeys(f.inst for f in stack))
+    try:
+        limits.check_series(sum(decoded_bytes(i.ds, i.n_frames) for i in insts),
+                            f"its whole series of {len(stack)} frame(s); upload fewer slices")
+    except ImageTooLargeError as exc:
+        return Skipped.because(first.src.name, exc)
     ds = first.ds
     samples = 3 if decoded_bytes(ds, 1) > int(ds.Rows) * int(ds.Columns) * 4 else 1
     shape = (len(stack), int(ds.Rows), int(ds.Columns)) + ((3,) if samples == 3 else ())
     volume = decoder.volume(shape)
-    targets: dict[int, list] = defaultdict(list)
+    targets: dict[int, list[Target]] = defaultdict(list)
     for slot, f in enumerate(stack):
         targets[f.inst.index].append((f.index, slot, float(f.geom.slope), float(f.geom.intercept)))
     for inst in insts:
@@ -278,7 +334,7 @@ def build_series(plan: _Plan, decoder: Decoder, errors: dict[int, str]) -> tuple
     if not ok.any():
         return None, skipped
     pixels = decoder.array(plan.volume)
-    kept = [f for f, good in zip(stack, ok) if good]
+    kept = [f for f, good in zip(stack, ok, strict=True) if good]
     if not ok.all():
         pixels = pixels[ok]
     affine, warnings, has_geometry = stack_affine([f.geom for f in kept])
@@ -290,9 +346,10 @@ def build_series(plan: _Plan, decoder: Decoder, errors: dict[int, str]) -> tuple
         photometric = "RGB"
     modality = str(ds.get("Modality", "OT") or "OT")
     files = list(dict.fromkeys(f.inst.src.name for f in kept))
+    voi = _voi_module(ds)
     return Series(
         pixels=pixels, affine=affine, modality=modality, photometric=photometric,
-        window=_window(ds), voi_lut=_voi_lut(ds), body_part=str(ds.get("BodyPartExamined", "") or ""),
+        window=_window(ds), voi_lut=_voi_lut(voi), voi=voi, body_part=str(ds.get("BodyPartExamined", "") or ""),
         description=str(ds.get("SeriesDescription", "") or ds.get("StudyDescription", "") or ""),
         uid=str(ds.get("SeriesInstanceUID", "")), source_format="DICOM", header=header_rows(ds),
         files=files, warnings=warnings, has_geometry=has_geometry,

@@ -14,9 +14,9 @@ import numpy as np
 class FrameGeom:
     """Where one frame sits: top-left voxel centre (LPS mm), direction cosines and pixel size."""
 
-    position: tuple[float, float, float] | None
+    position: tuple[float, ...] | None  # x, y, z
     orientation: tuple[float, ...] | None  # row cosine (3) then column cosine (3)
-    pixel_spacing: tuple[float, float] | None  # (between rows, between columns) in mm
+    pixel_spacing: tuple[float, ...] | None  # (between rows, between columns) in mm
     thickness: float | None
     slope: float = 1.0
     intercept: float = 0.0

@@ -3,17 +3,19 @@
     >>> from medui.io.loader import load
     >>> result = load(["scan_folder/", ("upload.zip", zip_bytes)])
     >>> result.series[0].pixels.shape, result.skipped
+
+`load` expands the inputs into files, reads each file's first bytes, hands every file to the first
+reader of `medui.io.readers.REGISTRY` that claims it, and lets each reader read its whole batch.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
-from medui.io.dicom import read_dicom
-from medui.io.nifti import looks_like_nifti, read_nifti
-from medui.io.raster import looks_like_raster, read_raster
+from medui.io.readers import REGISTRY, Reader, ReadResult
 from medui.io.sources import Input, Limits, Skipped, SourceFile, expand
 from medui.series import Series
 
@@ -29,7 +31,7 @@ class LoadResult:
     seconds: float = 0.0  # wall time of the load
     workers: int = 0  # worker processes that decoded DICOM pixels (0: all in this process)
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         return {"series": [s.to_json() for s in self.series],
                 "skipped": [{"file": k.file, "reason": k.reason} for k in self.skipped],
                 "load": {"seconds": round(self.seconds, 3), "workers": self.workers}}
@@ -45,16 +47,10 @@ class LoadResult:
         return text
 
 
-def load(inputs: Iterable[Input], limits: Limits | None = None) -> LoadResult:
-    """Read every image series from paths, folders, (name, bytes) pairs and zip archives.
-
-    Bad files never stop the load: each one is listed in `skipped` with a plain reason.
-    """
-    start = time.perf_counter()
-    limits = limits or Limits()
-    files, skipped = expand(inputs, limits)
-    dicom: list[SourceFile] = []
-    series: list[Series] = []
+def _batches(files: Sequence[SourceFile], readers: Sequence[Reader],
+             skipped: list[Skipped]) -> dict[str, tuple[Reader, list[SourceFile]]]:
+    """Each file to the first reader that claims it; readers sharing a name share a batch."""
+    batches: dict[str, tuple[Reader, list[SourceFile]]] = {}
     for src in files:
         try:
             head = src.head(512)
@@ -64,24 +60,40 @@ def load(inputs: Iterable[Input], limits: Limits | None = None) -> LoadResult:
         if len(head) < 8:
             skipped.append(Skipped(src.name, f"is empty or too short to be an image ({len(head)} bytes)"))
             continue
-        if looks_like_nifti(head, src.name):
-            s, skip = read_nifti(src, limits)
-        elif head[128:132] == b"DICM":
-            dicom.append(src)
+        reader = next((r for r in readers if r.claims(head, src.name)), None)
+        if reader is None:
+            skipped.append(Skipped(src.name, "is not an image format MedUI reads (DICOM, NIfTI, PNG, JPEG, TIFF)"))
             continue
-        elif looks_like_raster(head, src.name):
-            s, skip = read_raster(src, limits)
-        else:
-            dicom.append(src)  # DICOM without preamble is tried last; the parser says if it is not
-            continue
-        if s is not None:
-            series.append(s)
-        if skip is not None:
-            skipped.append(skip)
-    workers = 0
-    if dicom:
-        ds_series, ds_skipped, stats = read_dicom(dicom, limits)
-        series = ds_series + series
-        skipped += ds_skipped
-        workers = stats["workers"] if stats["in_workers"] else 0
-    return LoadResult(series, skipped, time.perf_counter() - start, workers)
+        batches.setdefault(reader.name, (reader, []))[1].append(src)
+    return batches
+
+
+def _read(reader: Reader, batch: list[SourceFile], limits: Limits) -> ReadResult:
+    """A reader's batch; a reader that breaks costs its own files, never the other readers' series."""
+    try:
+        return reader.read(batch, limits)
+    except Exception as exc:  # a bug or an unforeseen file: report it and keep the rest of the load
+        reason = f"could not be read by the {reader.name} reader ({type(exc).__name__}: {exc}); please report it"
+        return ReadResult(skipped=[Skipped(src.name, reason) for src in batch])
+
+
+def load(inputs: Iterable[Input], limits: Limits | None = None,
+         readers: Sequence[Reader] = REGISTRY) -> LoadResult:
+    """Read every image series from paths, folders, (name, bytes) pairs and zip archives.
+
+    Bad files never stop the load: each one is listed in `skipped` with a plain reason. Series
+    come in the order of their first file among the inputs.
+    """
+    start = time.perf_counter()
+    limits = limits or Limits()
+    files, skipped = expand(inputs, limits)
+    result = LoadResult(skipped=skipped)
+    for reader, batch in _batches(files, readers, result.skipped).values():
+        part = _read(reader, batch, limits)
+        result.series += part.series
+        result.skipped += part.skipped
+        result.workers = max(result.workers, part.workers)
+    order = {src.name: k for k, src in reversed(list(enumerate(files)))}
+    result.series.sort(key=lambda s: order.get(s.files[0], len(order)) if s.files else len(order))
+    result.seconds = time.perf_counter() - start
+    return result

@@ -15,6 +15,7 @@ Workers start from a forkserver and do not re-run the main script (`medui.io.wor
 
 from __future__ import annotations
 
+import contextlib
 import io
 import mmap
 import os
@@ -22,7 +23,7 @@ import sys
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 import pydicom
@@ -198,21 +199,23 @@ class Decoder:
             pixels, ok = dec.array(v), dec.written(v)
     """
 
-    def __init__(self, sources: Sequence[SourceFile], max_image_bytes: int = 2**62, workers: int | None = None) -> None:
+    def __init__(self, sources: Sequence[SourceFile], max_image_bytes: int = 2**62,
+                 workers: int | None = None) -> None:
         self.sources = list(sources)
         self.max_bytes = max_image_bytes
         self.fast = codecs.enabled()  # decided here: workers may have started with another environment
         self._volumes: list[_Volume] = []
         self._tasks: dict[int, Task] = {}
         self._pool: ProcessPoolExecutor | None = None
-        self._started: list[Future] = []
+        self._started: list[Future[int]] = []
         # worker processes started; files decoded by them / by this process
         self.stats = {"workers": 0, "in_workers": 0, "here": 0}
         ncpu = workers or int(os.environ.get("MEDUI_DECODE_WORKERS", "0") or 0) or _cpu_count()
         self._ncpu = ncpu
         if worth_a_pool(self.sources, ncpu):
             try:
-                self._pool = ProcessPoolExecutor(max_workers=ncpu, mp_context=worker_context(), initializer=_worker_init)
+                self._pool = ProcessPoolExecutor(max_workers=ncpu, mp_context=worker_context(),
+                                                 initializer=_worker_init)
                 # start the workers now, while the headers are read
                 self._started = [self._pool.submit(_ready) for _ in range(ncpu)]
                 self.stats["workers"] = ncpu
@@ -223,10 +226,8 @@ class Decoder:
         """A new float32 output volume; returns its handle."""
         vol = _Volume(tuple(shape), None, written=np.zeros(shape[0], bool))
         if self._pool is not None:
-            try:
+            with contextlib.suppress(OSError):  # no memfd: this volume is filled here
                 vol.file = _shared_file(vol.shape)
-            except OSError:  # no memfd: this volume is filled here
-                pass
         if vol.file is None:
             vol.array = alloc_volume(vol.shape)
         self._volumes.append(vol)
@@ -273,7 +274,7 @@ class Decoder:
         else:
             results = self._here(tasks)
         errors: dict[int, str] = {}
-        for task, outcome in zip(tasks, results):
+        for task, outcome in zip(tasks, results, strict=True):
             if isinstance(outcome, str):
                 errors[task.index] = outcome
             else:
@@ -285,7 +286,8 @@ class Decoder:
         self.stats["here"] += len(tasks)
         return [_fill(t, lambda v, lo, hi: self._volumes[v].window(lo, hi), self.max_bytes, self.fast) for t in tasks]
 
-    def _chunked(self, remote: Callable[..., list], args: tuple, local: Callable[[list], list], items: Sequence) -> list:
+    def _chunked(self, remote: Callable[..., list[Any]], args: tuple[Any, ...], local: Callable[[list[Any]], list[Any]],
+                 items: Sequence[Any]) -> list[Any]:
         """`local(items)`, split into chunks that the workers run as `remote(chunk, *args)`.
 
         While the workers are still starting, this process runs chunks from the back of the
@@ -298,10 +300,10 @@ class Decoder:
         size = max(2, len(items) // (self._ncpu * 16))
         chunks = [items[i:i + size] for i in range(0, len(items), size)]
         try:
-            futures: list[Future] = [self._pool.submit(remote, c, *args) for c in chunks]
+            futures: list[Future[list[Any]]] = [self._pool.submit(remote, c, *args) for c in chunks]
         except Exception:
             return local(items)
-        results: list[list | None] = [None] * len(chunks)
+        results: list[list[Any] | None] = [None] * len(chunks)
         front, back = 0, len(chunks) - 1
         while front <= back:
             if not futures[front].done() and not self._workers_up() and futures[back].cancel():
@@ -320,7 +322,8 @@ class Decoder:
 
     def _refs(self) -> dict[int, VolumeRef]:
         pid = os.getpid()
-        return {v: VolumeRef(pid, vol.file.fd, vol.shape) for v, vol in enumerate(self._volumes) if vol.file is not None}
+        return {v: VolumeRef(pid, vol.file.fd, vol.shape)
+                for v, vol in enumerate(self._volumes) if vol.file is not None}
 
     def close(self) -> None:
         """Stop the workers and release the shared-memory handles (the arrays stay valid)."""

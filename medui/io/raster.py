@@ -6,7 +6,8 @@ import io
 
 import numpy as np
 
-from medui.io.sources import Limits, Skipped, SourceFile
+from medui.errors import UnreadableFileError
+from medui.io.sources import Limits, SourceFile
 from medui.series import Series
 
 _MAGIC = (b"\x89PNG", b"\xff\xd8\xff", b"II*\x00", b"MM\x00*", b"BM")
@@ -17,30 +18,35 @@ def looks_like_raster(head: bytes, name: str) -> bool:
     return head.startswith(_MAGIC) or name.lower().endswith(RASTER_SUFFIXES)
 
 
-def _declared_size(data: bytes) -> tuple[int, int, int] | None:
-    """(width, height, bytes per pixel) from the file header without decoding pixels."""
+def _declared_size(data: bytes) -> tuple[int, int, int, int] | None:
+    """(pixels over all pages, pages, first page's width x height, bands) from the headers only."""
     from PIL import Image
 
     try:
         with Image.open(io.BytesIO(data)) as im:
             bands = len(im.getbands())
-            return im.width, im.height, bands
+            first, pixels = im.width * im.height, 0
+            pages = int(getattr(im, "n_frames", 1))
+            for page in range(pages):  # every page of a multi-page TIFF
+                im.seek(page)
+                pixels += im.width * im.height
+                bands = max(bands, len(im.getbands()))
+            return pixels, pages, first, bands
     except Exception:
         return None
 
 
-def read_raster(src: SourceFile, limits: Limits) -> tuple[Series | None, Skipped | None]:
+def read_raster(src: SourceFile, limits: Limits) -> Series:
+    """One image file as a Series; raises UnreadableFileError or ImageTooLargeError."""
     import cv2
 
     data = src.read()
     declared = _declared_size(data)
     if declared is None:
-        return None, Skipped(src.name, "is not a readable PNG/JPEG/TIFF image (damaged or another format)")
-    w, h, bands = declared
-    need = w * h * (3 if bands >= 3 else 1) * 4
-    if need > limits.max_image_bytes:
-        return None, Skipped(src.name, f"is {w}x{h} pixels and would need {need / 2**20:.0f} MiB once decoded; the "
-                                       f"limit is {limits.max_image_bytes / 2**20:.0f} MiB (raise MEDUI_MAX_IMAGE_MB)")
+        raise UnreadableFileError("is not a readable PNG/JPEG/TIFF image (damaged or another format); "
+                                  "re-save it as PNG")
+    pixels_total, n_pages, _, bands = declared
+    limits.check_image(pixels_total * (3 if bands >= 3 else 1) * 4, f"{n_pages} page(s), {pixels_total} pixels")
     buf = np.frombuffer(data, np.uint8)
     pages: list[np.ndarray] = []
     if data[:4] in (b"II*\x00", b"MM\x00*"):
@@ -50,7 +56,7 @@ def read_raster(src: SourceFile, limits: Limits) -> tuple[Series | None, Skipped
         img = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
         pages = [img] if img is not None else []
     if not pages:
-        return None, Skipped(src.name, "could not be decoded as an image (damaged file?); re-save it as PNG")
+        raise UnreadableFileError("could not be decoded as an image (damaged file?); re-save it as PNG")
     pages = [_to_rgb_or_grey(p) for p in pages]
     shapes = {p.shape for p in pages}
     warnings = ["pixel spacing unknown (not recorded in this format); distances are in pixels"]
@@ -64,11 +70,12 @@ def read_raster(src: SourceFile, limits: Limits) -> tuple[Series | None, Skipped
         pixels *= np.float32(255.0 / 65535.0)
     if len(pages) > 1:
         warnings.append("multi-page image: pages are shown as frames without positions")
+    base = src.name.rsplit("/", 1)[-1]
     return Series(
         pixels=pixels, affine=np.eye(4), modality="OT", photometric="RGB" if colour else "MONOCHROME2",
-        description=src.name.rsplit("/", 1)[-1], source_format=src.name.rsplit(".", 1)[-1].upper() if "." in src.name else "image",
+        description=base, source_format=base.rsplit(".", 1)[-1].upper() if "." in base else "image",
         files=[src.name], warnings=warnings, has_geometry=False,
-    ), None
+    )
 
 
 def _to_rgb_or_grey(img: np.ndarray) -> np.ndarray:
@@ -79,7 +86,8 @@ def _to_rgb_or_grey(img: np.ndarray) -> np.ndarray:
     if img.ndim == 3 and img.shape[2] == 3:
         if np.array_equal(img[:, :, 0], img[:, :, 1]) and np.array_equal(img[:, :, 1], img[:, :, 2]):
             return img[:, :, 0]
-        return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+        rgb: np.ndarray = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+        return rgb
     if img.ndim == 3 and img.shape[2] == 1:
         return img[:, :, 0]
     return img

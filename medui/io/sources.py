@@ -12,9 +12,9 @@ import zipfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import BinaryIO, Union
+from typing import BinaryIO, Protocol
 
-from medui.errors import UnsafeArchiveError
+from medui.errors import ImageTooLargeError, MedUIError, UnsafeArchiveError
 
 GiB = 1024**3
 MiB = 1024**2
@@ -36,6 +36,26 @@ class Limits:
     max_image_bytes: int = field(default_factory=lambda: _env_mb("MEDUI_MAX_IMAGE_MB", 2048))
     max_series_bytes: int = field(default_factory=lambda: _env_mb("MEDUI_MAX_SERIES_MB", 6144))
 
+    def check_image(self, need: int, what: str) -> None:
+        """Raise ImageTooLargeError when one file's decoded pixels (`need` bytes) pass the image cap."""
+        require_memory(need, self.max_image_bytes, what, "MEDUI_MAX_IMAGE_MB")
+
+    def check_series(self, need: int, what: str) -> None:
+        """Raise ImageTooLargeError when a whole series' decoded pixels pass the series cap."""
+        require_memory(need, self.max_series_bytes, what, "MEDUI_MAX_SERIES_MB")
+
+
+def require_memory(need: int, limit: int, what: str, setting: str) -> None:
+    """The one memory check every reader makes before decoding: raises ImageTooLargeError.
+
+    `what` says what was measured, e.g. '512x512, 300 frame(s)'; `setting` is the variable that
+    raises the limit.
+    """
+    if need > limit:
+        raise ImageTooLargeError(
+            f"would need {need / MiB:.0f} MiB of memory once decoded ({what}); the limit is "
+            f"{limit / MiB:.0f} MiB. Raise {setting} if this machine has the memory")
+
 
 @dataclass(frozen=True)
 class SourceFile:
@@ -48,22 +68,26 @@ class SourceFile:
     def read(self) -> bytes:
         if self.data is not None:
             return self.data
-        assert self.path is not None
-        return Path(self.path).read_bytes()
+        return Path(self._path()).read_bytes()
+
+    def _path(self) -> str:
+        if self.path is None:
+            raise ValueError(f"{self.name}: a SourceFile needs either data or a path")
+        return self.path
 
     def open(self) -> BinaryIO:
         """A binary file object over the bytes or the file on disk (close it, or use `with`)."""
-        return io.BytesIO(self.data) if self.data is not None else open(self.path, "rb")  # type: ignore[arg-type]
+        return io.BytesIO(self.data) if self.data is not None else open(self._path(), "rb")
 
     def head(self, n: int = 512) -> bytes:
         if self.data is not None:
             return self.data[:n]
-        with open(self.path, "rb") as fh:  # type: ignore[arg-type]
+        with open(self._path(), "rb") as fh:
             return fh.read(n)
 
     @property
     def size(self) -> int:
-        return len(self.data) if self.data is not None else os.path.getsize(self.path)  # type: ignore[arg-type]
+        return len(self.data) if self.data is not None else os.path.getsize(self._path())
 
 
 @dataclass(frozen=True)
@@ -73,8 +97,23 @@ class Skipped:
     file: str
     reason: str
 
+    @classmethod
+    def because(cls, name: str, error: MedUIError) -> Skipped:
+        """The file, skipped for the reason a reader's error gives."""
+        return cls(name, str(error))
 
-Input = Union[str, os.PathLike, tuple, SourceFile]
+
+class Upload(Protocol):
+    """An uploaded file object (Streamlit's UploadedFile, ...): a name and its bytes."""
+
+    @property
+    def name(self) -> str: ...
+
+    def getvalue(self) -> bytes: ...
+
+
+# A path or folder, a (name, bytes) pair, an uploaded file object or a SourceFile.
+Input = str | os.PathLike[str] | tuple[str, bytes] | Upload | SourceFile
 
 _IGNORED_NAMES = {".DS_Store", "Thumbs.db", "desktop.ini"}
 
@@ -110,9 +149,12 @@ def _to_sources(item: Input, skipped: list[Skipped]) -> list[SourceFile]:
     if isinstance(item, tuple) and len(item) == 2:
         name, data = item
         return [SourceFile(str(name), data=bytes(data))]
-    if hasattr(item, "getvalue") and hasattr(item, "name"):  # file-like uploads
-        return [SourceFile(str(item.name), data=item.getvalue())]
-    path = Path(item)  # type: ignore[arg-type]
+    if not isinstance(item, (str, os.PathLike)) and hasattr(item, "getvalue") and hasattr(item, "name"):
+        return [SourceFile(str(item.name), data=bytes(item.getvalue()))]  # file-like uploads
+    if not isinstance(item, (str, os.PathLike)):
+        skipped.append(Skipped(repr(item)[:80], "is not a path, a (name, bytes) pair or an uploaded file"))
+        return []
+    path = Path(item)
     if path.is_dir():
         out = []
         for p in sorted(path.rglob("*")):
@@ -149,7 +191,8 @@ def _add(src: SourceFile, files: list[SourceFile], skipped: list[Skipped], limit
     except UnsafeArchiveError as exc:
         skipped.append(Skipped(src.name, str(exc)))
     except (zipfile.BadZipFile, OSError, RuntimeError, NotImplementedError) as exc:
-        skipped.append(Skipped(src.name, f"is not a readable zip archive ({exc}); re-create it with a standard zip tool"))
+        skipped.append(Skipped(src.name, f"is not a readable zip archive ({exc}); "
+                                         "re-create it with a standard zip tool"))
 
 
 def _safe_member_name(name: str) -> str | None:
@@ -197,6 +240,7 @@ def read_zip(src: SourceFile, limits: Limits) -> list[SourceFile]:
             with zf.open(info) as fh:
                 payload = fh.read(info.file_size + 1)
             if len(payload) > info.file_size:
-                raise UnsafeArchiveError(f"member '{name}' inflates to more than its declared size; the archive is corrupt")
+                raise UnsafeArchiveError(f"member '{name}' inflates to more than its declared size; "
+                                         "the archive is corrupt")
             out.append(SourceFile(f"{src.name}/{name}", data=payload))
         return out

@@ -25,14 +25,16 @@ from typing import Any
 try:
     from multiprocessing import context as mpc
     from multiprocessing import forkserver, popen_forkserver, reduction, spawn, util
+
+    HAVE_FORKSERVER = True
 except ImportError:  # no forkserver on this platform (Windows): MedUI decodes in one process there
-    popen_forkserver = None
+    HAVE_FORKSERVER = False
 
 PRELOAD = ["medui.io.parallel"]
 _MAIN_KEYS = ("init_main_from_path", "init_main_from_name")
 
 
-if popen_forkserver is not None:  # classes at module level: the process object is pickled by reference
+if HAVE_FORKSERVER:  # classes at module level: the process object is pickled by reference
 
     class _Popen(popen_forkserver.Popen):
         """A forkserver Popen whose child is told nothing about the parent's main script."""
@@ -48,21 +50,21 @@ if popen_forkserver is not None:  # classes at module level: the process object 
                 reduction.dump(process_obj, buf)
             finally:
                 mpc.set_spawning_popen(None)
-            self.sentinel, w = forkserver.connect_to_new_process(self._fds)
+            self.sentinel, w = forkserver.connect_to_new_process(self._fds)  # type: ignore[attr-defined]
             _parent_w = os.dup(w)
-            self.finalizer = util.Finalize(self, util.close_fds, (_parent_w, self.sentinel))
+            self.finalizer = util.Finalize(self, util.close_fds, (_parent_w, self.sentinel))  # type: ignore[attr-defined]
             with open(w, "wb", closefd=True) as f:
                 f.write(buf.getbuffer())
             self.pid = forkserver.read_signed(self.sentinel)
 
-    class WorkerProcess(mpc.ForkServerProcess):  # type: ignore[name-defined,misc]
+    class WorkerProcess(mpc.ForkServerProcess):
         """Pickled by reference into each child, so it lives at module level."""
 
         @staticmethod
         def _Popen(process_obj: Any) -> _Popen:
             return _Popen(process_obj)
 
-    class _WorkerContext(mpc.ForkServerContext):  # type: ignore[name-defined,misc]
+    class _WorkerContext(mpc.ForkServerContext):
         Process = WorkerProcess
 
 
@@ -72,10 +74,10 @@ def _fits_this_python() -> bool:
     import inspect
     import sys
 
-    if popen_forkserver is None:
+    if not HAVE_FORKSERVER:
         return False
     try:
-        source = inspect.getsource(popen_forkserver.Popen._launch)
+        source = inspect.getsource(popen_forkserver.Popen._launch)  # type: ignore[attr-defined]
     except (OSError, TypeError, AttributeError):
         return False
     return ((3, 11) <= sys.version_info[:2] <= (3, 13) and "spawn.get_preparation_data" in source

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -52,7 +53,7 @@ def shows_inverted(series: Series) -> bool:
 def apply_window(image: np.ndarray, window: Window, invert: bool = False) -> np.ndarray:
     """Grey values to uint8 with the DICOM linear window (PS3.3 C.11.2.1.2.1)."""
     if image.ndim == 3:  # colour is shown as stored
-        out = np.clip(image, 0, 255).astype(np.uint8)
+        out: np.ndarray = np.clip(image, 0, 255).astype(np.uint8)
         return 255 - out if invert else out
     width = max(float(window.width), 1.0)
     low = window.center - 0.5 - (width - 1) / 2
@@ -63,14 +64,64 @@ def apply_window(image: np.ndarray, window: Window, invert: bool = False) -> np.
     return 255 - u8 if invert else u8
 
 
+def _to_u8(values: np.ndarray, low: float, high: float, invert: bool) -> np.ndarray:
+    """Values in [low, high] (a VOI stage's output range) to 0..255."""
+    out = (values.astype(np.float32) - np.float32(low)) * np.float32(255.0 / max(high - low, 1e-6))
+    np.clip(np.rint(out, out=out), 0, 255, out=out)
+    u8 = out.astype(np.uint8)
+    return 255 - u8 if invert else u8
+
+
 def apply_voi_lut(image: np.ndarray, series: Series, invert: bool = False) -> np.ndarray:
-    """Grey values to uint8 through the file's VOI LUT."""
+    """Grey values to uint8 through the file's VOI LUT (pydicom's `apply_voi_lut`).
+
+    The LUT's output range is 0..2**bits-1 (its LUT Descriptor), whatever entries it uses:
+    a LUT reaching a quarter of that range shows a quarter grey, not white.
+    """
+    from pydicom.pixels.processing import apply_voi_lut as pydicom_voi_lut
+
+    module = series.voi if series.voi is not None and "VOILUTSequence" in series.voi else _lut_module(series)
+    out = pydicom_voi_lut(np.rint(image).astype(np.int32), module, prefer_lut=True)
+    bits = int(module.VOILUTSequence[0].LUTDescriptor[2])
+    return _to_u8(out, 0.0, float(2**bits - 1), invert)
+
+
+def _lut_module(series: Series) -> Any:
+    """A VOI LUT module built from the typed `Series.voi_lut` (for a Series made without `voi`)."""
+    from pydicom.dataset import Dataset
+
     lut = series.voi_lut
     assert lut is not None
-    idx = np.clip(np.rint(image - lut.first), 0, len(lut.table) - 1).astype(np.intp)
-    top = max(float(lut.table.max()), 1.0)
-    u8 = (lut.table[idx] * (255.0 / top)).astype(np.uint8)
-    return 255 - u8 if invert else u8
+    item = Dataset()
+    item.add_new(0x00283002, "SS" if lut.first < 0 else "US", [len(lut.table) % 65536, int(lut.first), lut.bits])
+    item.add_new(0x00283006, "US", np.asarray(lut.table, np.uint16).tolist())
+    module = Dataset()
+    module.VOILUTSequence = [item]
+    return module
+
+
+def voi_function(series: Series) -> str:
+    """The file's VOI LUT Function: 'LINEAR' (the default), 'LINEAR_EXACT' or 'SIGMOID'."""
+    return str(series.voi.get("VOILUTFunction", "LINEAR")) if series.voi is not None else "LINEAR"
+
+
+def apply_voi_function(image: np.ndarray, series: Series, window: Window, invert: bool = False) -> np.ndarray:
+    """Grey values to uint8 under `window` with the file's SIGMOID or LINEAR_EXACT VOI LUT Function
+    (pydicom's `apply_windowing`, PS3.3 C.11.2.1.3), scaled by the function's output range."""
+    from pydicom.dataset import Dataset
+    from pydicom.pixels.processing import apply_windowing
+
+    module = Dataset()
+    module.PhotometricInterpretation = "MONOCHROME2"
+    module.BitsStored = int(series.voi.get("BitsStored", 16))
+    module.PixelRepresentation = int(series.voi.get("PixelRepresentation", 0))
+    module.VOILUTFunction = voi_function(series)
+    module.WindowCenter = float(window.center)
+    module.WindowWidth = max(float(window.width), 1e-3)
+    signed = module.PixelRepresentation == 1
+    low = -(2.0 ** (module.BitsStored - 1)) if signed else 0.0
+    high = 2.0 ** (module.BitsStored - 1) - 1 if signed else 2.0**module.BitsStored - 1
+    return _to_u8(apply_windowing(image, module), low, high, invert)
 
 
 @dataclass(frozen=True)
@@ -100,7 +151,7 @@ def _canonical(series: Series) -> tuple[np.ndarray, np.ndarray, bool] | None:
         return None
     want = {2: -1.0, 1: 1.0, 0: 1.0}  # LPS sign each canonical axis should grow towards
     order = np.array([int(np.where(dominant == w)[0][0]) for w in (2, 1, 0)])
-    flips = np.array([np.sign(a[w, j]) != want[w] for w, j in zip((2, 1, 0), order)])
+    flips = np.array([np.sign(a[w, j]) != want[w] for w, j in zip((2, 1, 0), order, strict=True)])
     norms = np.linalg.norm(a, axis=0)
     oblique = bool(np.any(np.abs(a[dominant, range(3)]) < 0.999 * norms))
     return order, flips, oblique
@@ -151,14 +202,13 @@ def plane_view(series: Series, plane: str, index: int) -> PlaneView:
         vox[:, order[k]] = idx_grid[order[k]]
         vox[:, 3] = 1.0
         coords.append((vox @ series.affine.T)[:, world_axis])
-    if axis == 0:  # axial: rows toward P, cols toward L
-        return PlaneView(image, spacing[1], spacing[2], coords[2], coords[1], (_AXIS_NAMES[0], _AXIS_NAMES[1], _AXIS_NAMES[2]),
-                         float(coords[0][index]), False, oblique, vol.shape[0])
-    if axis == 1:  # coronal: rows toward I, cols toward L
-        return PlaneView(image, spacing[0], spacing[2], coords[2], coords[0], (_AXIS_NAMES[0], _AXIS_NAMES[2], _AXIS_NAMES[1]),
-                         float(coords[1][index]), True, oblique, vol.shape[1])
-    return PlaneView(image, spacing[0], spacing[1], coords[1], coords[0], (_AXIS_NAMES[1], _AXIS_NAMES[2], _AXIS_NAMES[0]),
-                     float(coords[2][index]), True, oblique, vol.shape[2])
+    names = {0: (_AXIS_NAMES[0], _AXIS_NAMES[1], _AXIS_NAMES[2]),  # axial: rows toward P, cols toward L
+             1: (_AXIS_NAMES[0], _AXIS_NAMES[2], _AXIS_NAMES[1]),  # coronal: rows toward I, cols toward L
+             2: (_AXIS_NAMES[1], _AXIS_NAMES[2], _AXIS_NAMES[0])}[axis]  # sagittal: rows toward I, cols toward P
+    rows_axis, cols_axis = [k for k in range(3) if k != axis]
+    return PlaneView(image=image, row_spacing=float(spacing[rows_axis]), col_spacing=float(spacing[cols_axis]),
+                     x=coords[cols_axis], y=coords[rows_axis], labels=names, fixed=float(coords[axis][index]),
+                     vertical_up=axis != 0, approximate=oblique, n_slices=int(vol.shape[axis]))
 
 
 def _native_view(series: Series, index: int) -> PlaneView:
@@ -166,21 +216,25 @@ def _native_view(series: Series, index: int) -> PlaneView:
     image = series.pixels[index]
     _, dr, dc = series.spacing
     rows, cols = image.shape[:2]
+    x, y = np.arange(cols) * dc, np.arange(rows) * dr
     if not series.has_geometry:
-        return PlaneView(image, dr, dc, np.arange(cols) * dc, np.arange(rows) * dr, ("column", "row", "frame"),
-                         float(index), False, False, series.n_slices)
+        return PlaneView(image=image, row_spacing=dr, col_spacing=dc, x=x, y=y, labels=("column", "row", "frame"),
+                         fixed=float(index), vertical_up=False, approximate=False, n_slices=series.n_slices)
     # In-plane distances from the first pixel; the slice position along the stacking direction.
     pos = series.affine @ np.array([index, 0, 0, 1.0])
-    return PlaneView(image, dr, dc, np.arange(cols) * dc, np.arange(rows) * dr,
-                     ("in-plane →", "in-plane ↓", "slice"), float(np.dot(pos[:3], series.affine[:3, 0]) /
-                                                               max(np.linalg.norm(series.affine[:3, 0]), 1e-6)),
-                     False, True, series.n_slices)
+    normal = series.affine[:3, 0]
+    fixed = float(np.dot(pos[:3], normal) / max(float(np.linalg.norm(normal)), 1e-6))
+    return PlaneView(image=image, row_spacing=dr, col_spacing=dc, x=x, y=y,
+                     labels=("in-plane →", "in-plane ↓", "slice"), fixed=fixed, vertical_up=False,
+                     approximate=False, n_slices=series.n_slices)
 
 
 def render(series: Series, view: PlaneView, window: Window, invert: bool, use_voi_lut: bool = False) -> np.ndarray:
     """uint8 pixels of a view under a window (or the VOI LUT), MONOCHROME1 handled by the caller's `invert`."""
     if use_voi_lut and series.voi_lut is not None and view.image.ndim == 2:
         return apply_voi_lut(view.image, series, invert)
+    if view.image.ndim == 2 and voi_function(series) in ("SIGMOID", "LINEAR_EXACT"):
+        return apply_voi_function(view.image, series, window, invert)
     return apply_window(view.image, window, invert)
 
 

@@ -1,52 +1,68 @@
-"""Masking of patient-identifying DICOM attributes (PS3.15 Annex E, Basic Application Level
-Confidentiality Profile, Table E.1-1) for display. Nothing is written back to files."""
+"""Masking of patient-identifying DICOM attributes for display (PS3.15 Annex E, Basic Application
+Level Confidentiality Profile, Table E.1-1). Nothing is written back to files.
+
+The attribute list is not kept by hand: it is the table that the maintained `dicom-anonymizer`
+package ships (pinned in requirements.txt), edition `PROFILE_EDITION` (DICOM 2026c, the newest in
+dicom-anonymizer 2.1.0), with tags turned into keywords by pydicom's data dictionary. Attributes
+newer than pydicom's dictionary are matched by tag, repeating groups (50xx, 60xx) by mask.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import functools
+import re
+from dataclasses import dataclass
 
 from medui.series import HeaderRow
 
-# Keywords of attributes the Basic Profile removes, empties or replaces (Table E.1-1).
-BASIC_PROFILE = frozenset(["AccessionNumber", "AcquisitionComments", "AcquisitionContextSequence", "AcquisitionDate", "AcquisitionDateTime", "AcquisitionDeviceProcessingDescription", "AcquisitionProtocolDescription", "AcquisitionTime", "ActualHumanPerformersSequence", "AdditionalPatientHistory", "AdmissionID", "AdmittingDate", "AdmittingDiagnosesCodeSequence", "AdmittingDiagnosesDescription", "AdmittingTime", "AffectedSOPInstanceUID", "Allergies", "Arbitrary", "AuthorObserverSequence", "BranchOfService", "CassetteID", "ConcatenationUID", "ConfidentialityConstraintOnPatientDataDescription", "ContentCreatorName", "ContentCreatorIdentificationCodeSequence", "ContentDate", "ContentSequence", "ContentTime", "ContextGroupExtensionCreatorUID", "ContrastBolusAgent", "ContributionDescription", "CountryOfResidence", "CreatorVersionUID", "CurrentPatientLocation", "CurveDate", "CurveTime", "CustodialOrganizationSequence", "DataSetTrailingPadding", "DerivationDescription", "DetectorID", "DeviceSerialNumber", "DeviceUID", "DigitalSignaturesSequence", "DimensionOrganizationUID", "DischargeDiagnosisDescription", "DistributionAddress", "DistributionName", "DoseReferenceUID", "EthnicGroup", "FailedSOPInstanceUIDList", "FiducialUID", "FillerOrderNumberImagingServiceRequest", "FrameComments", "FrameOfReferenceUID", "GantryID", "GeneratorID", "GraphicAnnotationSequence", "HumanPerformerName", "HumanPerformerOrganization", "IconImageSequence", "IdentifyingComments", "ImageComments", "ImagePresentationComments", "ImagingServiceRequestComments", "Impressions", "InstanceCreatorUID", "InstanceCreationDate", "InstanceCreationTime", "InstitutionAddress", "InstitutionCodeSequence", "InstitutionName", "InstitutionalDepartmentName", "InsurancePlanIdentification", "IntendedRecipientsOfResultsIdentificationSequence", "InterpretationApproverSequence", "InterpretationAuthor", "InterpretationDiagnosisDescription", "InterpretationIDIssuer", "InterpretationRecorder", "InterpretationText", "InterpretationTranscriber", "IrradiationEventUID", "IssuerOfAdmissionID", "IssuerOfPatientID", "IssuerOfServiceEpisodeID", "LargePaletteColorLookupTableUID", "MAC", "MediaStorageSOPInstanceUID", "MedicalAlerts", "MedicalRecordLocator", "MilitaryRank", "ModifiedAttributesSequence", "ModifiedImageDescription", "ModifyingDeviceID", "NameOfPhysiciansReadingStudy", "NamesOfIntendedRecipientsOfResults", "Occupation", "OperatorIdentificationSequence", "OperatorsName", "OriginalAttributesSequence", "OrderCallbackPhoneNumber", "OrderEnteredBy", "OrderEntererLocation", "OtherPatientIDs", "OtherPatientIDsSequence", "OtherPatientNames", "OverlayDate", "OverlayTime", "PaletteColorLookupTableUID", "ParticipantSequence", "PatientAddress", "PatientAge", "PatientBirthDate", "PatientBirthName", "PatientBirthTime", "PatientComments", "PatientID", "PatientInstitutionResidence", "PatientInsurancePlanCodeSequence", "PatientMotherBirthName", "PatientName", "PatientPrimaryLanguageCodeSequence", "PatientPrimaryLanguageModifierCodeSequence", "PatientReligiousPreference", "PatientSex", "PatientSexNeutered", "PatientSize", "PatientState", "PatientTelephoneNumbers", "PatientTransportArrangements", "PatientWeight", "PatientAddress", "PerformedLocation", "PerformedProcedureStepDescription", "PerformedProcedureStepEndDate", "PerformedProcedureStepEndTime", "PerformedProcedureStepID", "PerformedProcedureStepStartDate", "PerformedProcedureStepStartTime", "PerformedStationAETitle", "PerformedStationGeographicLocationCodeSequence", "PerformedStationName", "PerformedStationNameCodeSequence", "PerformingPhysicianIdentificationSequence", "PerformingPhysicianName", "PersonAddress", "PersonIdentificationCodeSequence", "PersonName", "PersonTelephoneNumbers", "PhysicianApprovingInterpretation", "PhysiciansOfRecord", "PhysiciansOfRecordIdentificationSequence", "PhysiciansReadingStudyIdentificationSequence", "PlacerOrderNumberImagingServiceRequest", "PlateID", "PreMedication", "PregnancyStatus", "PresentationDisplayCollectionUID", "PresentationSequenceCollectionUID", "ProtocolName", "ReasonForOmissionDescription", "ReasonForTheImagingServiceRequest", "ReasonForStudy", "ReferencedDigitalSignatureSequence", "ReferencedFrameOfReferenceUID", "ReferencedGeneralPurposeScheduledProcedureStepTransactionUID", "ReferencedImageSequence", "ReferencedPatientAliasSequence", "ReferencedPatientPhotoSequence", "ReferencedPatientSequence", "ReferencedPerformedProcedureStepSequence", "ReferencedSOPInstanceMACSequence", "ReferencedSOPInstanceUID", "ReferencedStudySequence", "ReferringPhysicianAddress", "ReferringPhysicianIdentificationSequence", "ReferringPhysicianName", "ReferringPhysicianTelephoneNumbers", "RegionOfResidence", "RelatedFrameOfReferenceUID", "RequestAttributesSequence", "RequestedContrastAgent", "RequestedProcedureComments", "RequestedProcedureDescription", "RequestedProcedureID", "RequestedProcedureLocation", "RequestedSOPInstanceUID", "RequestingPhysician", "RequestingService", "RequestingPhysicianIdentificationSequence", "ResponsibleOrganization", "ResponsiblePerson", "ResultsComments", "ResultsDistributionListSequence", "ResultsIDIssuer", "ReviewerName", "ScheduledHumanPerformersSequence", "ScheduledPatientInstitutionResidence", "ScheduledPerformingPhysicianIdentificationSequence", "ScheduledPerformingPhysicianName", "ScheduledProcedureStepEndDate", "ScheduledProcedureStepEndTime", "ScheduledProcedureStepDescription", "ScheduledProcedureStepLocation", "ScheduledProcedureStepStartDate", "ScheduledProcedureStepStartTime", "ScheduledStationAETitle", "ScheduledStationGeographicLocationCodeSequence", "ScheduledStationName", "ScheduledStationNameCodeSequence", "ScheduledStudyLocation", "ScheduledStudyLocationAETitle", "SeriesDate", "SeriesInstanceUID", "SeriesTime", "ServiceEpisodeDescription", "ServiceEpisodeID", "SmokingStatus", "SOPInstanceUID", "SourceImageSequence", "SpecialNeeds", "StationName", "StorageMediaFileSetUID", "StudyComments", "StudyDate", "StudyID", "StudyIDIssuer", "StudyInstanceUID", "StudyTime", "SynchronizationFrameOfReferenceUID", "TemplateExtensionCreatorUID", "TemplateExtensionOrganizationUID", "TextComments", "TextString", "TimezoneOffsetFromUTC", "TopicAuthor", "TopicKeywords", "TopicSubject", "TopicTitle", "TransactionUID", "UID", "VerifyingObserverIdentificationCodeSequence", "VerifyingObserverName", "VerifyingObserverSequence", "VerifyingOrganization", "VisitComments"])
-
+PROFILE_EDITION = "dicomfields_2026c"
 MASK = "•••"
+_TAG_TEXT = re.compile(r"\(([0-9A-Fa-f]{4}),([0-9A-Fa-f]{4})\)")
 
 
-def is_identifying(keyword: str, is_private: bool = False) -> bool:
-    """True for attributes the basic profile removes; private attributes are always masked."""
-    return is_private or keyword in BASIC_PROFILE
+@dataclass(frozen=True)
+class Profile:
+    """The attributes Table E.1-1 removes, empties or replaces."""
+
+    keywords: frozenset[str]
+    tags: frozenset[int]
+    repeating: tuple[tuple[int, int, int, int], ...]  # (group, element, group mask, element mask)
+
+    def covers(self, tag: int, keyword: str = "") -> bool:
+        if keyword in self.keywords or tag in self.tags:
+            return True
+        group, element = tag >> 16, tag & 0xFFFF
+        return any(group & gm == g and element & em == e for g, e, gm, em in self.repeating)
 
 
-def _value_text(elem: Any, limit: int = 160) -> str:
-    if elem.VR == "SQ":
-        return f"<sequence of {len(elem.value)} item(s)>"
-    if elem.VR in ("OB", "OW", "OF", "OD", "OL", "OV", "UN") or elem.tag == 0x7FE00010:
-        n = len(elem.value) if elem.value is not None else 0
-        return f"<{n} bytes of binary data>"
-    text = str(elem.value)
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+@functools.cache
+def basic_profile() -> Profile:
+    """Table E.1-1 from dicom-anonymizer's database (read once)."""
+    from dicomanonymizer.dicomfields_selector import dicom_anonymization_database_selector
+    from pydicom.datadict import keyword_for_tag
+
+    entries = dicom_anonymization_database_selector(PROFILE_EDITION)["ALL_TAGS"]
+    tags = frozenset((g << 16) | e for g, e, *_ in (t for t in entries if len(t) == 2))
+    repeating = tuple((int(t[0]), int(t[1]), int(t[2]), int(t[3])) for t in entries if len(t) == 4)
+    keywords = frozenset(k for k in (keyword_for_tag(t) for t in tags) if k)
+    return Profile(keywords, tags, repeating)
 
 
-def header_rows(ds: Any) -> list[HeaderRow]:
-    """A flat table of a pydicom Dataset's top-level attributes, identifying values masked."""
-    rows = []
-    meta = getattr(ds, "file_meta", None)
-    elements = list(meta or []) + list(ds)
-    for elem in elements:
-        keyword = elem.keyword or ""
-        masked = is_identifying(keyword, elem.tag.is_private)
-        rows.append(HeaderRow(
-            tag=f"({elem.tag.group:04X},{elem.tag.element:04X})",
-            keyword=keyword or (elem.name if not elem.tag.is_private else "private"),
-            vr=str(elem.VR),
-            value=_value_text(elem),
-            masked=masked,
-        ))
-    return rows
+def tag_number(text: str) -> int | None:
+    """0xGGGGEEEE from '(GGGG,EEEE)', as `HeaderRow.tag` writes it; None for anything else."""
+    match = _TAG_TEXT.fullmatch(text.strip())
+    return int(match.group(1) + match.group(2), 16) if match else None
+
+
+def is_identifying(keyword: str, is_private: bool = False, tag: int | None = None) -> bool:
+    """True for attributes the basic profile removes or replaces; private attributes always."""
+    return is_private or basic_profile().covers(tag if tag is not None else -1, keyword)
 
 
 def table(rows: list[HeaderRow], reveal: bool = False) -> list[dict[str, str]]:
     """Rows ready for a table widget: values of identifying attributes replaced unless revealed."""
-    return [{"tag": r.tag, "attribute": r.keyword, "VR": r.vr,
-             "value": r.value if (reveal or not r.masked) else MASK} for r in rows]
+    out = []
+    for r in rows:
+        hide = not reveal and (r.private or is_identifying(r.keyword, r.private, tag_number(r.tag)))
+        out.append({"tag": r.tag, "attribute": r.keyword, "VR": r.vr, "value": MASK if hide else r.value})
+    return out
