@@ -55,7 +55,8 @@ def test_multiclass_head_and_local_weights_file(tmp_path):
     built = build("mobilenet_v2", n_classes=3, size=(96, 96), weights=str(tmp_path / "mnv2.weights.h5"),
                   allow_random=False)
     assert built.model.get_layer("logits").output.shape[-1] == 3 and not built.notes
-    np.testing.assert_allclose(built.model.get_layer("Conv1").get_weights()[0], base.get_layer("Conv1").get_weights()[0])
+    np.testing.assert_allclose(built.model.get_layer("Conv1").get_weights()[0],
+                               base.get_layer("Conv1").get_weights()[0])
     (tmp_path / "broken.weights.h5").write_bytes(b"not hdf5")
     with pytest.raises(WeightsUnavailableError, match="local weights file"):
         build("mobilenet_v2", size=(96, 96), weights=str(tmp_path / "broken.weights.h5"), allow_random=False)

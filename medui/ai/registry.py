@@ -76,7 +76,7 @@ def load_keras(path: Path, display_name: str | None = None) -> KerasModel:
     try:
         return keras.saving.load_model(str(path), safe_mode=True, compile=False)
     except Exception as exc:
-        text = str(exc)
+        text = str(exc).replace(str(path), shown)  # Keras' message names the file it was given
         if "safe_mode=False" in text or "unsafe_deserialization" in text:  # Keras' refusal of arbitrary code
             raise ModelLoadError(
                 f"{shown} contains arbitrary Python code (a Lambda layer or similar) and was refused. "

@@ -34,6 +34,9 @@ _unpin_script_module()
 _KEY = "medui.series"
 _SKIPPED = "medui.skipped"
 _SEEN = "medui.seen_uploads"
+# Results derived from the loaded series (they keep the series alive): dropped with them.
+DIAGNOSES = "dx.diagnoses"
+SALIENCY = "dx.saliency"
 
 
 @dataclass
@@ -56,7 +59,7 @@ def find(item_id: str) -> Loaded | None:
     return next((item for item in loaded() if item.id == item_id), None)
 
 
-LAST_LOAD = "last-load-summary"
+LAST_LOAD = "medui.last-load"
 
 
 def last_load() -> str | None:
@@ -103,7 +106,8 @@ def clear() -> None:
         item.series.pixels = np.empty((0,) + px.shape[1:], px.dtype)  # not a view: that would keep the buffer
     st.session_state[_KEY] = []
     st.session_state[_SKIPPED] = []
-    st.session_state.pop(LAST_LOAD, None)
+    for key in (LAST_LOAD, DIAGNOSES, SALIENCY):
+        st.session_state.pop(key, None)
 
 
 @st.cache_resource(show_spinner=False)
