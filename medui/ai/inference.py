@@ -115,8 +115,9 @@ class Predictor:
             order = np.argsort(study)[::-1]
             label, margin = names[int(order[0])], float(study[order[0]] - study[order[1]])
             scores = probs.max(axis=1)
-        result = Prediction({n: round(float(v), 6) for n, v in zip(names, study)}, label, float(card.threshold),
-                            float(margin), warnings=self.fit_warnings(series), peak_slice=peak)
+        probabilities = {n: round(float(v), 6) for n, v in zip(names, study, strict=True)}
+        result = Prediction(probabilities, label, float(card.threshold), float(margin),
+                            warnings=self.fit_warnings(series), peak_slice=peak)
         if series.n_slices > 1:
             result.slice_scores = [float(v) for v in scores]
         return result

@@ -75,8 +75,9 @@ def card_summary(card: ModelCard) -> None:
                    help=f"95% CI {m.get('auc_ci')}; {m.get('split', '')}")
     cols[3].metric("Input", f"{card.input_size[0]}x{card.input_size[1]}x{card.channels}", help=card.architecture)
     with st.expander("Model card"):
+        source = card.training_data.get("source", "—")
         st.markdown(f"**Intended use.** {card.intended_use}\n\n**Limitations.** {card.limitations or '—'}\n\n"
-                    f"**Trained on.** {card.training_data.get('source', '—')}  \n**Threshold.** {card.threshold_method}")
+                    f"**Trained on.** {source}  \n**Threshold.** {card.threshold_method}")
         st.json(card.to_json(), expanded=False)
 
 

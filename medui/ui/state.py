@@ -46,10 +46,12 @@ class Loaded:
     series: Series
     id: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
     source: str = ""
+    thumb: np.ndarray | None = None  # the series picker's thumbnail, made once
 
 
 def loaded() -> list[Loaded]:
-    return st.session_state.setdefault(_KEY, [])
+    items: list[Loaded] = st.session_state.setdefault(_KEY, [])
+    return items
 
 
 def find(item_id: str) -> Loaded | None:
@@ -68,7 +70,8 @@ def last_load() -> str | None:
 
 
 def skipped() -> list[Skipped]:
-    return st.session_state.setdefault(_SKIPPED, [])
+    items: list[Skipped] = st.session_state.setdefault(_SKIPPED, [])
+    return items
 
 
 def add_inputs(inputs: Iterable[Any], source: str) -> LoadResult:
@@ -89,7 +92,7 @@ def new_uploads(files: list[Any] | None, slot: str) -> list[Any]:
     """The uploaded files not yet read in this session (reruns must not load them twice)."""
     if not files:
         return []
-    seen: set = st.session_state.setdefault(_SEEN, set())
+    seen: set[tuple[str, str]] = st.session_state.setdefault(_SEEN, set())
     fresh = [f for f in files if (slot, f.file_id) not in seen]
     seen.update((slot, f.file_id) for f in fresh)
     return fresh

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import streamlit as st
 
@@ -47,7 +49,7 @@ def upload_panel() -> None:
                 state.add_inputs([sample_path(label)], label)
 
 
-def _read_uploads(files, slot: str) -> None:  # type: ignore[no-untyped-def]
+def _read_uploads(files: list[Any] | None, slot: str) -> None:
     fresh = state.new_uploads(files, slot)
     if fresh:
         with st.spinner(f"Reading {len(fresh)} file(s)…"):
@@ -72,10 +74,10 @@ def series_picker(items: list[state.Loaded]) -> state.Loaded:
     """Thumbnails with a one-line summary each; returns the chosen series."""
     shown = items[:8]
     cols = st.columns(len(shown))
-    for col, (k, item) in zip(cols, enumerate(shown, 1)):
-        if getattr(item, "thumb", None) is None:
-            item.thumb = thumbnail(item.series)  # type: ignore[attr-defined]
-        col.image(item.thumb, caption=f"{k}. {item.series.modality} · {item.series.n_slices} sl.")  # type: ignore[attr-defined]
+    for col, (k, item) in zip(cols, enumerate(shown, 1), strict=True):
+        if item.thumb is None:
+            item.thumb = thumbnail(item.series)
+        col.image(item.thumb, caption=f"{k}. {item.series.modality} · {item.series.n_slices} sl.")
     ids = [i.id for i in items]
     # format_func gets plain labels: Streamlit keeps it with the widget, it must not hold the series
     labels = {i.id: f"{k}. {i.series.summary()}" for k, i in enumerate(items, 1)}
@@ -134,15 +136,17 @@ def slice_viewer(item_id: str) -> None:
         presets = _presets(item)
         names = list(presets) + ["Custom"]
         if f"viewer.preset.{k}" not in st.session_state:
-            st.session_state[f"viewer.preset.{k}"] = names[0] if s.window or s.voi_lut or s.modality != "CT" else "Mediastinum / soft tissue"
+            dicom_or_not_ct = s.window or s.voi_lut or s.modality != "CT"
+            st.session_state[f"viewer.preset.{k}"] = names[0] if dicom_or_not_ct else "Mediastinum / soft tissue"
             _on_preset(k)
         colour = s.is_color
         preset = st.selectbox("Window preset", names, key=f"viewer.preset.{k}", on_change=_on_preset, args=(k,),
                               disabled=colour)
         lo, hi = s.value_range
         span = max(hi - lo, 1.0)
-        center = st.slider("Window level (center)", float(lo - span / 2), float(hi + span / 2), key=f"viewer.center.{k}",
-                           step=_step(span), on_change=_on_manual, args=(k,), disabled=colour)
+        center = st.slider("Window level (center)", float(lo - span / 2), float(hi + span / 2),
+                           key=f"viewer.center.{k}", step=_step(span), on_change=_on_manual, args=(k,),
+                           disabled=colour)
         width = st.slider("Window width", 1.0, float(span * 2), key=f"viewer.width.{k}", step=_step(span),
                           on_change=_on_manual, args=(k,), disabled=colour)
         invert = st.checkbox("Invert", value=shows_inverted(s), key=f"viewer.invert.{k}",
@@ -158,8 +162,8 @@ def slice_viewer(item_id: str) -> None:
     title += f" · W {width:.0f} L {center:.0f}" if not colour else ""
     with img_col:
         fig = slice_figure(view, u8, unit, hover=hover, title=title)
-        st.plotly_chart(fig, width="stretch", key=f"viewer.figure.{k}",
-                        config={"scrollZoom": True, "displaylogo": False, "modeBarButtonsToRemove": ["select2d", "lasso2d"]})
+        config = {"scrollZoom": True, "displaylogo": False, "modeBarButtonsToRemove": ["select2d", "lasso2d"]}
+        st.plotly_chart(fig, width="stretch", key=f"viewer.figure.{k}", config=config)
         sp = s.spacing
         st.caption(f"Pixel {view.col_spacing:.3f} x {view.row_spacing:.3f} mm · slice spacing {sp[0]:.3f} mm · "
                    f"{s.photometric}" + (" · oblique: shown on the nearest patient axes" if view.approximate else ""))
