@@ -79,3 +79,28 @@ def test_bad_requests_say_what_exists(three_class):
 
 def test_usecases_have_no_saliency_map_or_explain_series_left():
     assert not hasattr(diagnose, "saliency_map") and not hasattr(diagnose, "explain_series")
+
+
+def test_diagnose_page_picks_the_class_to_explain_for_a_multiclass_model(three_class, isolated):
+    import shutil
+    from pathlib import Path
+
+    from streamlit.testing.v1 import AppTest
+
+    for suffix in (".keras", ".json"):
+        shutil.copy(three_class.entry.path.with_suffix(suffix), isolated["models"])
+    root = Path(__file__).resolve().parents[1]
+    at = AppTest.from_file(str(root / "pages" / "diagnose.py"), default_timeout=180).run()
+    at.button(key="viewer.sample-load").click().run()
+    assert not at.exception
+    assert at.selectbox(key="dx.model").value == "three-v1"  # newest first
+    picker = next(s for s in at.selectbox if s.label == "Explain class")
+    assert picker.value == 1 and "(predicted)" in picker.format_func(1)
+    assert _overlay_captions(at) == ["Grad-CAM · nodule · slice 1"]
+    picker.set_value(2).run()
+    assert not at.exception
+    assert _overlay_captions(at) == ["Grad-CAM · effusion · slice 1"]
+
+
+def _overlay_captions(at) -> list[str]:
+    return [c for image in at.get("image") for c in image.captions if "Grad-CAM" in c]

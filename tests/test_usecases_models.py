@@ -78,3 +78,25 @@ def test_the_demo_model_is_not_deleted(isolated):
     with pytest.raises(MedUIError, match="cannot be deleted"):
         usecase.delete("demo-chest-phantom-v1")
     assert [e.id for e in list_models()] == ["demo-chest-phantom-v1"]
+
+
+def test_cli_models_add_and_delete_use_the_use_cases(keras_bytes, tmp_path, capsys):
+    from medui.cli import main
+
+    (tmp_path / "mine.keras").write_bytes(keras_bytes)
+    card = FIELDS.card(tmp_path / "registry")
+    (tmp_path / "card.json").write_text(json.dumps(card.to_json()))
+    registry = str(tmp_path / "registry")
+    assert main(["models", "--dir", registry, "--add", str(tmp_path / "mine.keras"), "--card",
+                 str(tmp_path / "card.json")]) == 0
+    assert "registered up-v1" in capsys.readouterr().out
+    assert main(["models", "--dir", registry, "--json"]) == 0
+    assert [m["id"] for m in json.loads(capsys.readouterr().out)["models"]] == ["up-v1"]
+    (tmp_path / "bad.keras").write_bytes(b"PK\x03\x04 junk")
+    assert main(["models", "--dir", registry, "--add", str(tmp_path / "bad.keras"), "--card",
+                 str(tmp_path / "card.json")]) == 2
+    assert "bad.keras is not a loadable" in capsys.readouterr().err
+    assert main(["models", "--dir", registry, "--delete", "up-v1"]) == 0
+    assert list_models(tmp_path / "registry") == []
+    with pytest.raises(SystemExit):
+        main(["models", "--add", str(tmp_path / "mine.keras")])  # --card is required with --add
