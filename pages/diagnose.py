@@ -39,6 +39,8 @@ except MedUIError as exc:
     st.stop()
 diagnose.card_summary(entry.card)
 dx = diagnose.diagnosis(model, item)
+if dx is None:
+    st.stop()
 pred = dx.prediction
 for w in pred.warnings:
     st.warning(w, icon=":material/warning:")

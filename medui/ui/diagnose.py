@@ -122,8 +122,9 @@ def picked_slice(chart_key: str) -> int | None:
     return x
 
 
-def diagnosis(model: LoadedModel, item: Loaded) -> Diagnosis:
-    """The series scored by the model, once per (model, series) in this session.
+def diagnosis(model: LoadedModel, item: Loaded) -> Diagnosis | None:
+    """The series scored by the model, once per (model, series) in this session; None (the reason
+    shown) when this series cannot be scored.
 
     A diagnosis keeps its series and the model inputs: only the last few are kept, and never one of
     a series that is no longer loaded (see `state.clear`)."""
@@ -135,8 +136,13 @@ def diagnosis(model: LoadedModel, item: Loaded) -> Diagnosis:
     if key not in store:
         while len(store) >= MAX_DIAGNOSES:
             store.pop(next(iter(store)))
-        with st.spinner(f"Scoring {item.series.n_slices} slice(s)…"):
-            store[key] = score(item.series, model)
+        try:
+            with st.spinner(f"Scoring {item.series.n_slices} slice(s)…"):
+                store[key] = score(item.series, model)
+        except Exception as exc:  # an unusual series must not take the session down
+            st.error(f"{item.series.summary()} could not be scored with {model.entry.id} "
+                     f"({type(exc).__name__}: {exc}). Try another series or model.", icon=":material/error:")
+            return None
     return store[key]
 
 
@@ -176,8 +182,13 @@ def overlays(dx: Diagnosis, index: int, series_id: str, class_index: int | None 
     style = Style(opacity=float(opacity), colormap=str(cmap), contour=float(level) if level > 0 else None)
     cols = st.columns(len(methods))
     for col, method in zip(cols, methods, strict=True):
-        sal = _saliency_cached(dx, series_id, index, method, cls)
-        result = overlay(dx, index, method, style, cls, saliency_map=sal)
+        try:
+            sal = _saliency_cached(dx, series_id, index, method, cls)
+            result = overlay(dx, index, method, style, cls, saliency_map=sal)
+        except Exception as exc:  # one failing method must not hide the others
+            col.error(f"{METHODS.get(method, method)} failed on slice {index + 1} ({type(exc).__name__}: {exc})",
+                      icon=":material/error:")
+            continue
         with col:
             st.image(result.rgb, caption=f"{METHODS[method]} · {result.class_name} · slice {index + 1}",
                      width="stretch")
