@@ -25,6 +25,9 @@ from medui.usecases.train import (
     start,
 )
 
+RECOMMENDED = "Recommended (DenseNet121 on a GPU, MobileNetV2 on a CPU)"
+CURRENT_JOB = "train.job"  # the job this session started last
+
 
 def server_folder(text: str) -> tuple[Path | None, str | None]:
     """(folder, None) when users may train from `text` on this server, else (None, why not)."""
@@ -78,9 +81,6 @@ def _staged(files: list[Any]) -> Path | None:
         return None
 
 
-RECOMMENDED = "Recommended (DenseNet121 on a GPU, MobileNetV2 on a CPU)"
-
-
 def _start_choices(entries: list[Entry]) -> dict[str, tuple[StartFrom, str | None]]:
     """Label -> (start from, model or architecture)."""
     choices: dict[str, tuple[StartFrom, str | None]] = {RECOMMENDED: ("recommended", None)}
@@ -117,9 +117,6 @@ def start_form(entries: list[Entry], data: Path | None, ready: bool, pattern: st
         return
     st.session_state[CURRENT_JOB] = job.id
     st.toast(f"Started job {job.id}", icon=":material/play_arrow:")
-
-
-CURRENT_JOB = "train.job"
 
 
 def jobs_panel() -> None:
