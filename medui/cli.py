@@ -7,11 +7,14 @@ import json
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any, TypeVar
 
 from medui import __version__
 from medui.errors import DatasetUnavailableError
+
+T = TypeVar("T")
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
@@ -27,7 +30,8 @@ def _cmd_info(args: argparse.Namespace) -> int:
         print(f"Series {k}: {s.summary()}")
         print(f"  modality:     {s.modality}   format: {s.source_format}")
         print(f"  description:  {s.description or '-'}")
-        print(f"  shape:        {' x '.join(str(n) for n in s.pixels.shape)} (slices, rows, cols{', RGB' if s.is_color else ''})")
+        shape = " x ".join(str(n) for n in s.pixels.shape)
+        print(f"  shape:        {shape} (slices, rows, cols{', RGB' if s.is_color else ''})")
         print(f"  spacing:      {sp[0]:.4g} x {sp[1]:.4g} x {sp[2]:.4g} mm (slice, row, col)")
         print(f"  value range:  {lo:g} .. {hi:g}{' HU' if s.modality == 'CT' else ''}")
         print(f"  photometric:  {s.photometric}")
@@ -60,8 +64,27 @@ def _cmd_demo_model(args: argparse.Namespace) -> int:
 
 def _cmd_models(args: argparse.Namespace) -> int:
     from medui.ai.registry import list_models
+    from medui.errors import MedUIError
 
-    entries = list_models(args.dir)
+    root = Path(args.dir) if args.dir else None
+    try:
+        if args.add:
+            from medui.usecases.models import register_upload
+
+            card = Path(args.card)
+            entry = register_upload(Path(args.add).read_bytes(), Path(args.add).name, card.read_bytes(),
+                                    card_name=card.name, root=root)
+            print(f"registered {entry.id}: {entry.path}")
+            return 0
+        if args.delete:
+            from medui.usecases.models import delete
+
+            print(f"deleted {delete(args.delete, root).id}")
+            return 0
+    except (MedUIError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    entries = list_models(root)
     rows = [{"id": e.id, "name": e.card.name, "version": e.card.version, "classes": e.card.class_names,
              "created": e.card.created, "threshold": e.card.threshold, "architecture": e.card.architecture,
              "input": e.card.input_size + [e.card.channels], "auc": e.card.metrics.get("auc"), "demo": e.card.demo,
@@ -72,51 +95,57 @@ def _cmd_models(args: argparse.Namespace) -> int:
     if not rows:
         print("No models registered. Train the demo model: python -m medui demo-model")
         return 0
-    for r in rows:
-        auc = f"AUC {r['auc']:.3f}" if isinstance(r["auc"], (int, float)) else "AUC -"
-        tag = "  [demo, synthetic data]" if r["demo"] else ""
-        print(f"{r['id']:<32} {r['architecture']:<16} {'/'.join(r['classes']):<24} thr {r['threshold']:.3f}  "
-              f"{auc}  {r['created']}{tag}")
+    for e in entries:
+        c = e.card
+        auc = c.metrics.get("auc")
+        auc_text = f"AUC {auc:.3f}" if isinstance(auc, (int, float)) else "AUC -"
+        tag = "  [demo, synthetic data]" if c.demo else ""
+        print(f"{e.id:<32} {c.architecture:<16} {'/'.join(c.class_names):<24} thr {c.threshold:.3f}  "
+              f"{auc_text}  {c.created}{tag}")
     return 0
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from medui.errors import MedUIError
     from medui.io.loader import load
-    from medui.usecases.diagnose import explain_series, load_model
+    from medui.usecases.diagnose import load_model, overlay, score
 
     try:
-        entry, predictor, explainer = load_model(args.model, args.dir)
+        model = load_model(args.model, Path(args.dir) if args.dir else None)
     except MedUIError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    results, skipped = [], []
+    entry = model.entry
+    results: list[dict[str, Any]] = []
+    skipped: list[dict[str, str]] = []
     for path in args.paths:
         loaded = load([path])
         skipped += [{"file": k.file, "reason": k.reason} for k in loaded.skipped]
         for k, series in enumerate(loaded.series):
-            pred = predictor.predict(series)
-            item = {"source": path if len(loaded.series) == 1 else f"{path} [series {k + 1}: {series.summary()}]",
-                    **pred.to_json(), "overlays": []}
+            dx = score(series, model)
+            pred = dx.prediction
+            item: dict[str, Any] = {
+                "source": path if len(loaded.series) == 1 else f"{path} [series {k + 1}: {series.summary()}]",
+                **pred.to_json(), "overlays": []}
             if args.cam:
                 out_dir = Path(args.out)
                 out_dir.mkdir(parents=True, exist_ok=True)
                 stem = Path(path).name.replace(".", "_") + (f"_s{k + 1}" if len(loaded.series) > 1 else "")
                 for method in args.cam:
-                    png = explain_series(series, pred.peak_slice, method, predictor, explainer)
+                    result = overlay(dx, pred.peak_slice, method)
                     target = out_dir / f"{stem}_{method.replace('+', 'p')}_slice{pred.peak_slice + 1}.png"
-                    target.write_bytes(png)
+                    target.write_bytes(result.png())
                     item["overlays"].append(str(target))
+                item["explained_class"] = dx.class_names[dx.predicted_class]
             results.append(item)
-    doc = {"model": {"name": entry.card.name, "version": entry.card.version}, "results": results}
+    doc: dict[str, Any] = {"model": {"name": entry.card.name, "version": entry.card.version}, "results": results}
     if skipped:
         doc["skipped"] = skipped
     if args.json:
         print(json.dumps(doc, indent=2))
     else:
-        print(f"Model {entry.id} (threshold {entry.card.threshold:.3f}){' — DEMO, synthetic data' if entry.card.demo else ''}")
+        demo = " — DEMO, synthetic data" if entry.card.demo else ""
+        print(f"Model {entry.id} (threshold {entry.card.threshold:.3f}){demo}")
         for r in results:
             probs = ", ".join(f"{c} {p:.3f}" for c, p in r["probabilities"].items())
             print(f"  {r['source']}: {r['label']} ({probs}; margin {r['margin']:+.3f})")
@@ -176,7 +205,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0 if status.get("state") == "done" else max(code, 1)
 
 
-def _quiet(fn, *a):  # type: ignore[no-untyped-def]
+def _quiet(fn: Callable[..., T], *a: Any) -> T:
     """Run with stdout to stderr, so --json prints one clean document."""
     import contextlib
 
@@ -245,9 +274,13 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("paths", nargs="+", metavar="PATH", help="file, folder or zip archive")
     info.add_argument("--json", action="store_true", help="print one JSON document")
     info.set_defaults(func=_cmd_info)
-    models = sub.add_parser("models", help="list the model registry, newest first")
+    models = sub.add_parser("models", help="list the model registry, newest first; add or delete a model")
     models.add_argument("--json", action="store_true")
     models.add_argument("--dir", default=None, help="registry folder (default: MEDUI_MODELS or ./models)")
+    change = models.add_mutually_exclusive_group()
+    change.add_argument("--add", metavar="MODEL.keras", help="validate and register a model (needs --card)")
+    change.add_argument("--delete", metavar="ID", help="delete a registered model (name-vN)")
+    models.add_argument("--card", metavar="CARD.json", help="the model card of --add")
     models.set_defaults(func=_cmd_models)
     from medui.ai.saliency import METHODS
 
@@ -317,6 +350,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if getattr(args, "add", None) and not args.card:
+        parser.error("models --add needs --card CARD.json")
     if not getattr(args, "func", None):
         parser.print_help()
         return 0

@@ -49,3 +49,7 @@ class DatasetUnavailableError(MedUIError):
 
 class TrainingError(MedUIError):
     """Training could not start or finish, with what to do."""
+
+
+class ServerFolderError(MedUIError):
+    """A folder on the server that this server does not let users train from (or that is missing)."""

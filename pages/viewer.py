@@ -12,11 +12,13 @@ viewer.upload_panel()
 viewer.problems_panel()
 items = state.loaded()
 if not items:
-    st.info("Upload DICOM files, a folder, a zip, NIfTI or PNG/JPEG — or load a sample from the 'Try a sample' tab.")
+    st.info("Upload DICOM files, a folder, a zip, NIfTI or PNG/JPEG — or load a sample from the 'Try a sample' tab.",
+            icon=":material/info:")
     st.stop()
 left, right = st.columns([6, 1])
 with right:
-    if st.button("Clear all", key="clear-all", help="Forget every series loaded in this session"):
+    if st.button("Clear all", key="viewer.clear-all", help="Forget every series loaded in this session",
+                 icon=":material/delete:"):
         state.clear()
         st.rerun()
 with left:

@@ -61,12 +61,12 @@ def test_diagnose_page_scores_and_explains_an_upload():
     assert at.get("plotly_chart"), "no gauge"
     assert any("above" in m.value for m in at.markdown)
     assert len(at.get("image")) >= 1  # the Grad-CAM overlay
-    store = at.session_state["medui.saliency"]
+    store = at.session_state["dx.saliency"]
     n_maps = len(store)
-    at.slider(key="cam-opacity").set_value(0.8).run()  # display change: no recomputation
-    assert len(at.session_state["medui.saliency"]) == n_maps
-    at.multiselect(key="cam-methods").set_value(["gradcam", "gradcam++"]).run()  # only the new method is computed
-    assert len(at.session_state["medui.saliency"]) == n_maps + 1
+    at.slider(key="dx.opacity").set_value(0.8).run()  # display change: no recomputation
+    assert len(at.session_state["dx.saliency"]) == n_maps
+    at.multiselect(key="dx.methods").set_value(["gradcam", "gradcam++"]).run()  # only the new method is computed
+    assert len(at.session_state["dx.saliency"]) == n_maps + 1
     assert not at.exception
 
 
@@ -79,7 +79,8 @@ def test_models_page_lists_and_refuses_a_lambda_model(tmp_path):
     inputs = keras.Input((8, 8, 3))
     x = keras.layers.Flatten()(keras.layers.Lambda(lambda t: t + 1)(inputs))
     keras.Model(inputs, keras.layers.Dense(1, name="logits")(x)).save(tmp_path / "evil.keras")
-    at.file_uploader(key="add-model").set_value(("evil.keras", (tmp_path / "evil.keras").read_bytes(), "application/zip"))
+    upload = ("evil.keras", (tmp_path / "evil.keras").read_bytes(), "application/zip")
+    at.file_uploader(key="models.add-model").set_value(upload)
     at.run()
     next(b for b in at.button if b.label == "Validate and register").click().run()
     assert any("arbitrary Python code" in e.value for e in at.error)
@@ -93,7 +94,8 @@ def test_models_page_registers_an_upload_through_the_card_form(tmp_path, monkeyp
     build("seed_cnn").model.save(tmp_path / "mine.keras")
     at = AppTest.from_file(str(ROOT / "pages" / "models.py"), default_timeout=120).run()
     assert "No models yet" in at.info[0].value
-    at.file_uploader(key="add-model").set_value(("mine.keras", (tmp_path / "mine.keras").read_bytes(), "application/zip"))
+    upload = ("mine.keras", (tmp_path / "mine.keras").read_bytes(), "application/zip")
+    at.file_uploader(key="models.add-model").set_value(upload)
     at.run()
     at.text_input[0].set_value("uploaded-cnn")
     at.text_input[1].set_value("normal,abnormal")

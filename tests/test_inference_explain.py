@@ -71,7 +71,8 @@ def test_fast_smoothgrad_agrees_with_tf_keras_vis(demo):
     ref = np.asarray(Saliency(explainer.logit_model, clone=False)(explainer.score_fn(1), x))
     np.testing.assert_allclose(fast, ref, atol=1e-5)
     noisy = explainer.smoothgrad(x, 1)
-    assert noisy.shape == (1, 128, 128) and spearmanr(noisy.ravel(), explainer.reference("smoothgrad", x, 1).ravel())[0] > 0.6
+    reference = explainer.reference("smoothgrad", x, 1)
+    assert noisy.shape == (1, 128, 128) and spearmanr(noisy.ravel(), reference.ravel())[0] > 0.6
 
 
 def test_every_method_gives_a_map_that_depends_on_the_model(demo):
@@ -129,5 +130,5 @@ def test_model_randomisation_changes_the_maps(demo):
     trained = explainer.gradcam(x, 1)
     randomised = random_explainer.gradcam(x, 1)
     # a constant map (all activations dead) has no rank correlation with anything: count it as 0
-    rho = np.mean([np.nan_to_num(spearmanr(a.ravel(), b.ravel())[0]) for a, b in zip(trained, randomised)])
+    rho = np.mean([np.nan_to_num(spearmanr(a.ravel(), b.ravel())[0]) for a, b in zip(trained, randomised, strict=True)])
     assert rho < 0.5, f"Spearman {rho:.2f}: maps barely depend on the weights"

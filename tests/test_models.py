@@ -55,7 +55,8 @@ def test_multiclass_head_and_local_weights_file(tmp_path):
     built = build("mobilenet_v2", n_classes=3, size=(96, 96), weights=str(tmp_path / "mnv2.weights.h5"),
                   allow_random=False)
     assert built.model.get_layer("logits").output.shape[-1] == 3 and not built.notes
-    np.testing.assert_allclose(built.model.get_layer("Conv1").get_weights()[0], base.get_layer("Conv1").get_weights()[0])
+    np.testing.assert_allclose(built.model.get_layer("Conv1").get_weights()[0],
+                               base.get_layer("Conv1").get_weights()[0])
     (tmp_path / "broken.weights.h5").write_bytes(b"not hdf5")
     with pytest.raises(WeightsUnavailableError, match="local weights file"):
         build("mobilenet_v2", size=(96, 96), weights=str(tmp_path / "broken.weights.h5"), allow_random=False)
@@ -111,3 +112,35 @@ def test_prepare_letterbox_monochrome1_and_inverse():
     rgb[..., 0] = 255
     x3, _ = prepare(rgb, _card(input_size=[10, 10], channels=3))
     assert x3.shape == (10, 10, 3) and x3[..., 0].max() == 1.0
+
+
+def test_registered_files_follow_the_umask(tmp_path):
+    """Another service account must read the registry: with umask 022 the files are 0644, not
+    mkstemp's 0600; a moved source is removed and leaves no partial file behind."""
+    import os
+    import stat
+
+    build("seed_cnn").model.save(tmp_path / "m.keras")
+    old = os.umask(0o022)
+    try:
+        entry = register(tmp_path / "m.keras", _card(), tmp_path / "registry")
+        moved = register(tmp_path / "m.keras", _card(version=2), tmp_path / "registry", move=True)
+    finally:
+        os.umask(old)
+    for path in (entry.path, entry.path.with_suffix(".json"), moved.path, moved.path.with_suffix(".json")):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o644, f"{path.name}: {oct(path.stat().st_mode)}"
+    assert not (tmp_path / "m.keras").exists()
+    assert not list((tmp_path / "registry").glob("*.partial"))
+
+
+def test_register_uses_a_loaded_model_and_errors_name_the_users_file(tmp_path, monkeypatch):
+    import medui.ai.registry as registry
+
+    model = build("seed_cnn").model
+    model.save(tmp_path / "m.keras")
+    monkeypatch.setattr(registry, "load_keras", lambda *a, **k: pytest.fail("loaded the model a second time"))
+    assert register(tmp_path / "m.keras", _card(), tmp_path / "registry", model=model).path.exists()
+    monkeypatch.undo()
+    (tmp_path / "tmpXYZ.keras").write_bytes(b"PK\x03\x04 not really")
+    with pytest.raises(ModelLoadError, match="^my-upload.keras is not a loadable"):
+        load_keras(tmp_path / "tmpXYZ.keras", "my-upload.keras")

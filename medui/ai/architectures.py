@@ -10,7 +10,10 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from types import ModuleType
+from typing import TypedDict
 
+from medui.ai.kerastypes import KerasModel, KerasTensor
 from medui.errors import MedUIError, WeightsUnavailableError
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -18,7 +21,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 @dataclass(frozen=True)
 class Built:
-    model: object  # keras.Model
+    model: KerasModel
     cam_layer: str
     notes: list[str]
 
@@ -26,7 +29,7 @@ class Built:
 BN_MOMENTUM = 0.9  # Keras Applications use 0.99, which kept validation predictions stuck when training here
 
 
-def _head(keras, features, n_classes: int, dropout: float = 0.2):  # type: ignore[no-untyped-def]
+def _head(keras: ModuleType, features: KerasTensor, n_classes: int, dropout: float = 0.2) -> KerasTensor:
     x = keras.layers.Dropout(dropout, name="head_dropout")(features) if dropout else features
     units = 1 if n_classes == 2 else n_classes
     logits = keras.layers.Dense(units, name="logits")(x)
@@ -45,7 +48,7 @@ def seed_cnn(size: tuple[int, int] = (64, 64), channels: int = 3, n_classes: int
     return Built(keras.Model(inputs, _head(keras, x, n_classes, dropout=0), name="seed_cnn"), "conv", [])
 
 
-def _trunk(keras, inputs):  # type: ignore[no-untyped-def]
+def _trunk(keras: ModuleType, inputs: KerasTensor) -> KerasTensor:
     """Four conv blocks with batch normalisation; pooling after the first two, so the last block keeps
     1/4 of the input resolution; dilation in the last block restores the receptive field."""
     x = inputs
@@ -87,7 +90,11 @@ def evidence_cnn(size: tuple[int, int] = (128, 128), channels: int = 1, n_classe
     return Built(keras.Model(inputs, _head(keras, x, n_classes, dropout=0), name="evidence_cnn"), "evidence", [])
 
 
-def _backbone(app: Callable, scale: Callable, cam_layer: str, name: str):  # type: ignore[no-untyped-def]
+Builder = Callable[..., Built]
+
+
+def _backbone(app: Callable[[ModuleType], Callable[..., KerasModel]],
+              scale: Callable[[ModuleType, KerasTensor], KerasTensor], cam_layer: str, name: str) -> Builder:
     def build(size: tuple[int, int] = (224, 224), channels: int = 3, n_classes: int = 2,
               weights: str | None = "imagenet", allow_random: bool = True) -> Built:
         import keras
@@ -106,7 +113,7 @@ def _backbone(app: Callable, scale: Callable, cam_layer: str, name: str):  # typ
                        "file (--weights PATH, the Keras '.weights.h5' of the backbone without its top) "
                        "or train from random initialisation.")
             if not allow_random:
-                raise WeightsUnavailableError(message) from None
+                raise WeightsUnavailableError(message) from exc
             notes.append(message + " Continuing from random initialisation.")
             base = app(keras)(include_top=False, weights=None, input_tensor=scaled, input_shape=(*size, 3))
         for layer in base.layers:
@@ -118,16 +125,16 @@ def _backbone(app: Callable, scale: Callable, cam_layer: str, name: str):  # typ
     return build
 
 
-def _to_minus1_1(keras, x):  # type: ignore[no-untyped-def]
+def _to_minus1_1(keras: ModuleType, x: KerasTensor) -> KerasTensor:
     return keras.layers.Rescaling(2.0, offset=-1.0, name="to_minus1_1")(x)
 
 
-def _imagenet_norm(keras, x):  # type: ignore[no-untyped-def]
+def _imagenet_norm(keras: ModuleType, x: KerasTensor) -> KerasTensor:
     mean, std = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
     return keras.layers.Normalization(mean=mean, variance=[s * s for s in std], name="imagenet_norm")(x)
 
 
-def _to_255(keras, x):  # type: ignore[no-untyped-def]
+def _to_255(keras: ModuleType, x: KerasTensor) -> KerasTensor:
     return keras.layers.Rescaling(255.0, name="to_0_255")(x)
 
 
@@ -135,7 +142,17 @@ mobilenet_v2 = _backbone(lambda k: k.applications.MobileNetV2, _to_minus1_1, "ou
 efficientnet_b0 = _backbone(lambda k: k.applications.EfficientNetB0, _to_255, "top_activation", "efficientnet_b0")
 densenet121 = _backbone(lambda k: k.applications.DenseNet121, _imagenet_norm, "relu", "densenet121")
 
-ARCHITECTURES: dict[str, dict] = {
+class Spec(TypedDict):
+    """A registered architecture: its builder, default input size and channels, and whether it has
+    a pretrained (ImageNet) backbone."""
+
+    build: Builder
+    size: tuple[int, int]
+    channels: int
+    pretrained: bool
+
+
+ARCHITECTURES: dict[str, Spec] = {
     "seed_cnn": {"build": seed_cnn, "size": (64, 64), "channels": 3, "pretrained": False},
     "small_cnn": {"build": small_cnn, "size": (128, 128), "channels": 1, "pretrained": False},
     "evidence_cnn": {"build": evidence_cnn, "size": (128, 128), "channels": 1, "pretrained": False},
@@ -151,7 +168,7 @@ def build(arch: str, n_classes: int = 2, size: tuple[int, int] | None = None, we
     if arch not in ARCHITECTURES:
         raise MedUIError(f"unknown architecture '{arch}'; choose one of {', '.join(ARCHITECTURES)}")
     spec = ARCHITECTURES[arch]
-    size = tuple(size or spec["size"])  # type: ignore[assignment]
+    shape = (int((size or spec["size"])[0]), int((size or spec["size"])[1]))
     if spec["pretrained"]:
-        return spec["build"](size, 3, n_classes, weights=weights, allow_random=allow_random)
-    return spec["build"](size, spec["channels"], n_classes)
+        return spec["build"](shape, 3, n_classes, weights=weights, allow_random=allow_random)
+    return spec["build"](shape, spec["channels"], n_classes)

@@ -8,10 +8,12 @@ positive, which is how a reader would triage it.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
 from medui.ai.card import ModelCard
+from medui.ai.kerastypes import KerasModel
 from medui.ai.preprocess import Geometry, prepare
 from medui.series import Series
 
@@ -19,12 +21,12 @@ BATCH = 32
 
 
 def _sigmoid(z: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-z))
+    return np.asarray(1.0 / (1.0 + np.exp(-z)))
 
 
 def _softmax(z: np.ndarray) -> np.ndarray:
     e = np.exp(z - z.max(axis=-1, keepdims=True))
-    return e / e.sum(axis=-1, keepdims=True)
+    return np.asarray(e / e.sum(axis=-1, keepdims=True))
 
 
 @dataclass
@@ -39,8 +41,8 @@ class Prediction:
     peak_slice: int = 0
     warnings: list[str] = field(default_factory=list)
 
-    def to_json(self) -> dict:
-        out = {"probabilities": self.probabilities, "label": self.label, "threshold": self.threshold,
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"probabilities": self.probabilities, "label": self.label, "threshold": self.threshold,
                "margin": round(self.margin, 6)}
         if self.slice_scores is not None:
             out["slice_scores"] = [round(s, 6) for s in self.slice_scores]
@@ -53,7 +55,7 @@ class Prediction:
 class Predictor:
     """A read-only wrapper of a model and its card; safe to share between sessions."""
 
-    def __init__(self, model, card: ModelCard) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, model: KerasModel, card: ModelCard) -> None:
         import keras
         import tensorflow as tf
 
@@ -81,7 +83,7 @@ class Predictor:
         return np.stack([p[0] for p in prepared]), [p[1] for p in prepared]
 
     def fit_warnings(self, series: Series) -> list[str]:
-        card, out = self.card, []
+        card, out = self.card, list[str]()
         if card.modalities and series.modality not in card.modalities:
             out.append(f"this model was made for {'/'.join(card.modalities)} images, not {series.modality}: "
                        "its score may be meaningless here")
@@ -91,8 +93,11 @@ class Predictor:
 
     def predict(self, series: Series) -> Prediction:
         batch, _ = self.prepare(series)
-        probs = self.probabilities(self.logits(batch))
-        return self._summarise(probs, series)
+        return self.predict_prepared(batch, series)
+
+    def predict_prepared(self, batch: np.ndarray, series: Series) -> Prediction:
+        """The prediction for `batch`, the output of `prepare(series)` (prepared once by the caller)."""
+        return self._summarise(self.probabilities(self.logits(batch)), series)
 
     def _summarise(self, probs: np.ndarray, series: Series) -> Prediction:
         card = self.card
@@ -110,8 +115,9 @@ class Predictor:
             order = np.argsort(study)[::-1]
             label, margin = names[int(order[0])], float(study[order[0]] - study[order[1]])
             scores = probs.max(axis=1)
-        result = Prediction({n: round(float(v), 6) for n, v in zip(names, study)}, label, float(card.threshold),
-                            float(margin), warnings=self.fit_warnings(series), peak_slice=peak)
+        probabilities = {n: round(float(v), 6) for n, v in zip(names, study, strict=True)}
+        result = Prediction(probabilities, label, float(card.threshold), float(margin),
+                            warnings=self.fit_warnings(series), peak_slice=peak)
         if series.n_slices > 1:
             result.slice_scores = [float(v) for v in scores]
         return result

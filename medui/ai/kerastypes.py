@@ -7,4 +7,5 @@ from typing import Any, TypeAlias
 
 KerasModel: TypeAlias = Any  # keras.Model
 KerasLayer: TypeAlias = Any  # keras.layers.Layer
+KerasTensor: TypeAlias = Any  # a symbolic keras.KerasTensor (functional graphs) or an eager tensor
 TFDataset: TypeAlias = Any  # tf.data.Dataset

@@ -32,7 +32,7 @@ def _intensity(image: np.ndarray, card: ModelCard) -> np.ndarray:
         lo, hi = (float(v) for v in np.percentile(flat, [pre.low, pre.high]))
     if hi <= lo:
         hi = lo + 1.0
-    return np.clip((x - lo) / (hi - lo), 0.0, 1.0)
+    return np.asarray(np.clip((x - lo) / (hi - lo), 0.0, 1.0))
 
 
 def prepare(image: np.ndarray, card: ModelCard, invert: bool = False) -> tuple[np.ndarray, Geometry]:

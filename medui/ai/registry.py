@@ -8,13 +8,14 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import tempfile
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from medui.ai.card import ModelCard
+from medui.ai.kerastypes import KerasModel
 from medui.errors import CardError, MedUIError, ModelExistsError, ModelLoadError
 
 DEFAULT_DIR = Path(__file__).resolve().parents[2] / "models"
@@ -65,23 +66,27 @@ def next_version(name: str, root: Path | None = None) -> int:
     return 1 + max((e.card.version for e in list_models(root) if e.card.name == name), default=0)
 
 
-def load_keras(path: Path):  # type: ignore[no-untyped-def]
-    """Load a .keras file with safe_mode=True; arbitrary code (Lambda layers) is refused."""
+def load_keras(path: Path, display_name: str | None = None) -> KerasModel:
+    """Load a .keras file with safe_mode=True; arbitrary code (Lambda layers) is refused.
+
+    Errors name `display_name` (e.g. the user's upload) instead of the file's own name when given."""
     import keras
 
+    shown = display_name or Path(path).name
     try:
         return keras.saving.load_model(str(path), safe_mode=True, compile=False)
     except Exception as exc:
-        text = str(exc)
+        text = str(exc).replace(str(path), shown)  # Keras' message names the file it was given
         if "safe_mode=False" in text or "unsafe_deserialization" in text:  # Keras' refusal of arbitrary code
             raise ModelLoadError(
-                f"{Path(path).name} contains arbitrary Python code (a Lambda layer or similar) and was refused. "
-                "MedUI only loads models in Keras safe mode; rebuild the model without Lambda layers.") from None
-        raise ModelLoadError(f"{Path(path).name} is not a loadable Keras 3 model ({type(exc).__name__}: "
-                             f"{text.splitlines()[0][:200] if text else ''}). Save it with model.save('x.keras').") from None
+                f"{shown} contains arbitrary Python code (a Lambda layer or similar) and was refused. "
+                "MedUI only loads models in Keras safe mode; rebuild the model without Lambda layers.") from exc
+        first = text.splitlines()[0][:200] if text else ""
+        raise ModelLoadError(f"{shown} is not a loadable Keras 3 model ({type(exc).__name__}: {first}). "
+                             "Save it with model.save('x.keras').") from exc
 
 
-def validate(model, card: ModelCard) -> None:  # type: ignore[no-untyped-def]
+def validate(model: KerasModel, card: ModelCard) -> None:
     """The model matches its card and a test prediction runs."""
     shape = tuple(model.inputs[0].shape[1:])
     if shape != (card.input_size[0], card.input_size[1], card.channels):
@@ -90,33 +95,49 @@ def validate(model, card: ModelCard) -> None:  # type: ignore[no-untyped-def]
     try:
         model.get_layer(card.cam_layer)
         model.get_layer("logits")
-    except ValueError:
+    except ValueError as exc:
         raise CardError(f"the model has no layer '{card.cam_layer}' (CAM layer) or no 'logits' layer; MedUI models "
-                        "end in a 'logits' Dense layer followed by an activation") from None
+                        "end in a 'logits' Dense layer followed by an activation") from exc
     out = np.asarray(model.predict(np.zeros((1, *shape), np.float32), verbose=0))
     expected = 1 if card.task == "binary" else len(card.class_names)
     if out.shape != (1, expected) or not np.all(np.isfinite(out)):
         raise CardError(f"a test prediction gave shape {out.shape}; the card's classes need (1, {expected})")
 
 
-def register(model_file: Path, card: ModelCard, root: Path | None = None, move: bool = False) -> Entry:
-    """Validate and copy a model with its card into the registry, never overwriting."""
+def _copy_with_umask(source: Path, target: Path) -> None:
+    """Copy bytes into a new file created with mode 0o666 less the umask (a group's service account
+    can read the registry with umask 022), never over an existing file."""
+    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    with os.fdopen(fd, "wb") as dst, open(source, "rb") as src:
+        shutil.copyfileobj(src, dst, 1 << 20)
+
+
+def register(model_file: Path, card: ModelCard, root: Path | None = None, move: bool = False,
+             model: KerasModel | None = None) -> Entry:
+    """Validate and copy a model with its card into the registry, never overwriting.
+
+    `model`: the already loaded `model_file` (it is then not loaded again). Files get the umask's mode."""
     root = Path(root or models_dir())
     root.mkdir(parents=True, exist_ok=True)
     if not _NAME.match(card.name):
         raise CardError(f"model name '{card.name}' must be letters, digits, '.', '_' or '-' (at most 64)")
     card.validate()
-    model = load_keras(model_file)
+    if model is None:
+        model = load_keras(model_file)
     validate(model, card)
     target = root / f"{card.id}.keras"
     if target.exists() or target.with_suffix(".json").exists():
         raise ModelExistsError(f"{target.name} already exists; models are never overwritten. Use version "
                                f"{next_version(card.name, root)}")
-    fd, tmp = tempfile.mkstemp(dir=root, suffix=".partial")
-    os.close(fd)
-    (shutil.move if move else shutil.copyfile)(str(model_file), tmp)
-    os.replace(tmp, target)
+    tmp = root / f".{card.id}.{uuid.uuid4().hex[:8]}.partial"
+    try:
+        _copy_with_umask(Path(model_file), tmp)
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
     card.save(target.with_suffix(".json"))
+    if move:
+        Path(model_file).unlink(missing_ok=True)
     return Entry(card, target)
 
 

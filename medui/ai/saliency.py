@@ -8,8 +8,11 @@ grid; `medui.ai.preprocess.to_original` maps it onto the native image grid.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
+
+from medui.ai.kerastypes import KerasModel, KerasTensor
 
 METHODS = {
     "gradcam": "Grad-CAM",
@@ -27,7 +30,7 @@ def _normalize(a: np.ndarray) -> np.ndarray:
     """tf-keras-vis' normalize: min-max per sample, with Keras' epsilon."""
     lo = a.min(axis=tuple(range(1, a.ndim)), keepdims=True)
     hi = a.max(axis=tuple(range(1, a.ndim)), keepdims=True)
-    return (a - lo) / (hi - lo + 1e-7)
+    return np.asarray((a - lo) / (hi - lo + 1e-7))
 
 
 def _zoom_to(cam: np.ndarray, size: tuple[int, int], centered: bool = False) -> np.ndarray:
@@ -42,13 +45,13 @@ def _zoom_to(cam: np.ndarray, size: tuple[int, int], centered: bool = False) -> 
     from scipy.ndimage import zoom
 
     factors = (1.0, size[0] / cam.shape[1], size[1] / cam.shape[2])
-    return zoom(cam, factors, order=1)
+    return np.asarray(zoom(cam, factors, order=1))
 
 
 class Explainer:
     """Saliency for one model. Read-only after construction: safe to cache and share."""
 
-    def __init__(self, model, cam_layer: str, task: str = "binary") -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, model: KerasModel, cam_layer: str, task: str = "binary") -> None:
         import keras
         import tensorflow as tf
 
@@ -59,9 +62,9 @@ class Explainer:
         logits = model.get_layer("logits").output
         self.logit_model = keras.Model(model.inputs, logits, name="logit_model")
         self._grad_model = keras.Model(model.inputs, [model.get_layer(cam_layer).output, logits])
-        self.input_size = tuple(int(v) for v in model.inputs[0].shape[1:3])
+        self.input_size = (int(model.inputs[0].shape[1]), int(model.inputs[0].shape[2]))
 
-        def cam_parts(x, sign, index):  # type: ignore[no-untyped-def]
+        def cam_parts(x: KerasTensor, sign: KerasTensor, index: KerasTensor) -> tuple[KerasTensor, KerasTensor]:
             with tf.GradientTape() as tape:
                 conv, out = self._grad_model(x, training=False)
                 score = sign * tf.gather(out, index, axis=1)
@@ -69,10 +72,13 @@ class Explainer:
             weights = tf.reduce_mean(grads, axis=(1, 2), keepdims=True)
             return tf.nn.relu(tf.reduce_sum(conv * weights, axis=-1)), out
 
-        def smooth(x, sign, index, samples, noise):  # type: ignore[no-untyped-def]
+        def smooth(x: KerasTensor, sign: KerasTensor, index: KerasTensor, samples: KerasTensor,
+                   noise: KerasTensor) -> KerasTensor:
             n = tf.shape(x)[0]
-            sigma = noise * (tf.reduce_max(x, axis=(1, 2, 3), keepdims=True) - tf.reduce_min(x, axis=(1, 2, 3), keepdims=True))
-            noisy = tf.repeat(x, samples, axis=0) + tf.random.normal(tf.concat([[n * samples], tf.shape(x)[1:]], 0)) * tf.repeat(sigma, samples, axis=0)
+            axes = (1, 2, 3)
+            sigma = noise * (tf.reduce_max(x, axis=axes, keepdims=True) - tf.reduce_min(x, axis=axes, keepdims=True))
+            shape = tf.concat([[n * samples], tf.shape(x)[1:]], 0)
+            noisy = tf.repeat(x, samples, axis=0) + tf.random.normal(shape) * tf.repeat(sigma, samples, axis=0)
             with tf.GradientTape() as tape:
                 tape.watch(noisy)
                 score = sign * tf.gather(self.logit_model(noisy, training=False), index, axis=1)
@@ -90,7 +96,7 @@ class Explainer:
             return (1.0 if class_index == 1 else -1.0), 0
         return 1.0, class_index
 
-    def score_fn(self, class_index: int) -> Callable:
+    def score_fn(self, class_index: int) -> Callable[[KerasTensor], KerasTensor]:
         sign, index = self._target(class_index)
         return lambda out: sign * out[:, index]
 
@@ -146,7 +152,7 @@ class Explainer:
             return np.asarray(Scorecam(model, clone=False)(score, x, max_N=n, batch_size=16, **common))
         raise ValueError(f"unknown saliency method '{method}'; choose one of {', '.join(METHODS)}")
 
-    def _scorecam_model(self, class_index: int):  # type: ignore[no-untyped-def]
+    def _scorecam_model(self, class_index: int) -> tuple[KerasModel, Any]:
         """Score-CAM softmaxes the model output; a one-unit head would make every weight 1. Give it the
         two logits [0, z] instead: their softmax is exactly [1 - sigmoid(z), sigmoid(z)]."""
         import keras

@@ -8,17 +8,65 @@ import streamlit as st
 
 from medui.ai.card import ModelCard
 from medui.ai.inference import Prediction
-from medui.ai.overlay import COLORMAPS, overlay_rgb
+from medui.ai.overlay import COLORMAPS
+from medui.ai.registry import Entry
 from medui.ai.saliency import METHODS
-from medui.reading.display import default_window, plane_view, png_bytes, render, shows_inverted
-from medui.series import Series
-from medui.usecases.diagnose import saliency_map
+from medui.ui import state
+from medui.ui.state import DIAGNOSES, SALIENCY, Loaded
+from medui.usecases.diagnose import Diagnosis, LoadedModel, Style, overlay, saliency, score
+
+MAX_DIAGNOSES = 4  # per session: each keeps its series' model inputs
+
+
+def series_picker(items: list[Loaded]) -> Loaded:
+    ids = [i.id for i in items]
+    labels = {i.id: i.series.summary() for i in items}  # plain labels: the widget must not hold the series
+    sid = st.selectbox("Series", ids, format_func=labels.__getitem__, key="dx.series")
+    return items[ids.index(sid)] if sid in ids else items[0]
+
+
+def model_picker(entries: list[Entry]) -> Entry:
+    mids = [e.id for e in entries]
+    demo = {e.id for e in entries if e.card.demo}
+    mid = st.selectbox("Model (newest first)", mids, key="dx.model",
+                       format_func=lambda m: m + ("  · demo" if m in demo else ""))
+    return entries[mids.index(mid)] if mid in mids else entries[0]
+
+
+def verdict(pred: Prediction) -> None:
+    """The label, its margin to the threshold and the class probabilities."""
+    above = "above" if pred.margin >= 0 else "below"
+    st.subheader(f"{pred.label}")
+    st.markdown(f"Score is **{above}** the operating threshold ({pred.threshold:.3f}) by {abs(pred.margin):.3f}.")
+    st.dataframe([{"class": c, "probability": _probability(v)} for c, v in pred.probabilities.items()],
+                 hide_index=True)
+    if pred.slice_scores:
+        st.caption(f"Study score = highest slice score (slice {pred.peak_slice + 1} of {len(pred.slice_scores)}).")
+
+
+def _probability(v: float) -> str:
+    if 1e-4 <= v <= 1 - 1e-4:
+        return f"{v:.4f}"
+    return "<0.0001" if v < 0.5 else ">0.9999"
+
+
+def slice_picker(pred: Prediction, card: ModelCard, series_id: str) -> int:
+    """Slice slider and the score-by-slice chart (a click on a point moves the slider)."""
+    assert pred.slice_scores is not None
+    slider_key, chart_key = f"dx.slice.{series_id}", f"dx.slices.{series_id}"
+    picked = picked_slice(chart_key)
+    if picked is not None:
+        st.session_state[slider_key] = picked
+    index = int(st.slider("Slice", 1, len(pred.slice_scores), pred.peak_slice + 1, key=slider_key)) - 1
+    st.plotly_chart(slice_chart(pred, card, index), width="stretch", key=chart_key, on_select="rerun",
+                    selection_mode="points")
+    return index
 
 
 def card_summary(card: ModelCard) -> None:
     if card.demo:
         st.error("**Demonstration model trained on synthetic phantoms.** Its scores mean nothing on real images.",
-                 icon="🧪")
+                 icon=":material/science:")
     m = card.metrics
     cols = st.columns(4)
     cols[0].metric("Classes", " / ".join(card.class_names))
@@ -27,8 +75,9 @@ def card_summary(card: ModelCard) -> None:
                    help=f"95% CI {m.get('auc_ci')}; {m.get('split', '')}")
     cols[3].metric("Input", f"{card.input_size[0]}x{card.input_size[1]}x{card.channels}", help=card.architecture)
     with st.expander("Model card"):
+        source = card.training_data.get("source", "—")
         st.markdown(f"**Intended use.** {card.intended_use}\n\n**Limitations.** {card.limitations or '—'}\n\n"
-                    f"**Trained on.** {card.training_data.get('source', '—')}  \n**Threshold.** {card.threshold_method}")
+                    f"**Trained on.** {source}  \n**Threshold.** {card.threshold_method}")
         st.json(card.to_json(), expanded=False)
 
 
@@ -66,40 +115,82 @@ def picked_slice(chart_key: str) -> int | None:
     if not points:
         return None
     x = int(points[0].get("x", 0))
-    seen_key = f"{chart_key}-applied"
+    seen_key = f"{chart_key}.applied"
     if st.session_state.get(seen_key) == x:
         return None
     st.session_state[seen_key] = x
     return x
 
 
-def saliency_cached(key: tuple, series: Series, index: int, method: str, predictor, explainer) -> np.ndarray:  # type: ignore[no-untyped-def]
-    """Maps are computed once per (model, series, slice, method) and kept in this session."""
-    store: dict = st.session_state.setdefault("medui.saliency", {})
+def diagnosis(model: LoadedModel, item: Loaded) -> Diagnosis | None:
+    """The series scored by the model, once per (model, series) in this session; None (the reason
+    shown) when this series cannot be scored.
+
+    A diagnosis keeps its series and the model inputs: only the last few are kept, and never one of
+    a series that is no longer loaded (see `state.clear`)."""
+    store: dict[tuple[str, str], Diagnosis] = st.session_state.setdefault(DIAGNOSES, {})
+    live = {i.id for i in state.loaded()}
+    for stale in [k for k in store if k[1] not in live]:
+        del store[stale]
+    key = (model.entry.id, item.id)
+    if key not in store:
+        while len(store) >= MAX_DIAGNOSES:
+            store.pop(next(iter(store)))
+        try:
+            with st.spinner(f"Scoring {item.series.n_slices} slice(s)…"):
+                store[key] = score(item.series, model)
+        except Exception as exc:  # an unusual series must not take the session down
+            st.error(f"{item.series.summary()} could not be scored with {model.entry.id} "
+                     f"({type(exc).__name__}: {exc}). Try another series or model.", icon=":material/error:")
+            return None
+    return store[key]
+
+
+def class_picker(dx: Diagnosis, key: str) -> int | None:
+    """For a multi-class model, which class the overlays explain (the predicted one first)."""
+    if dx.model.entry.card.task == "binary":
+        return None
+    names = dx.class_names
+    return int(st.selectbox("Explain class", range(len(names)), index=dx.predicted_class, key=key,
+                            format_func=lambda i: names[i] + (" (predicted)" if i == dx.predicted_class else ""),
+                            help="Saliency shows what raised the score of this class."))
+
+
+def _saliency_cached(dx: Diagnosis, series_id: str, index: int, method: str, class_index: int) -> np.ndarray:
+    """Maps are computed once per (model, series, slice, method, class) and kept in this session."""
+    store: dict[tuple[str, str, int, str, int], np.ndarray] = st.session_state.setdefault(SALIENCY, {})
+    key = (dx.model.entry.id, series_id, index, method, class_index)
     if key not in store:
         if len(store) > 64:
             store.pop(next(iter(store)))
         with st.spinner(f"Computing {METHODS[method]}…"):
-            store[key] = saliency_map(series, index, method, predictor, explainer)
+            store[key] = saliency(dx, index, method, class_index)
     return store[key]
 
 
-def overlays(series: Series, index: int, model_id: str, series_id: str, predictor, explainer) -> None:  # type: ignore[no-untyped-def]
+def overlays(dx: Diagnosis, index: int, series_id: str, class_index: int | None = None) -> None:
+    """Side-by-side overlays of the chosen methods; display settings never recompute a map."""
     c1, c2, c3, c4 = st.columns([2, 1, 1, 1])
-    methods = c1.multiselect("Saliency methods (side by side)", list(METHODS), default=["gradcam"],
-                             format_func=METHODS.get, key="cam-methods")
-    opacity = c2.slider("Opacity", 0.0, 1.0, 0.45, 0.05, key="cam-opacity")
-    cmap = c3.selectbox("Colour map", list(COLORMAPS), key="cam-cmap")
-    level = c4.slider("Contour at", 0.0, 1.0, 0.5, 0.05, key="cam-contour", help="0 hides the contour")
+    methods: list[str] = c1.multiselect("Saliency methods (side by side)", list(METHODS), default=["gradcam"],
+                                        format_func=lambda m: METHODS[m], key="dx.methods")
+    opacity = c2.slider("Opacity", 0.0, 1.0, 0.45, 0.05, key="dx.opacity")
+    cmap = c3.selectbox("Colour map", list(COLORMAPS), key="dx.colormap")
+    level = c4.slider("Contour at", 0.0, 1.0, 0.5, 0.05, key="dx.contour", help="0 hides the contour")
     if not methods:
         return
-    view = plane_view(series, "native", index)
-    base = render(series, view, default_window(series), shows_inverted(series))
+    cls = dx.predicted_class if class_index is None else class_index
+    style = Style(opacity=float(opacity), colormap=str(cmap), contour=float(level) if level > 0 else None)
     cols = st.columns(len(methods))
-    for col, method in zip(cols, methods):
-        sal = saliency_cached((model_id, series_id, index, method), series, index, method, predictor, explainer)
-        rgb = overlay_rgb(base, sal, opacity, cmap, level if level > 0 else None)
+    for col, method in zip(cols, methods, strict=True):
+        try:
+            sal = _saliency_cached(dx, series_id, index, method, cls)
+            result = overlay(dx, index, method, style, cls, saliency_map=sal)
+        except Exception as exc:  # one failing method must not hide the others
+            col.error(f"{METHODS.get(method, method)} failed on slice {index + 1} ({type(exc).__name__}: {exc})",
+                      icon=":material/error:")
+            continue
         with col:
-            st.image(rgb, caption=f"{METHODS[method]} · slice {index + 1}", width="stretch")
-            st.download_button("Download PNG", png_bytes(rgb, 3), file_name=f"overlay_{method}_slice{index + 1}.png",
-                               mime="image/png", key=f"dl-{method}")
+            st.image(result.rgb, caption=f"{METHODS[method]} · {result.class_name} · slice {index + 1}",
+                     width="stretch")
+            st.download_button("Download PNG", result.png(), file_name=f"overlay_{method}_slice{index + 1}.png",
+                               mime="image/png", key=f"dx.download.{method}", icon=":material/download:")

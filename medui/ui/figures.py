@@ -3,6 +3,8 @@ heatmap of the modality values on top gives the hover readout (value and patient
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import plotly.graph_objects as go
 
@@ -29,7 +31,8 @@ def slice_figure(view: PlaneView, u8: np.ndarray, value_label: str = "value", ho
     x0 = float(view.x[0])
     png = png_bytes(np.flipud(u8) if view.vertical_up else u8)
     y_first = float(view.y[-1]) if view.vertical_up else float(view.y[0])
-    traces: list[dict] = [dict(type="image", source=data_uri(png), x0=x0, dx=dx, y0=y_first, dy=dy, hoverinfo="skip")]
+    traces: list[dict[str, Any]] = [
+        dict(type="image", source=data_uri(png), x0=x0, dx=dx, y0=y_first, dy=dy, hoverinfo="skip")]
     if hover:
         step = max(1, int(np.ceil(max(rows, cols) / HOVER_MAX)))
         hx, hy, hv = view.x[::step], view.y[::step], _hover_values(view.image, step)

@@ -1,22 +1,41 @@
-"""Model loading for the pages: one read-only copy per model file and version, shared by sessions."""
+"""Model loading for the pages: one read-only copy per model file and version, shared by sessions.
+
+The cache lives here (Streamlit's `st.cache_resource`); the use cases know nothing of it. After a
+use case deletes a model, `evict` drops its cached copy.
+"""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import streamlit as st
 
 from medui.ai.registry import Entry, list_models
-from medui.usecases.diagnose import load_model
+from medui.usecases import models as usecase
+from medui.usecases.diagnose import LoadedModel, load_model
 
 
 @st.cache_resource(show_spinner="Loading model…", max_entries=4)
-def cached_model(model_id: str, mtime: float, root: str | None = None):  # type: ignore[no-untyped-def]
-    """(entry, predictor, explainer); keyed by file time too, so a replaced file is reloaded."""
-    return load_model(model_id, root)
+def cached_model(model_id: str, mtime: float, root: str | None = None) -> LoadedModel:
+    """Keyed by file time too, so a replaced file is reloaded."""
+    return load_model(model_id, Path(root) if root else None)
 
 
-def registry(root: str | None = None) -> list[Entry]:
+def registry(root: Path | None = None) -> list[Entry]:
     return list_models(root)
 
 
-def get(entry: Entry):  # type: ignore[no-untyped-def]
+def get(entry: Entry) -> LoadedModel:
     return cached_model(entry.id, entry.path.stat().st_mtime, str(entry.path.parent))
+
+
+def evict(entry: Entry, mtime: float) -> None:
+    """Drop the cached copy of a model (after its files were deleted)."""
+    cached_model.clear(entry.id, mtime, str(entry.path.parent))
+
+
+def delete(entry: Entry) -> None:
+    """Delete a registered model (the use case) and drop its cached copy."""
+    mtime = entry.path.stat().st_mtime if entry.path.exists() else 0.0
+    usecase.delete(entry.id, entry.path.parent)
+    evict(entry, mtime)

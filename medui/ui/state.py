@@ -34,6 +34,9 @@ _unpin_script_module()
 _KEY = "medui.series"
 _SKIPPED = "medui.skipped"
 _SEEN = "medui.seen_uploads"
+# Results derived from the loaded series (they keep the series alive): dropped with them.
+DIAGNOSES = "dx.diagnoses"
+SALIENCY = "dx.saliency"
 
 
 @dataclass
@@ -43,10 +46,12 @@ class Loaded:
     series: Series
     id: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
     source: str = ""
+    thumb: np.ndarray | None = None  # the series picker's thumbnail, made once
 
 
 def loaded() -> list[Loaded]:
-    return st.session_state.setdefault(_KEY, [])
+    items: list[Loaded] = st.session_state.setdefault(_KEY, [])
+    return items
 
 
 def find(item_id: str) -> Loaded | None:
@@ -56,7 +61,7 @@ def find(item_id: str) -> Loaded | None:
     return next((item for item in loaded() if item.id == item_id), None)
 
 
-LAST_LOAD = "last-load-summary"
+LAST_LOAD = "medui.last-load"
 
 
 def last_load() -> str | None:
@@ -65,7 +70,8 @@ def last_load() -> str | None:
 
 
 def skipped() -> list[Skipped]:
-    return st.session_state.setdefault(_SKIPPED, [])
+    items: list[Skipped] = st.session_state.setdefault(_SKIPPED, [])
+    return items
 
 
 def add_inputs(inputs: Iterable[Any], source: str) -> LoadResult:
@@ -86,7 +92,7 @@ def new_uploads(files: list[Any] | None, slot: str) -> list[Any]:
     """The uploaded files not yet read in this session (reruns must not load them twice)."""
     if not files:
         return []
-    seen: set = st.session_state.setdefault(_SEEN, set())
+    seen: set[tuple[str, str]] = st.session_state.setdefault(_SEEN, set())
     fresh = [f for f in files if (slot, f.file_id) not in seen]
     seen.update((slot, f.file_id) for f in fresh)
     return fresh
@@ -103,7 +109,8 @@ def clear() -> None:
         item.series.pixels = np.empty((0,) + px.shape[1:], px.dtype)  # not a view: that would keep the buffer
     st.session_state[_KEY] = []
     st.session_state[_SKIPPED] = []
-    st.session_state.pop(LAST_LOAD, None)
+    for key in (LAST_LOAD, DIAGNOSES, SALIENCY):
+        st.session_state.pop(key, None)
 
 
 @st.cache_resource(show_spinner=False)

@@ -2,46 +2,149 @@
 
 from __future__ import annotations
 
-import hashlib
-from pathlib import Path, PurePosixPath
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
 
-from medui.errors import DatasetError
+from medui.ai.architectures import ARCHITECTURES
+from medui.ai.registry import Entry
+from medui.errors import DatasetError, MedUIError, ServerFolderError
 from medui.reading.display import apply_window, auto_window
 from medui.training import jobs
 from medui.training.data import Dataset, scan
+from medui.usecases.train import (
+    ROOTS_VARIABLE,
+    StartFrom,
+    TrainRequest,
+    allowed_folder,
+    data_roots,
+    stage_upload,
+    start,
+)
+
+RECOMMENDED = "Recommended (DenseNet121 on a GPU, MobileNetV2 on a CPU)"
+CURRENT_JOB = "train.job"  # the job this session started last
 
 
 def server_folder(text: str) -> tuple[Path | None, str | None]:
-    """A folder on the server, allowed only inside MEDUI_DATA_ROOTS (':'-separated) when that is set."""
-    import os
-
-    path = Path(text).expanduser().resolve()
-    roots = [Path(r).expanduser().resolve() for r in os.environ.get("MEDUI_DATA_ROOTS", "").split(":") if r]
-    if roots and not any(path == r or r in path.parents for r in roots):
-        return None, (f"{path} is outside the folders this server allows ({', '.join(map(str, roots))}); "
-                      "ask the administrator or upload the folder instead")
-    if not path.is_dir():
-        return None, f"{path} does not exist on the server (or is not a folder)"
-    return path, None
+    """(folder, None) when users may train from `text` on this server, else (None, why not)."""
+    try:
+        return allowed_folder(text), None
+    except ServerFolderError as exc:
+        return None, str(exc)
 
 
-def save_upload(files) -> Path | None:  # type: ignore[no-untyped-def]
-    """Write uploaded files (relative paths kept, '..' refused) under jobs/uploads/<digest>/."""
-    if not files:
+def server_folder_note() -> None:
+    """What the 'Folder on the server' tab allows on this server (closed unless configured)."""
+    roots = data_roots()
+    if not roots:
+        st.info(f"Folders on the server are turned off on this server. The administrator can allow some by setting "
+                f"`{ROOTS_VARIABLE}` (':'-separated); until then, upload the folder or a zip.",
+                icon=":material/lock:")
+    else:
+        st.caption("Allowed: folders inside " + ", ".join(f"`{r}`" for r in roots))
+
+
+def data_source() -> Path | None:
+    """The dataset folder: an uploaded folder, an uploaded zip, or a folder on the server."""
+    tab_folder, tab_zip, tab_path = st.tabs(["Folder", "Zip", "Folder on the server"])
+    with tab_folder:
+        up = st.file_uploader("A folder with one sub-folder per class (optionally inside train/, val/, test/)",
+                              accept_multiple_files="directory", key="train.folder")
+    with tab_zip:
+        zipped = st.file_uploader("A zip of such a folder", type=["zip"], key="train.zip")
+    with tab_path:
+        server_folder_note()
+        server = st.text_input("Path on the server", key="train.path", placeholder="/data/chest-xray")
+    if up:
+        return _staged(list(up))
+    if zipped is not None:
+        return _staged([zipped])
+    if server:
+        path, problem = server_folder(server)
+        if problem:
+            st.error(problem, icon=":material/error:")
+        return path
+    return None
+
+
+def _staged(files: list[Any]) -> Path | None:
+    """Stage an upload for training; None (with the reason shown) when it cannot be written."""
+    try:
+        with st.spinner(f"Saving {len(files)} file(s)…"):
+            return stage_upload(files)
+    except (MedUIError, OSError) as exc:
+        st.error(f"The upload could not be saved: {exc}", icon=":material/error:")
         return None
-    digest = hashlib.sha1("".join(sorted(f"{f.name}:{f.size}" for f in files)).encode()).hexdigest()[:12]
-    root = jobs.jobs_dir() / "uploads" / digest
-    if not root.exists():
-        for f in files:
-            parts = [p for p in PurePosixPath(f.name.replace("\\", "/")).parts if p not in ("", ".", "..", "/")]
-            target = root.joinpath(*parts) if parts else root / "unnamed"
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(f.getvalue())
-    return root
+
+
+def _start_choices(entries: list[Entry]) -> dict[str, tuple[StartFrom, str | None]]:
+    """Label -> (start from, model or architecture)."""
+    choices: dict[str, tuple[StartFrom, str | None]] = {RECOMMENDED: ("recommended", None)}
+    choices.update({f"Fine-tune {e.id}": ("fine-tune", e.id) for e in entries})
+    choices.update({f"Architecture {a}": ("architecture", a) for a in ARCHITECTURES})
+    return choices
+
+
+def start_form(entries: list[Entry], data: Path | None, ready: bool, pattern: str, min_per_class: int) -> None:
+    """The model and training parameters; 'Start training' starts a background job."""
+    choices = _start_choices(entries)
+    with st.form("train.form"):
+        start_from = st.selectbox("Start from", list(choices), key="train.start-from")
+        c1, c2, c3, c4 = st.columns(4)
+        epochs = c1.number_input("Epochs", 1, 500, 12, key="train.epochs")
+        batch = c2.number_input("Batch size", 1, 512, 32, key="train.batch-size")
+        lr = c3.number_input("Learning rate", 1e-6, 1.0, 1e-3, format="%.5f", key="train.learning-rate")
+        sens = c4.number_input("Target sensitivity (0 = Youden's J)", 0.0, 1.0, 0.0, 0.01, key="train.sensitivity")
+        name = st.text_input("New model name", "my-chest-model", key="train.name")
+        hflip = st.checkbox("Allow horizontal flips", value=False, key="train.hflip",
+                            help="Off by default: on a chest X-ray a flip moves the heart to the wrong side.")
+        go_ = st.form_submit_button("Start training", type="primary", disabled=not ready)
+    if not (go_ and ready and data is not None):
+        return
+    kind, what = choices.get(str(start_from), ("recommended", None))
+    request = TrainRequest(data=data, name=name, start_from=kind, base=what if kind == "fine-tune" else None,
+                           arch=what if kind == "architecture" else None, epochs=int(epochs), batch_size=int(batch),
+                           learning_rate=float(lr), target_sensitivity=float(sens) or None, hflip=bool(hflip),
+                           patient_pattern=pattern or None, min_per_class=min_per_class)
+    try:
+        job = start(request)
+    except MedUIError as exc:
+        st.error(f"Training did not start: {exc}", icon=":material/error:")
+        return
+    st.session_state[CURRENT_JOB] = job.id
+    st.toast(f"Started job {job.id}", icon=":material/play_arrow:")
+
+
+def jobs_panel() -> None:
+    """The jobs, newest first; the chosen one's progress (live while it runs) and evaluation."""
+    all_jobs = jobs.list_jobs()
+    if not all_jobs:
+        st.info("No training jobs yet.", icon=":material/info:")
+        return
+    ids = [j.id for j in all_jobs]
+    outs = {j.id: str(j.params().get("out")) for j in all_jobs}
+    current = st.session_state.get(CURRENT_JOB, ids[0])
+    chosen = st.selectbox("Job", ids, index=ids.index(current) if current in ids else 0, key="train.job-choice",
+                          format_func=lambda i: f"{i} · {outs[i]}")
+    job = all_jobs[ids.index(chosen)] if chosen in ids else all_jobs[0]
+    if job.status().get("state") in jobs.TERMINAL:
+        progress(job)
+        result = job.result()
+        if result:
+            evaluation(result)
+    else:
+        _live(str(job.path))
+
+
+@st.fragment(run_every=2)
+def _live(job_path: str) -> None:
+    """Polls the job folder every 2 s while the job is active; a final full rerun shows the result."""
+    if progress(jobs.Job(Path(job_path))) in jobs.TERMINAL:
+        st.rerun()
 
 
 @st.cache_data(show_spinner="Checking the dataset…", max_entries=4)
@@ -87,7 +190,7 @@ def dataset_report(path: Path, pattern: str | None, min_per_class: int) -> dict 
     return report
 
 
-def curves(rows: list[dict]) -> go.Figure:
+def curves(rows: list[dict[str, Any]]) -> go.Figure:
     fig = go.Figure()
     epochs = [r["epoch"] for r in rows]
     for key, dash in (("loss", None), ("val_loss", "dot"), ("auc", None), ("val_auc", "dot")):
@@ -103,7 +206,7 @@ def curves(rows: list[dict]) -> go.Figure:
 def progress(job: jobs.Job) -> str:
     """Status, progress bar with ETA, curves, log tail and cancel. Returns the job state."""
     status = job.status()
-    state = status.get("state", "queued")
+    state = str(status.get("state", "queued"))
     epochs = int(job.params().get("epochs", 1))
     epoch = int(status.get("epoch", 0))
     eta = status.get("eta_s")
@@ -113,20 +216,20 @@ def progress(job: jobs.Job) -> str:
     if status.get("message"):
         st.caption(status["message"])
     if state == "failed":
-        st.error(f"Training failed: {status.get('error', 'unknown error')}")
+        st.error(f"Training failed: {status.get('error', 'unknown error')}", icon=":material/error:")
     rows = job.metrics()
     if rows:
-        st.plotly_chart(curves(rows), width="stretch", key=f"curves-{job.id}")
-    if state in ("queued", "running"):
-        if st.button("Cancel training", key=f"cancel-{job.id}"):
-            job.cancel()
-            st.toast("Cancelling after the current batch…")
+        st.plotly_chart(curves(rows), width="stretch", key=f"train.curves.{job.id}")
+    cancellable = state in ("queued", "running")
+    if cancellable and st.button("Cancel training", key=f"train.cancel.{job.id}", icon=":material/cancel:"):
+        job.cancel()
+        st.toast("Cancelling after the current batch…")
     with st.expander("Log", expanded=state == "failed"):
         st.code(job.log_tail(40) or "(empty)", language=None)
     return state
 
 
-def _roc_pr(ev: dict, parent: dict | None) -> tuple[go.Figure, go.Figure]:
+def _roc_pr(ev: dict[str, Any], parent: dict[str, Any] | None) -> tuple[go.Figure, go.Figure]:
     roc, pr = go.Figure(), go.Figure()
     for name, e in (("new model", ev), ("parent", parent)):
         if e and "roc" in e:
@@ -138,15 +241,17 @@ def _roc_pr(ev: dict, parent: dict | None) -> tuple[go.Figure, go.Figure]:
     return roc, pr
 
 
-def evaluation(result: dict) -> None:
+def _r(v: float | None) -> float | None:
+    return None if v is None else round(float(v), 3)
+
+
+def evaluation(result: dict[str, Any]) -> None:
     ev, parent = result["evaluation"], result.get("parent_evaluation")
-    st.success(f"Registered **{result['model']}** — open it on the Diagnose page.")
+    st.success(f"Registered **{result['model']}** — open it on the Diagnose page.", icon=":material/check_circle:")
     table = []
     for name, e in (("new: " + result["model"], ev), (f"parent: {result.get('parent')}", parent)):
         if e:
-            def r(v):  # type: ignore[no-untyped-def]
-                return None if v is None else round(float(v), 3)
-
+            r = _r
             ci = e.get("auc_ci") or [None, None]
             table.append({"model": name, "n": e["n"], "AUC": r(e.get("auc")),
                           "AUC 95% CI": f"{r(ci[0])}–{r(ci[1])}", "threshold": r(e.get("threshold")),
@@ -155,20 +260,20 @@ def evaluation(result: dict) -> None:
     st.dataframe(table, hide_index=True, width="stretch")
     c1, c2, c3 = st.columns(3)
     roc, pr = _roc_pr(ev, parent)
-    c1.plotly_chart(roc, width="stretch", key="eval-roc")
-    c2.plotly_chart(pr, width="stretch", key="eval-pr")
+    c1.plotly_chart(roc, width="stretch", key="train.eval-roc")
+    c2.plotly_chart(pr, width="stretch", key="train.eval-pr")
     cm = np.asarray(ev["confusion_matrix"])
     classes = ev["classes"]
     heat = go.Figure(go.Heatmap(z=cm, x=[f"called {c}" for c in classes], y=[f"true {c}" for c in classes],
                                 text=cm, texttemplate="%{text}", colorscale="Blues", showscale=False))
     heat.update_layout(title="Confusion matrix at the threshold", height=320, yaxis=dict(autorange="reversed"))
-    c3.plotly_chart(heat, width="stretch", key="eval-cm")
+    c3.plotly_chart(heat, width="stretch", key="train.eval-cm")
     cal = ev.get("calibration")
     if cal:
         fig = go.Figure([go.Scatter(x=cal["mean_predicted"], y=cal["observed"], mode="lines+markers", name="model"),
                          go.Scatter(x=[0, 1], y=[0, 1], line=dict(dash="dot", color="grey"), name="perfect")])
         fig.update_layout(title=f"Calibration (ECE {cal['ece']:.3f})", xaxis_title="predicted probability",
                           yaxis_title="observed frequency", height=300)
-        st.plotly_chart(fig, width="stretch", key="eval-cal")
+        st.plotly_chart(fig, width="stretch", key="train.eval-cal")
     st.caption(f"Trained on {result['device']} (mixed precision {'on' if result['mixed_precision'] else 'off'}) "
                f"in {result['train_s']:.0f} s.")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import streamlit as st
 
@@ -23,36 +25,37 @@ from medui.ui import state
 from medui.ui.figures import slice_figure
 
 UPLOAD_TYPES = None  # any file: DICOM often has no extension
+GENERATION = "viewer.upload-generation"  # bumped to empty the uploaders once their files are read
 
 
 def upload_panel() -> None:
     """Files, a folder or a zip; or a bundled sample. New uploads are read once."""
     files_tab, folder_tab, sample_tab = st.tabs(["Files or zip", "Folder", "Try a sample"])
     # The uploaders are emptied (new key) once their files are read: the series stay in the session.
-    generation = st.session_state.setdefault("upload-generation", 0)
+    generation = st.session_state.setdefault(GENERATION, 0)
     with files_tab:
         files = st.file_uploader("DICOM (single, series, multi-frame, compressed), NIfTI, PNG/JPEG/TIFF, or a zip",
-                                 accept_multiple_files=True, key=f"upload-files-{generation}")
+                                 accept_multiple_files=True, key=f"viewer.upload-files.{generation}")
         _read_uploads(files, "files")
     with folder_tab:
         folder = st.file_uploader("A folder of DICOM files (sub-folders included)",
-                                  accept_multiple_files="directory", key=f"upload-folder-{generation}")
+                                  accept_multiple_files="directory", key=f"viewer.upload-folder.{generation}")
         _read_uploads(folder, "folder")
     with sample_tab:
         label = st.selectbox("Sample scan (real scans shipped with pydicom, synthetic phantoms shipped with MedUI)",
-                             SAMPLES, key="sample-choice")
-        if st.button("Load sample", key="sample-load", type="primary"):
+                             SAMPLES, key="viewer.sample")
+        if st.button("Load sample", key="viewer.sample-load", type="primary", icon=":material/download:"):
             with st.spinner("Reading sample…"):
                 state.add_inputs([sample_path(label)], label)
 
 
-def _read_uploads(files, slot: str) -> None:  # type: ignore[no-untyped-def]
+def _read_uploads(files: list[Any] | None, slot: str) -> None:
     fresh = state.new_uploads(files, slot)
     if fresh:
         with st.spinner(f"Reading {len(fresh)} file(s)…"):
             result = state.add_inputs([(f.name, f.getvalue()) for f in fresh], f"{len(fresh)} uploaded file(s)")
         st.toast(result.summary())
-        st.session_state["upload-generation"] += 1
+        st.session_state[GENERATION] += 1
         st.rerun()
 
 
@@ -62,7 +65,7 @@ def problems_panel() -> None:
     problems = state.skipped()
     if not problems:
         return
-    with st.expander(f"⚠️ {len(problems)} file(s) not loaded", expanded=len(problems) <= 5):
+    with st.expander(f"{len(problems)} file(s) not loaded", expanded=len(problems) <= 5, icon=":material/warning:"):
         for p in problems:
             st.markdown(f"- **{p.file}** {p.reason}")
 
@@ -71,14 +74,14 @@ def series_picker(items: list[state.Loaded]) -> state.Loaded:
     """Thumbnails with a one-line summary each; returns the chosen series."""
     shown = items[:8]
     cols = st.columns(len(shown))
-    for col, (k, item) in zip(cols, enumerate(shown, 1)):
-        if getattr(item, "thumb", None) is None:
-            item.thumb = thumbnail(item.series)  # type: ignore[attr-defined]
-        col.image(item.thumb, caption=f"{k}. {item.series.modality} · {item.series.n_slices} sl.")  # type: ignore[attr-defined]
+    for col, (k, item) in zip(cols, enumerate(shown, 1), strict=True):
+        if item.thumb is None:
+            item.thumb = thumbnail(item.series)
+        col.image(item.thumb, caption=f"{k}. {item.series.modality} · {item.series.n_slices} sl.")
     ids = [i.id for i in items]
     # format_func gets plain labels: Streamlit keeps it with the widget, it must not hold the series
     labels = {i.id: f"{k}. {i.series.summary()}" for k, i in enumerate(items, 1)}
-    chosen = st.selectbox("Series", ids, format_func=labels.__getitem__, key="series-choice")
+    chosen = st.selectbox("Series", ids, format_func=labels.__getitem__, key="viewer.series")
     return items[ids.index(chosen)] if chosen in ids else items[0]
 
 
@@ -103,13 +106,13 @@ def _on_preset(item_id: str) -> None:
     if item is None:
         return
     k = item.id
-    w = _preset_window(item, st.session_state[f"preset-{k}"])
-    st.session_state[f"center-{k}"] = float(w.center)
-    st.session_state[f"width-{k}"] = float(max(w.width, 1.0))
+    w = _preset_window(item, st.session_state[f"viewer.preset.{k}"])
+    st.session_state[f"viewer.center.{k}"] = float(w.center)
+    st.session_state[f"viewer.width.{k}"] = float(max(w.width, 1.0))
 
 
 def _on_manual(item_id: str) -> None:
-    st.session_state[f"preset-{item_id}"] = "Custom"
+    st.session_state[f"viewer.preset.{item_id}"] = "Custom"
 
 
 @st.fragment
@@ -124,29 +127,31 @@ def slice_viewer(item_id: str) -> None:
     with ctl_col:
         plane = "native"
         if s.is_volume:
-            plane = st.radio("Plane", list(PLANES), index=list(PLANES).index(native_plane(s)), key=f"plane-{k}",
+            plane = st.radio("Plane", list(PLANES), index=list(PLANES).index(native_plane(s)), key=f"viewer.plane.{k}",
                              horizontal=True, format_func=str.capitalize)
         n = plane_count(s, plane)
         index = 0
         if n > 1:
-            index = st.slider("Slice", 1, n, value=n // 2 + 1, key=f"slice-{k}-{plane}") - 1
+            index = st.slider("Slice", 1, n, value=n // 2 + 1, key=f"viewer.slice.{k}.{plane}") - 1
         presets = _presets(item)
         names = list(presets) + ["Custom"]
-        if f"preset-{k}" not in st.session_state:
-            st.session_state[f"preset-{k}"] = names[0] if s.window or s.voi_lut or s.modality != "CT" else "Mediastinum / soft tissue"
+        if f"viewer.preset.{k}" not in st.session_state:
+            dicom_or_not_ct = s.window or s.voi_lut or s.modality != "CT"
+            st.session_state[f"viewer.preset.{k}"] = names[0] if dicom_or_not_ct else "Mediastinum / soft tissue"
             _on_preset(k)
         colour = s.is_color
-        preset = st.selectbox("Window preset", names, key=f"preset-{k}", on_change=_on_preset, args=(k,),
+        preset = st.selectbox("Window preset", names, key=f"viewer.preset.{k}", on_change=_on_preset, args=(k,),
                               disabled=colour)
         lo, hi = s.value_range
         span = max(hi - lo, 1.0)
-        center = st.slider("Window level (center)", float(lo - span / 2), float(hi + span / 2), key=f"center-{k}",
-                           step=_step(span), on_change=_on_manual, args=(k,), disabled=colour)
-        width = st.slider("Window width", 1.0, float(span * 2), key=f"width-{k}", step=_step(span),
+        center = st.slider("Window level (center)", float(lo - span / 2), float(hi + span / 2),
+                           key=f"viewer.center.{k}", step=_step(span), on_change=_on_manual, args=(k,),
+                           disabled=colour)
+        width = st.slider("Window width", 1.0, float(span * 2), key=f"viewer.width.{k}", step=_step(span),
                           on_change=_on_manual, args=(k,), disabled=colour)
-        invert = st.checkbox("Invert", value=shows_inverted(s), key=f"invert-{k}",
+        invert = st.checkbox("Invert", value=shows_inverted(s), key=f"viewer.invert.{k}",
                              help="MONOCHROME1 images start inverted, as the standard requires.")
-        hover = st.toggle("Pixel readout on hover", value=True, key=f"hover-{k}")
+        hover = st.toggle("Pixel readout on hover", value=True, key=f"viewer.hover.{k}")
     view = plane_view(s, plane, index)
     use_lut = preset == "DICOM default" and s.voi_lut is not None and s.window is None
     u8 = render(s, view, Window(center, width), invert, use_voi_lut=use_lut)
@@ -157,8 +162,8 @@ def slice_viewer(item_id: str) -> None:
     title += f" · W {width:.0f} L {center:.0f}" if not colour else ""
     with img_col:
         fig = slice_figure(view, u8, unit, hover=hover, title=title)
-        st.plotly_chart(fig, width="stretch", key=f"fig-{k}",
-                        config={"scrollZoom": True, "displaylogo": False, "modeBarButtonsToRemove": ["select2d", "lasso2d"]})
+        config = {"scrollZoom": True, "displaylogo": False, "modeBarButtonsToRemove": ["select2d", "lasso2d"]}
+        st.plotly_chart(fig, width="stretch", key=f"viewer.figure.{k}", config=config)
         sp = s.spacing
         st.caption(f"Pixel {view.col_spacing:.3f} x {view.row_spacing:.3f} mm · slice spacing {sp[0]:.3f} mm · "
                    f"{s.photometric}" + (" · oblique: shown on the nearest patient axes" if view.approximate else ""))

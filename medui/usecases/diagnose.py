@@ -1,43 +1,132 @@
-"""Glue shared by the pages and the CLI: load a registered model once, explain a slice as a PNG."""
+"""Diagnose use cases, shared by the Diagnose page and `python -m medui predict`:
+load a registered model, score a series, explain one slice as an overlay."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
-from medui.ai.inference import Predictor
-from medui.ai.overlay import overlay_rgb
-from medui.ai.preprocess import to_original
+from medui.ai.inference import Prediction, Predictor
+from medui.ai.overlay import COLORMAPS, overlay_rgb
+from medui.ai.preprocess import Geometry, to_original
 from medui.ai.registry import Entry, find, load_keras, validate
-from medui.ai.saliency import Explainer
+from medui.ai.saliency import METHODS, Explainer
+from medui.errors import MedUIError
 from medui.reading.display import default_window, plane_view, png_bytes, render, shows_inverted
 from medui.series import Series, Window
 
 
-def load_model(name: str, root: Path | None = None) -> tuple[Entry, Predictor, Explainer]:
+class LoadedModel(NamedTuple):
+    """A registered model ready to use; read-only, so one copy can serve every session."""
+
+    entry: Entry
+    predictor: Predictor
+    explainer: Explainer
+
+
+@dataclass(frozen=True)
+class Style:
+    """How an overlay looks: the slice's window (None: the series' default), the map's opacity,
+    colour map and contour level (None: no contour)."""
+
+    window: Window | None = None
+    opacity: float = 0.45
+    colormap: str = "jet"
+    contour: float | None = 0.5
+
+
+@dataclass(frozen=True, eq=False)
+class Diagnosis:
+    """A scored series. It keeps the model inputs (one per slice) and where each slice lies in
+    them, so overlays never prepare the series again."""
+
+    series: Series
+    model: LoadedModel
+    prediction: Prediction
+    batch: np.ndarray  # (slices, h, w, c) model inputs
+    geometries: tuple[Geometry, ...]
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.model.entry.card.class_names)
+
+    @property
+    def predicted_class(self) -> int:
+        """The class an overlay explains by default: the positive class of a binary model (its
+        score is what the threshold is applied to), the predicted class of a multi-class model."""
+        card = self.model.entry.card
+        if card.task == "binary":
+            return 1
+        return card.class_names.index(self.prediction.label)
+
+
+@dataclass(frozen=True, eq=False)
+class OverlayResult:
+    """One saliency overlay: the map on the slice's native grid, and the blended RGB picture."""
+
+    index: int
+    method: str
+    class_index: int
+    class_name: str
+    saliency: np.ndarray  # float in [0, 1], slice rows x cols
+    rgb: np.ndarray  # uint8 RGB
+
+    def png(self) -> bytes:
+        return png_bytes(self.rgb, compression=3)
+
+
+def load_model(name: str, root: Path | None = None) -> LoadedModel:
     """Find, safely load and check a registered model; returns read-only predictor and explainer."""
     entry = find(name, root)
     model = load_keras(entry.path)
     validate(model, entry.card)
-    return entry, Predictor(model, entry.card), Explainer(model, entry.card.cam_layer, entry.card.task)
+    return LoadedModel(entry, Predictor(model, entry.card), Explainer(model, entry.card.cam_layer, entry.card.task))
 
 
-def saliency_map(series: Series, index: int, method: str, predictor: Predictor, explainer: Explainer,
-                 class_index: int | None = None) -> np.ndarray:
-    """A saliency map on the native grid of slice `index`, in [0, 1]."""
-    x, geoms = predictor.prepare(series, [index])
+def score(series: Series, model: LoadedModel) -> Diagnosis:
+    """Prepare every slice once through the model card and score the series."""
+    batch, geoms = model.predictor.prepare(series)
+    return Diagnosis(series, model, model.predictor.predict_prepared(batch, series), batch, tuple(geoms))
+
+
+def _class_index(diagnosis: Diagnosis, class_index: int | None) -> int:
     if class_index is None:
-        class_index = len(predictor.card.class_names) - 1
-    cam = explainer.explain(method, x, class_index)[0]
-    return to_original(cam, geoms[0])
+        return diagnosis.predicted_class
+    names = diagnosis.class_names
+    if not 0 <= class_index < len(names):
+        raise MedUIError(f"class {class_index} does not exist: the model {diagnosis.model.entry.id} has "
+                         f"{len(names)} classes ({', '.join(names)}); choose 0 to {len(names) - 1}")
+    return class_index
 
 
-def explain_series(series: Series, index: int, method: str, predictor: Predictor, explainer: Explainer,
-                   window: Window | None = None, opacity: float = 0.45, colormap: str = "jet",
-                   contour: float | None = 0.5) -> bytes:
-    """PNG of the overlay of one method over the windowed slice."""
-    view = plane_view(series, "native", index)
-    base = render(series, view, window or default_window(series), shows_inverted(series))
-    sal = saliency_map(series, index, method, predictor, explainer)
-    return png_bytes(overlay_rgb(base, sal, opacity, colormap, contour), compression=3)
+def saliency(diagnosis: Diagnosis, index: int, method: str, class_index: int | None = None) -> np.ndarray:
+    """The map of `method` for slice `index` on the slice's native grid, in [0, 1]; it explains
+    `class_index`, by default the predicted class (`Diagnosis.predicted_class`)."""
+    n = len(diagnosis.geometries)
+    if not 0 <= index < n:
+        raise MedUIError(f"slice {index + 1} does not exist: the series has {n} slice(s)")
+    if method not in METHODS:
+        raise MedUIError(f"unknown saliency method '{method}'; choose one of {', '.join(METHODS)}")
+    cls = _class_index(diagnosis, class_index)
+    cam = diagnosis.model.explainer.explain(method, diagnosis.batch[index:index + 1], cls)[0]
+    return to_original(cam, diagnosis.geometries[index])
+
+
+def overlay(diagnosis: Diagnosis, index: int, method: str, style: Style = Style(), class_index: int | None = None,
+            saliency_map: np.ndarray | None = None) -> OverlayResult:
+    """The saliency of `method` for slice `index` blended over the windowed slice.
+
+    `saliency_map`: a map `saliency()` computed before for the same slice, method and class (a
+    display change then costs no new computation)."""
+    if style.colormap not in COLORMAPS:
+        raise MedUIError(f"unknown colour map '{style.colormap}'; choose one of {', '.join(COLORMAPS)}")
+    cls = _class_index(diagnosis, class_index)
+    sal = saliency(diagnosis, index, method, cls) if saliency_map is None else saliency_map
+    series = diagnosis.series
+    base = render(series, plane_view(series, "native", index), style.window or default_window(series),
+                  shows_inverted(series))
+    rgb = overlay_rgb(base, sal, style.opacity, style.colormap, style.contour)
+    return OverlayResult(index, method, cls, diagnosis.class_names[cls], sal, rgb)

@@ -1,0 +1,132 @@
+"""Train use cases, for the Train page: stage an uploaded dataset, decide which server folders a
+user may train from, and start a training job from a typed request."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+from pathlib import Path, PurePosixPath
+from typing import Literal, Protocol
+
+from medui.ai.architectures import ARCHITECTURES
+from medui.errors import DatasetError, ServerFolderError, TrainingError
+from medui.training import jobs
+from medui.training.fit import TrainConfig
+
+ROOTS_VARIABLE = "MEDUI_DATA_ROOTS"
+StartFrom = Literal["recommended", "fine-tune", "architecture"]
+
+
+class Upload(Protocol):
+    """An uploaded file (Streamlit's UploadedFile is one): its name, relative path kept, and bytes."""
+
+    @property
+    def name(self) -> str: ...
+
+    def getvalue(self) -> bytes: ...
+
+
+@dataclass(frozen=True)
+class TrainRequest:
+    """What the user asks for on the Train page."""
+
+    data: Path
+    name: str  # the new model's name
+    start_from: StartFrom = "recommended"  # DenseNet121 on a GPU, MobileNetV2 on a CPU
+    base: str | None = None  # with "fine-tune": a registered model id or name
+    arch: str | None = None  # with "architecture": one of ARCHITECTURES
+    epochs: int = 12
+    batch_size: int = 32
+    learning_rate: float = 1e-3
+    target_sensitivity: float | None = None  # None: Youden's J
+    hflip: bool = False
+    patient_pattern: str | None = None
+    min_per_class: int = 10
+
+    def config(self) -> TrainConfig:
+        """The job's parameters; raises TrainingError for a request that cannot start."""
+        name = self.name.strip()
+        if not name:
+            raise TrainingError("the new model needs a name (letters, digits, '.', '_' or '-')")
+        base = arch = None
+        if self.start_from == "fine-tune":
+            if not self.base:
+                raise TrainingError("fine-tuning needs a registered model to start from; choose one")
+            base = self.base
+        elif self.start_from == "architecture":
+            if self.arch not in ARCHITECTURES:
+                raise TrainingError(f"unknown architecture '{self.arch}'; choose one of {', '.join(ARCHITECTURES)}")
+            arch = self.arch
+        cfg = TrainConfig(data=[str(self.data)], out=name, base=base, arch=arch, epochs=int(self.epochs),
+                          batch_size=int(self.batch_size), learning_rate=float(self.learning_rate),
+                          min_sensitivity=self.target_sensitivity or None,
+                          patient_pattern=self.patient_pattern or None, min_per_class=int(self.min_per_class))
+        return replace(cfg, augment={**cfg.augment, "hflip": 1.0 if self.hflip else 0.0})
+
+
+def start(request: TrainRequest) -> jobs.Job:
+    """Start a background training job (its own process); returns at once."""
+    return jobs.start(request.config().to_json())
+
+
+def _relative_parts(name: str) -> tuple[str, ...]:
+    """An upload's relative path, without '..', '.', or a leading '/'."""
+    return tuple(p for p in PurePosixPath(name.replace("\\", "/")).parts if p not in ("", ".", "..", "/"))
+
+
+def stage_upload(files: Iterable[Upload]) -> Path:
+    """Write uploaded files (relative paths kept, '..' refused) under jobs/uploads/<digest>/ and return it.
+
+    The digest covers every file's path and content: the same upload again reuses its folder; any
+    changed byte gives a new one. The folder appears complete or not at all."""
+    items = [(_relative_parts(f.name) or ("unnamed",), f.getvalue()) for f in files]
+    if not items:
+        raise DatasetError("no files were uploaded; upload a folder with one sub-folder per class, or a zip of it")
+    digest = hashlib.sha256()
+    for parts, data in sorted(items):
+        digest.update("/".join(parts).encode() + b"\0" + hashlib.sha256(data).digest())
+    root = jobs.jobs_dir() / "uploads" / digest.hexdigest()[:16]
+    if root.exists():
+        return root
+    partial = root.with_name(f".{root.name}.{uuid.uuid4().hex[:8]}.partial")
+    try:
+        for parts, data in items:
+            target = partial.joinpath(*parts)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(data)
+        os.replace(partial, root)
+    except OSError:
+        shutil.rmtree(partial, ignore_errors=True)
+        if not root.exists():  # not a concurrent twin of this upload that won the race
+            raise
+    return root
+
+
+def data_roots() -> list[Path]:
+    """The folders users may train from (MEDUI_DATA_ROOTS, ':'-separated), symlinks resolved."""
+    return [Path(r).expanduser().resolve() for r in os.environ.get(ROOTS_VARIABLE, "").split(os.pathsep) if r]
+
+
+def allowed_folder(text: str) -> Path:
+    """A folder on the server that users may train from.
+
+    Closed by default: with MEDUI_DATA_ROOTS unset no server folder is allowed; with it set, only
+    folders inside those roots, after resolving symlinks and '..'."""
+    roots = data_roots()
+    if not roots:
+        raise ServerFolderError(f"training from folders on the server is turned off: {ROOTS_VARIABLE} is not set. "
+                                "Upload the folder instead, or ask the administrator to set "
+                                f"{ROOTS_VARIABLE} to the folders users may train from (':'-separated)")
+    if not text.strip():
+        raise ServerFolderError(f"enter a folder inside {', '.join(map(str, roots))}")
+    path = Path(text.strip()).expanduser().resolve()
+    if not any(path == r or r in path.parents for r in roots):
+        raise ServerFolderError(f"{path} is outside the folders this server allows ({', '.join(map(str, roots))}); "
+                                "ask the administrator or upload the folder instead")
+    if not path.is_dir():
+        raise ServerFolderError(f"{path} does not exist on the server (or is not a folder)")
+    return path

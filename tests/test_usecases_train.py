@@ -1,0 +1,121 @@
+"""The train use cases: uploads staged by content, server folders closed by default, typed requests."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from medui.errors import DatasetError, ServerFolderError, TrainingError
+from medui.training.fit import TrainConfig
+from medui.usecases import train
+from medui.usecases.train import TrainRequest, allowed_folder, stage_upload
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass
+class FakeUpload:
+    name: str
+    data: bytes
+
+    def getvalue(self) -> bytes:
+        return self.data
+
+
+def test_uploads_with_the_same_names_and_sizes_but_new_bytes_get_a_new_folder():
+    first = stage_upload([FakeUpload("cxr/normal/a.png", b"old-a"), FakeUpload("cxr/lesion/b.png", b"old-b")])
+    second = stage_upload([FakeUpload("cxr/normal/a.png", b"new-a"), FakeUpload("cxr/lesion/b.png", b"old-b")])
+    assert first != second
+    assert (second / "cxr" / "normal" / "a.png").read_bytes() == b"new-a"
+    assert (first / "cxr" / "normal" / "a.png").read_bytes() == b"old-a"
+    again = stage_upload([FakeUpload("cxr/lesion/b.png", b"old-b"), FakeUpload("cxr/normal/a.png", b"new-a")])
+    assert again == second  # the same upload (in any order) reuses its folder
+    assert not list(second.parent.glob(".*.partial"))
+
+
+def test_staged_paths_stay_inside_the_upload_folder():
+    root = stage_upload([FakeUpload("../../etc/normal/x.png", b"x"), FakeUpload("/abs/lesion/y.png", b"y")])
+    assert (root / "etc" / "normal" / "x.png").read_bytes() == b"x"
+    assert (root / "abs" / "lesion" / "y.png").exists()
+    with pytest.raises(DatasetError, match="no files were uploaded"):
+        stage_upload([])
+
+
+def test_server_folders_are_closed_when_no_roots_are_set(tmp_path, monkeypatch):
+    (tmp_path / "cxr").mkdir()
+    monkeypatch.delenv("MEDUI_DATA_ROOTS", raising=False)
+    for text in (str(tmp_path / "cxr"), "/etc", ""):
+        with pytest.raises(ServerFolderError, match="turned off: MEDUI_DATA_ROOTS is not set.*administrator"):
+            allowed_folder(text)
+    monkeypatch.setenv("MEDUI_DATA_ROOTS", "")
+    with pytest.raises(ServerFolderError, match="MEDUI_DATA_ROOTS is not set"):
+        allowed_folder(str(tmp_path / "cxr"))
+
+
+def test_server_folders_are_allowed_only_inside_the_roots(tmp_path, monkeypatch):
+    allowed, outside = tmp_path / "allowed", tmp_path / "outside"
+    (allowed / "cxr").mkdir(parents=True)
+    outside.mkdir()
+    (allowed / "link").symlink_to(outside)
+    monkeypatch.setenv("MEDUI_DATA_ROOTS", str(allowed))
+    assert allowed_folder(str(allowed / "cxr")) == (allowed / "cxr").resolve()
+    assert allowed_folder(str(allowed)) == allowed.resolve()
+    for escape in (str(outside), str(allowed / ".." / "outside"), str(allowed / "link"), "/etc"):
+        with pytest.raises(ServerFolderError, match="outside the folders this server allows"):
+            allowed_folder(escape)
+    with pytest.raises(ServerFolderError, match="does not exist"):
+        allowed_folder(str(allowed / "nope"))
+
+
+def test_train_requests_become_train_configs_and_jobs(tmp_path, monkeypatch):
+    started = []
+    monkeypatch.setattr(train.jobs, "start", lambda params: started.append(params) or "job")
+    base = TrainRequest(data=tmp_path, name=" new ", epochs=3, batch_size=8, learning_rate=0.01,
+                        target_sensitivity=0.9, hflip=True, patient_pattern="<patient>_<n>.png", min_per_class=4)
+    cfg = base.config()
+    assert cfg == TrainConfig(data=[str(tmp_path)], out="new", epochs=3, batch_size=8, learning_rate=0.01,
+                              min_sensitivity=0.9, patient_pattern="<patient>_<n>.png", min_per_class=4,
+                              augment={**TrainConfig([], "x").augment, "hflip": 1.0})
+    assert TrainConfig([], "x").augment["hflip"] == 0.0  # the default was not changed in place
+    from dataclasses import replace
+
+    assert replace(base, start_from="fine-tune", base="demo-chest-phantom-v1").config().base == "demo-chest-phantom-v1"
+    assert replace(base, start_from="architecture", arch="small_cnn").config().arch == "small_cnn"
+    assert replace(base, target_sensitivity=0.0, hflip=False).config().min_sensitivity is None
+    with pytest.raises(TrainingError, match="unknown architecture"):
+        replace(base, start_from="architecture", arch="resnet9000").config()
+    with pytest.raises(TrainingError, match="needs a registered model"):
+        replace(base, start_from="fine-tune").config()
+    with pytest.raises(TrainingError, match="needs a name"):
+        replace(base, name="  ").config()
+    assert train.start(base) == "job" and started == [cfg.to_json()]
+
+
+def _train_page() -> AppTest:
+    return AppTest.from_file(str(ROOT / "pages" / "train.py"), default_timeout=120).run()
+
+
+def test_train_page_server_tab_is_closed_by_default(tmp_path, monkeypatch):
+    (tmp_path / "cxr").mkdir()
+    monkeypatch.delenv("MEDUI_DATA_ROOTS", raising=False)
+    at = _train_page()
+    assert not at.exception
+    assert any("turned off on this server" in i.value and "MEDUI_DATA_ROOTS" in i.value for i in at.info)
+    at.text_input(key="train.path").set_value(str(tmp_path / "cxr")).run()
+    assert any("MEDUI_DATA_ROOTS is not set" in e.value for e in at.error)
+
+
+def test_train_page_checks_a_server_folder_inside_the_roots(tmp_path):
+    from medui.synthetic.phantoms import write_labeled_folder
+
+    root = write_labeled_folder(tmp_path / "data", 30, seed=500, size=64)
+    at = _train_page()
+    assert any("Allowed: folders inside" in c.value for c in at.caption)
+    at.text_input(key="train.path").set_value(str(root)).run()
+    assert not at.exception
+    assert any("lesion" in str(df.value) for df in at.dataframe)
+    at.text_input(key="train.path").set_value("/etc").run()
+    assert any("outside the folders this server allows" in e.value for e in at.error)
