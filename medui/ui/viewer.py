@@ -177,11 +177,11 @@ def header_panel(item: state.Loaded) -> None:
     s = item.series
     if s.warnings:
         for w in s.warnings:
-            st.warning(w, icon="📐")
+            st.warning(w, icon=":material/straighten:")
     if not s.header:
         return
     with st.expander("DICOM header", expanded=False):
-        reveal = st.toggle("Reveal patient-identifying values", value=False, key=f"reveal-{item.id}",
+        reveal = st.toggle("Reveal patient-identifying values", value=False, key=f"viewer.reveal-{item.id}",
                            help="Identifying attributes (DICOM PS3.15 basic profile) are masked by default.")
         if reveal:
             st.caption("Identifying values are visible. Do not share screenshots of this table.")
