@@ -11,6 +11,8 @@ Only medui.ui and the pages may import Streamlit.
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -42,7 +44,7 @@ def _layer(module: str) -> str:
 
 # What each layer may import from MedUI.
 ALLOWED = {
-    "pages": {"ui", "usecases", "types"},
+    "pages": {"ui", "types"},
     "ui": {"ui", "usecases", "core", "types"},
     "cli": {"cli", "usecases", "core", "types"},
     "usecases": {"usecases", "core", "types"},
@@ -98,3 +100,12 @@ def test_imports_only_go_downwards(module, path):
         if module.startswith("medui.io") and target == "core" and not name.startswith("medui.io"):
             bad.append(f"line {line}: the readers (medui.io) import another core package ({name})")
     assert not bad, f"{path.relative_to(ROOT)} breaks the layering:\n" + "\n".join(bad)
+
+
+def test_importing_the_core_and_usecases_loads_no_streamlit():
+    """The same rule at run time: what the CLI and job processes import never pulls in Streamlit."""
+    code = ("import sys, medui.cli, medui.io.loader, medui.usecases.diagnose, medui.usecases.models, "
+            "medui.usecases.train, medui.training.runs; "
+            "print([m for m in sys.modules if m == 'streamlit' or m.startswith('streamlit.')][:3])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr[-2000:]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ast
 import json
 import subprocess
 import sys
@@ -115,16 +114,3 @@ def test_cli_info_json(tmp_path):
                                cwd=ROOT).stdout
     assert "info" in help_text
 
-
-def test_core_never_imports_streamlit():
-    offenders = []
-    for path in (ROOT / "medui").rglob("*.py"):
-        if "ui" in path.relative_to(ROOT / "medui").parts[:1]:
-            continue
-        tree = ast.parse(path.read_text())
-        for node in ast.walk(tree):
-            names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
-                [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
-            if any(n == "streamlit" or n.startswith("streamlit.") for n in names):
-                offenders.append(str(path.relative_to(ROOT)))
-    assert offenders == []
