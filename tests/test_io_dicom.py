@@ -203,19 +203,6 @@ def test_header_masks_identifying_attributes(tmp_path):
     assert masked["Modality"] == "CT" and masked["Rows"] == "32"
 
 
-def test_io_never_imports_reading():
-    import ast
-    from pathlib import Path
-
-    io_dir = Path(__file__).resolve().parents[1] / "medui" / "io"
-    offenders = []
-    for path in io_dir.glob("*.py"):
-        for node in ast.walk(ast.parse(path.read_text())):
-            names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
-                [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
-            offenders += [f"{path.name}: {n}" for n in names if n.startswith("medui.reading")]
-    assert offenders == [], "medui/io is core below medui/reading; it must not import it"
-
 
 def test_header_rows_are_raw_and_masked_only_for_display(tmp_path):
     from medui.reading import header as deid
