@@ -3,6 +3,7 @@ confusion matrix and operating-point statistics, calibration, threshold choice, 
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import numpy as np
@@ -46,8 +47,10 @@ def auc_ci(y: np.ndarray, p: np.ndarray, n_boot: int = 1000, seed: int = 0, alph
     y, p = np.asarray(y).astype(bool), np.asarray(p, float)
     if y.all() or (~y).all():
         return float("nan"), float("nan")
-    res = bootstrap((y, p), _auc_rows, paired=True, vectorized=True, n_resamples=n_boot, method="percentile",
-                    confidence_level=1 - alpha, rng=np.random.default_rng(seed))
+    with warnings.catch_warnings():  # one-class resamples give NaN: scipy's interval warns, ours drops them
+        warnings.simplefilter("ignore")
+        res = bootstrap((y, p), _auc_rows, paired=True, vectorized=True, n_resamples=n_boot,
+                        method="percentile", confidence_level=1 - alpha, rng=np.random.default_rng(seed))
     dist = np.asarray(res.bootstrap_distribution)
     dist = dist[np.isfinite(dist)]
     if not dist.size:
