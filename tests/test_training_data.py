@@ -102,3 +102,17 @@ def test_changed_or_missing_files_are_reported(tmp_path):
     victim.unlink()
     with pytest.raises(DatasetError, match="is gone"):
         load_arrays(index, [0], _card())
+
+
+def test_a_zip_in_memory_is_indexed_and_loaded_but_not_handed_to_a_job(tmp_path):
+    from tests.synth import zip_bytes
+
+    root = tmp_path / "png"
+    for k in range(8):
+        write_png(make_phantom(k, 48, lesion=k % 2 == 1), root / ("lesion" if k % 2 else "normal") / f"p{k}.png")
+    files = {f"set/{p.relative_to(root).as_posix()}": p.read_bytes() for p in root.rglob("*.png")}
+    index = index_dataset([("set.zip", zip_bytes(files))], min_per_class=2)
+    x, y = load_arrays(index, list(range(len(index.samples))), _card())
+    assert x.shape == (8, 32, 32, 1) and sorted(y.tolist()) == [0] * 4 + [1] * 4
+    with pytest.raises(DatasetError, match="save the upload to a folder"):
+        index.to_json()
