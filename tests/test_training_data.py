@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import json
 import tracemalloc
@@ -75,10 +76,11 @@ def test_index_round_trips_without_patient_ids(tmp_path):
     assert index.report.grouping == "DICOM PatientID"
     assert len({s.patient for s in index.samples}) == 6
     text = json.dumps(index.to_json())
-    assert "SECRET" not in text and "MRN" not in text
+    assert "SECRET" not in text and "MRN" not in text and "img" not in text  # no IDs, no file names
     assert all("SECRET" not in s.patient for s in index.samples)
     again = DatasetIndex.from_json(json.loads(text))
-    assert again.samples == index.samples and again.report == index.report
+    assert [dataclasses.replace(s, file="") for s in index.samples] == again.samples
+    assert again.report.counts == index.report.counts and again.report.patients == index.report.patients
     parts = split(again, 0.25, 0.25, seed=2)
     assert parts == split(index, 0.25, 0.25, seed=2)
     # the split does not depend on the (randomly salted) pseudonyms: a second indexing splits the same way
@@ -116,3 +118,28 @@ def test_a_zip_in_memory_is_indexed_and_loaded_but_not_handed_to_a_job(tmp_path)
     assert x.shape == (8, 32, 32, 1) and sorted(y.tolist()) == [0] * 4 + [1] * 4
     with pytest.raises(DatasetError, match="save the upload to a folder"):
         index.to_json()
+
+
+def test_patient_folder_names_stay_out_of_the_job_folder(tmp_path, isolated):
+    from medui.training import jobs
+    from medui.training.fit import TrainConfig
+    from medui.training.runs import job_index
+
+    root = tmp_path / "folders"
+    for k in range(12):
+        write_png(make_phantom(k, 48, lesion=k % 2 == 1),
+                  root / ("lesion" if k % 2 else "normal") / f"MRN-{k // 2:05d}" / f"MRN-{k // 2:05d}-{k}.png")
+    (root / "normal" / "notes.txt").write_text("x")
+    index = index_dataset([str(root)], min_per_class=2)
+    assert "folder" in index.report.grouping and index.report.unreadable
+    job = jobs.create(TrainConfig(data=[str(root)], out="x").to_json(), index=index)
+    assert "MRN" not in (job.path / "index.json").read_text()
+    again = job_index(job, TrainConfig(**job.params()))
+    x, y = load_arrays(again, [0, 5, 11], _card())
+    assert np.array_equal(x, load_arrays(index, [0, 5, 11], _card())[0])
+    fresh = jobs.create(TrainConfig(data=[str(root)], out="x", min_per_class=2).to_json())  # the job indexes
+    assert len(job_index(fresh, TrainConfig(**fresh.params())).samples) == 12
+    assert "MRN" not in (fresh.path / "index.json").read_text()
+    write_png(make_phantom(99, 48, lesion=False), root / "lesion" / "AAA" / "new.png")  # shifts the listing
+    with pytest.raises(DatasetError, match="changed since"):
+        load_arrays(again, [0, 5, 11], _card())

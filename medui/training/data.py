@@ -9,6 +9,7 @@ trained on, through the model card's preprocessing; `thumbnails` decodes a few p
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import hmac
 import re
@@ -38,7 +39,8 @@ _SPLIT_ALIASES = {"train": "train", "training": "train", "val": "val", "valid": 
 class Sample:
     """One training image, without its pixels: where to find it again and what it is."""
 
-    file: str  # name as `medui.io.sources.expand` gives it (relative to the input's parent folder)
+    file: str  # name as `medui.io.sources.expand` gives it (relative to the input's parent); "" when withheld
+    position: int  # the file's place in `expand(inputs)`: finds it again when the name is withheld
     series: int  # which series of that file (most files hold one)
     frame: int  # which slice of the series (the middle one)
     label: str
@@ -69,6 +71,13 @@ class Report:
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
+    def without_names(self) -> Report:
+        """The report with file names withheld (for files on disk): what was wrong, not which file."""
+        return dataclasses.replace(
+            self, unreadable=[{"file": "(name withheld)", "reason": u["reason"]} for u in self.unreadable],
+            duplicates=[[f"{len(g)} files"] for g in self.duplicates],
+            cross_class_duplicates=[[f"{len(g)} files"] for g in self.cross_class_duplicates])
+
 
 @dataclass
 class DatasetIndex:
@@ -84,12 +93,14 @@ class DatasetIndex:
         return self.report.classes
 
     def to_json(self) -> dict[str, Any]:
-        """JSON for the job folder: file names, labels, pseudonyms, digests; no pixels, no patient IDs."""
+        """JSON for the job folder: labels, pseudonyms, file positions and digests; no pixels, no patient
+        IDs and no file names (a folder or file name may be a patient's), only the input folders given."""
         if not all(isinstance(i, str) or hasattr(i, "__fspath__") for i in self.inputs):
             raise DatasetError("only a dataset read from folders or files can be handed to a training job; "
                                "save the upload to a folder first")
         return {"format": 1, "inputs": [str(i) for i in self.inputs],
-                "samples": [asdict(s) for s in self.samples], "report": self.report.to_json()}
+                "samples": [{**asdict(s), "file": ""} for s in self.samples],
+                "report": self.report.without_names().to_json()}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> DatasetIndex:
@@ -140,7 +151,7 @@ def index_dataset(inputs: Iterable[Input], patient_pattern: str | None = None, m
     salt = secrets.token_bytes(16)  # pseudonyms are only compared within this index: the salt is never kept
     samples: list[Sample] = []
     sources = {"dicom": 0, "folder": 0, "pattern": 0, "file": 0}
-    for src in files:
+    for position, src in enumerate(files):
         parts = _parts(src.name)[depth:]
         split = None
         if has_splits:
@@ -163,8 +174,8 @@ def index_dataset(inputs: Iterable[Input], patient_pattern: str | None = None, m
                 pid, how = f"{label}:{'/'.join(parts)}", "file"
             sources[how] += 1
             pseudonym = hmac.new(salt, pid.encode(), hashlib.sha256).hexdigest()[:16]
-            samples.append(Sample(src.name, k, frame, label, pseudonym, split, _digest(image), tuple(image.shape),
-                                  series.modality, series.photometric == "MONOCHROME1"))
+            samples.append(Sample(src.name, position, k, frame, label, pseudonym, split, _digest(image),
+                                  tuple(image.shape), series.modality, series.photometric == "MONOCHROME1"))
         del result  # nothing of the decoded volume outlives this loop
     if not samples:
         raise DatasetError(f"nothing readable: none of {len(files)} file(s) is an image MedUI reads "
@@ -184,23 +195,29 @@ def index_dataset(inputs: Iterable[Input], patient_pattern: str | None = None, m
 
 def _images(index: DatasetIndex, indices: list[int]) -> Iterator[tuple[int, int, np.ndarray]]:
     """(position in `indices`, sample index, 2-D image) for each sample, decoding each file once."""
-    by_file: dict[str, list[tuple[int, int]]] = defaultdict(list)
+    by_file: dict[int, list[tuple[int, int]]] = defaultdict(list)
     for pos, i in enumerate(indices):
-        by_file[index.samples[i].file].append((pos, i))
+        by_file[index.samples[i].position].append((pos, i))
     if not by_file:
         return
     files, _ = expand(index.inputs, index.limits)
-    found = {f.name: f for f in files}
-    for name, items in by_file.items():
-        if name not in found:
+    by_name = {f.name: f for f in files}
+    for position, items in by_file.items():
+        first = index.samples[items[0][1]]
+        name = first.file or f"file {position + 1} of the dataset"
+        if first.file:
+            src = by_name.get(first.file)
+        else:  # names withheld (a job's index): the same listing puts the same file at the same place
+            src = files[position] if position < len(files) else None
+        if src is None:
             raise DatasetError(f"{name} was in the dataset when it was checked and is gone now; check the data again")
-        series = load([found[name]], index.limits).series
+        series = load([src], index.limits).series
         for pos, i in items:
             s = index.samples[i]
             image = np.array(series[s.series].pixels[s.frame]) if s.series < len(series) else None  # a copy
             if image is None or _digest(image) != s.digest:
-                raise DatasetError(f"{name} changed since the dataset was checked (its pixels differ); "
-                                   "check the data again")
+                raise DatasetError(f"{name} changed since the dataset was checked (its pixels differ, or files "
+                                   "were added or removed); check the data again")
             yield pos, i, image
         del series
 

@@ -137,13 +137,12 @@ def train(job: Job, cfg: TrainConfig, started: float) -> dict[str, Any] | None:
 
 
 def job_index(job: Job, cfg: TrainConfig) -> DatasetIndex:
-    """The index the Train page wrote into the job folder, else a new one (written there for the record)."""
+    """The index the Train page wrote into the job folder, else a new one written there. Either way the
+    job works from the folder's copy, which holds no file names (they may name patients)."""
     path = job.path / "index.json"
-    if path.exists():
-        return DatasetIndex.from_json(json.loads(path.read_text()))
-    index = index_dataset(cfg.data, cfg.patient_pattern, cfg.min_per_class)
-    write_json(path, index.to_json())
-    return index
+    if not path.exists():
+        write_json(path, index_dataset(cfg.data, cfg.patient_pattern, cfg.min_per_class).to_json())
+    return DatasetIndex.from_json(json.loads(path.read_text()))
 
 
 def _base_model(cfg: TrainConfig, n_classes: int, gpu: bool) -> tuple[KerasModel, ModelCard, Entry | None,
