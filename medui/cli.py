@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from medui import __version__
 from medui.errors import DatasetUnavailableError
+
+if TYPE_CHECKING:
+    from medui.training.fit import TrainConfig
 
 T = TypeVar("T")
 
@@ -161,7 +162,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     return 0 if results else 1
 
 
-def _train_config(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+def _train_config(args: argparse.Namespace) -> TrainConfig:
     from medui.training.fit import TrainConfig
 
     cfg = TrainConfig(data=[str(p) for p in args.data], out=args.out, base=args.base, arch=args.arch,
@@ -178,14 +179,11 @@ def _train_config(args: argparse.Namespace):  # type: ignore[no-untyped-def]
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from medui.training import jobs
+    from medui.training.cards import run_metrics
     from medui.training.runs import run_job
 
     cfg = _train_config(args)
-    root = Path(args.jobs) if args.jobs else jobs.jobs_dir()
-    root.mkdir(parents=True, exist_ok=True)
-    job = jobs.Job(root / f"cli-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}")
-    job.path.mkdir()
-    jobs.write_json(job.path / "params.json", cfg.to_json())
+    job = jobs.create(cfg.to_json(), Path(args.jobs) if args.jobs else None, prefix="cli-")
     if not args.json:
         print(f"job folder: {job.path}", flush=True)
     code = run_job(job.path) if args.json is False else _quiet(run_job, job.path)
@@ -193,9 +191,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if args.json:
         doc = {"job": str(job.path), "state": status.get("state")}
         if result:
-            from medui.training.fit import summary_metrics
-
-            doc.update({"model": result["model"], **summary_metrics(result["evaluation"]),
+            ev = result["evaluation"]
+            doc.update({"model": result["model"], **run_metrics(ev, f"held-out test split ({ev['n']} images)"),
                         "device": result["device"], "mixed_precision": result["mixed_precision"]})
         else:
             doc["error"] = status.get("error") or status.get("message")
@@ -221,32 +218,36 @@ def _cmd_train_job(args: argparse.Namespace) -> int:
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from medui.errors import MedUIError
-    from medui.training.data import scan
-    from medui.training.fit import evaluate_arrays, prepared_arrays, summary_metrics
+    from medui.training.cards import run_metrics
+    from medui.training.data import index_dataset, load_arrays
+    from medui.training.fit import evaluate_arrays
     from medui.usecases.diagnose import load_model
 
     try:
         entry, predictor, _ = _quiet(load_model, args.model, args.dir)
-        dataset = scan(args.data, args.patient_pattern, min_per_class=1)
+        index = index_dataset(args.data, args.patient_pattern, min_per_class=1)
+        classes = entry.card.class_names
+        keep = [i for i, s in enumerate(index.samples) if s.label in classes]
+        if args.split and args.split != "all":
+            keep = [i for i in keep if index.samples[i].split == args.split]
+        if not keep:
+            print(f"error: no images of the model's classes {classes} found (found {index.classes})",
+                  file=sys.stderr)
+            return 2
+        x, y = load_arrays(index, keep, entry.card)
     except MedUIError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    classes = entry.card.class_names
-    keep = [i for i, s in enumerate(dataset.samples) if s.label in classes]
-    if args.split and args.split != "all":
-        keep = [i for i in keep if dataset.samples[i].split == args.split]
-    if not keep:
-        print(f"error: no images of the model's classes {classes} found (found {dataset.classes})", file=sys.stderr)
-        return 2
-    x, y = prepared_arrays(dataset, keep, entry.card)
     ev = evaluate_arrays(predictor.probabilities(predictor.logits(x)), y, classes, entry.card.threshold)
-    doc = {"model": entry.id, **summary_metrics(ev)}
+    doc = {"model": entry.id, **run_metrics(ev, f"{', '.join(map(str, args.data))} ({args.split or 'all'})")}
     if args.json:
         print(json.dumps(doc, indent=2))
     else:
-        print(f"{entry.id} on {ev['n']} images: AUC {ev['auc']:.4f} (95% CI {ev['auc_ci'][0]:.4f}-{ev['auc_ci'][1]:.4f}), "
-              f"accuracy {ev['accuracy']:.4f}, sensitivity {ev['sensitivity']:.4f}, specificity {ev['specificity']:.4f} "
-              f"at threshold {ev['threshold']:.4f}; confusion matrix {ev['confusion_matrix']}")
+        lo, hi = ev["auc_ci"]
+        print(f"{entry.id} on {ev['n']} images: AUC {ev['auc']:.4f} (95% CI {lo:.4f}-{hi:.4f}), "
+              f"accuracy {ev['accuracy']:.4f}, sensitivity {ev['sensitivity']:.4f}, "
+              f"specificity {ev['specificity']:.4f} at threshold {ev['threshold']:.4f}; "
+              f"confusion matrix {ev['confusion_matrix']}")
     return 0
 
 

@@ -1,41 +1,55 @@
 """Labelled datasets: a folder (or zip) with one sub-folder per class, optional train/val/test splits.
 
-`scan` reads every image once (anything `medui.io` reads; each 2-D image or DICOM instance is a
-sample), reports what it found, refuses what cannot be trained on, and `split` makes a stratified,
-patient-grouped split with a fixed seed.
+`index_dataset` reads every image once (anything `medui.io` reads; each 2-D image or DICOM instance is
+a sample) and keeps what it learnt (file, frame, label, pseudonymous patient, digest, shape) but no
+pixels; it reports what it found and refuses what cannot be trained on. `split` makes a stratified,
+patient-grouped split with a fixed seed; `load_arrays` decodes the images of a split when they are
+trained on, through the model card's preprocessing; `thumbnails` decodes a few per class to show.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import hmac
 import re
+import secrets
 from collections import Counter, defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import PurePosixPath
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from medui.errors import DatasetError
 from medui.io.loader import load
 from medui.io.sources import Input, Limits, SourceFile, expand
+from medui.training.splits import grouped_split
+
+if TYPE_CHECKING:
+    from medui.ai.card import ModelCard
 
 SPLITS = ("train", "val", "test")
 _SPLIT_ALIASES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
                   "test": "test", "testing": "test"}
 
 
-@dataclass
+@dataclass(frozen=True)
 class Sample:
-    file: str
+    """One training image, without its pixels: where to find it again and what it is."""
+
+    file: str  # name as `medui.io.sources.expand` gives it (relative to the input's parent); "" when withheld
+    position: int  # the file's place in `expand(inputs)`: finds it again when the name is withheld
+    series: int  # which series of that file (most files hold one)
+    frame: int  # which slice of the series (the middle one)
     label: str
-    patient: str
+    patient: str  # pseudonym of the grouping key (salted hash, never the key itself)
     split: str | None  # given by the folder layout, else None
-    image: np.ndarray = field(repr=False)  # one 2-D slice (grey HxW or colour HxWx3), modality values
-    invert: bool = False  # MONOCHROME1
-    digest: str = ""
+    digest: str  # sha1 of the slice's pixels: duplicates, and a check that the file did not change
+    shape: tuple[int, ...]  # rows, cols (, 3)
     modality: str = "OT"
+    invert: bool = False  # MONOCHROME1
 
 
 @dataclass
@@ -57,15 +71,44 @@ class Report:
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
+    def without_names(self) -> Report:
+        """The report with file names withheld (for files on disk): what was wrong, not which file."""
+        return dataclasses.replace(
+            self, unreadable=[{"file": "(name withheld)", "reason": u["reason"]} for u in self.unreadable],
+            duplicates=[[f"{len(g)} files"] for g in self.duplicates],
+            cross_class_duplicates=[[f"{len(g)} files"] for g in self.cross_class_duplicates])
+
 
 @dataclass
-class Dataset:
+class DatasetIndex:
+    """What `index_dataset` found: samples (no pixels), the report, and the inputs to read them again."""
+
+    inputs: list[Input]
     samples: list[Sample]
     report: Report
+    limits: Limits | None = field(default=None, repr=False)
 
     @property
     def classes(self) -> list[str]:
         return self.report.classes
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON for the job folder: labels, pseudonyms, file positions and digests; no pixels, no patient
+        IDs and no file names (a folder or file name may be a patient's), only the input folders given."""
+        if not all(isinstance(i, str) or hasattr(i, "__fspath__") for i in self.inputs):
+            raise DatasetError("only a dataset read from folders or files can be handed to a training job; "
+                               "save the upload to a folder first")
+        return {"format": 1, "inputs": [str(i) for i in self.inputs],
+                "samples": [{**asdict(s), "file": ""} for s in self.samples],
+                "report": self.report.without_names().to_json()}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> DatasetIndex:
+        try:
+            samples = [Sample(**{**s, "shape": tuple(s["shape"])}) for s in data["samples"]]
+            return cls(list(data["inputs"]), samples, Report(**data["report"]))
+        except (KeyError, TypeError) as exc:
+            raise DatasetError(f"the dataset index is not one MedUI wrote ({exc}); check the data again") from exc
 
 
 def _parts(name: str) -> list[str]:
@@ -92,17 +135,23 @@ def _patient_from_pattern(pattern: str, filename: str) -> str | None:
     return m.group("patient") if m else None
 
 
-def scan(inputs: Iterable[Input], patient_pattern: str | None = None, min_per_class: int = 10,
-         limits: Limits | None = None) -> Dataset:
-    """Read a labelled folder/zip into samples and a report; raise DatasetError when unusable."""
-    files, skipped = expand(list(inputs), limits)
+def _digest(image: np.ndarray) -> str:
+    return hashlib.sha1(np.ascontiguousarray(image).tobytes()).hexdigest()
+
+
+def index_dataset(inputs: Iterable[Input], patient_pattern: str | None = None, min_per_class: int = 10,
+                  limits: Limits | None = None) -> DatasetIndex:
+    """Read a labelled folder/zip once into samples (no pixels) and a report; DatasetError when unusable."""
+    inputs = list(inputs)
+    files, skipped = expand(inputs, limits)
     unreadable = [{"file": k.file, "reason": k.reason} for k in skipped]
     if not files:
         raise DatasetError("the upload holds no files; give a folder with one sub-folder per class")
     depth, has_splits = _layout(files)
+    salt = secrets.token_bytes(16)  # pseudonyms are only compared within this index: the salt is never kept
     samples: list[Sample] = []
     sources = {"dicom": 0, "folder": 0, "pattern": 0, "file": 0}
-    for src in files:
+    for position, src in enumerate(files):
         parts = _parts(src.name)[depth:]
         split = None
         if has_splits:
@@ -112,23 +161,22 @@ def scan(inputs: Iterable[Input], patient_pattern: str | None = None, min_per_cl
             continue
         label = parts[0]
         result = load([src], limits)
-        for k in result.skipped:
-            unreadable.append({"file": k.file, "reason": k.reason})
-        for series in result.series:
-            image = series.pixels[series.n_slices // 2]
-            pid = series.patient_id or None
-            how = "dicom"
+        unreadable += [{"file": k.file, "reason": k.reason} for k in result.skipped]
+        for k, series in enumerate(result.series):
+            frame = series.n_slices // 2
+            image = series.pixels[frame]
+            pid, how = (series.patient_id, "dicom") if series.patient_id else (None, "")
             if pid is None and len(parts) > 2:
                 pid, how = parts[1], "folder"
             if pid is None and patient_pattern:
-                pid = _patient_from_pattern(patient_pattern, parts[-1])
-                how = "pattern"
+                pid, how = _patient_from_pattern(patient_pattern, parts[-1]), "pattern"
             if pid is None:
-                pid, how = "/".join(parts), "file"
+                pid, how = f"{label}:{'/'.join(parts)}", "file"
             sources[how] += 1
-            digest = hashlib.sha1(np.ascontiguousarray(image).tobytes()).hexdigest()
-            samples.append(Sample(src.name, label, f"{label}:{pid}" if how == "file" else pid, split, image,
-                                  series.photometric == "MONOCHROME1", digest, series.modality))
+            pseudonym = hmac.new(salt, pid.encode(), hashlib.sha256).hexdigest()[:16]
+            samples.append(Sample(src.name, position, k, frame, label, pseudonym, split, _digest(image),
+                                  tuple(image.shape), series.modality, series.photometric == "MONOCHROME1"))
+        del result  # nothing of the decoded volume outlives this loop
     if not samples:
         raise DatasetError(f"nothing readable: none of {len(files)} file(s) is an image MedUI reads "
                            "(DICOM, PNG, JPEG, TIFF, NIfTI). See the list of unreadable files.")
@@ -142,7 +190,65 @@ def scan(inputs: Iterable[Input], patient_pattern: str | None = None, min_per_cl
         raise DatasetError(f"class(es) {', '.join(f'{c} ({counts[c]})' for c in small)} have fewer than "
                            f"{min_per_class} images; add images or merge classes")
     report = _report(samples, classes, unreadable, has_splits, sources, patient_pattern)
-    return Dataset(samples, report)
+    return DatasetIndex(inputs, samples, report, limits)
+
+
+def _images(index: DatasetIndex, indices: list[int]) -> Iterator[tuple[int, int, np.ndarray]]:
+    """(position in `indices`, sample index, 2-D image) for each sample, decoding each file once."""
+    by_file: dict[int, list[tuple[int, int]]] = defaultdict(list)
+    for pos, i in enumerate(indices):
+        by_file[index.samples[i].position].append((pos, i))
+    if not by_file:
+        return
+    files, _ = expand(index.inputs, index.limits)
+    by_name = {f.name: f for f in files}
+    for position, items in by_file.items():
+        first = index.samples[items[0][1]]
+        name = first.file or f"file {position + 1} of the dataset"
+        if first.file:
+            src = by_name.get(first.file)
+        else:  # names withheld (a job's index): the same listing puts the same file at the same place
+            src = files[position] if position < len(files) else None
+        if src is None:
+            raise DatasetError(f"{name} was in the dataset when it was checked and is gone now; check the data again")
+        series = load([src], index.limits).series
+        for pos, i in items:
+            s = index.samples[i]
+            image = np.array(series[s.series].pixels[s.frame]) if s.series < len(series) else None  # a copy
+            if image is None or _digest(image) != s.digest:
+                raise DatasetError(f"{name} changed since the dataset was checked (its pixels differ, or files "
+                                   "were added or removed); check the data again")
+            yield pos, i, image
+        del series
+
+
+def load_arrays(index: DatasetIndex, indices: list[int], card: ModelCard) -> tuple[np.ndarray, np.ndarray]:
+    """Model inputs (N, H, W, C) through the card's preprocessing and class indices (card.class_names)."""
+    from medui.ai.preprocess import prepare
+
+    x = np.zeros((len(indices), *card.input_size, card.channels), np.float32)
+    for pos, i, image in _images(index, indices):
+        x[pos] = prepare(image, card, index.samples[i].invert)[0]
+    y = np.asarray([card.class_names.index(index.samples[i].label) for i in indices], np.int32)
+    return x, y
+
+
+def thumbnails(index: DatasetIndex, per_class: int = 4) -> dict[str, list[np.ndarray]]:
+    """A few uint8 images per class, windowed for display (auto window, MONOCHROME1 inverted)."""
+    from medui.reading.display import apply_window, auto_window
+
+    chosen: dict[str, list[int]] = {c: [] for c in index.classes}
+    for i, s in enumerate(index.samples):
+        if len(chosen[s.label]) < per_class:
+            chosen[s.label].append(i)
+    flat = [i for c in index.classes for i in chosen[c]]
+    out: dict[str, list[np.ndarray]] = {c: [] for c in index.classes if chosen[c]}
+    images = {i: image for _, i, image in _images(index, flat)}
+    for i in flat:
+        s, img = index.samples[i], images[i]
+        grey = img if img.ndim == 2 else img.mean(axis=2)
+        out[s.label].append(apply_window(grey, auto_window(grey), s.invert))
+    return out
 
 
 NEGATIVE_NAMES = {"normal", "negative", "healthy", "benign", "no_finding", "no finding", "nofinding", "no-finding",
@@ -158,7 +264,7 @@ def order_classes(names: Iterable[str], reference: list[str] | None = None) -> l
     return sorted(names, key=lambda n: (n.lower() not in NEGATIVE_NAMES, n.lower()))
 
 
-def _report(samples: list[Sample], classes: list[str], unreadable: list[dict], has_splits: bool,
+def _report(samples: list[Sample], classes: list[str], unreadable: list[dict[str, str]], has_splits: bool,
             sources: dict[str, int], pattern: str | None) -> Report:
     counts: dict[str, dict[str, int]] = {"all": dict(Counter(s.label for s in samples))}
     if has_splits:
@@ -190,46 +296,20 @@ def _report(samples: list[Sample], classes: list[str], unreadable: list[dict], h
         patients={c: len({s.patient for s in samples if s.label == c}) for c in classes},
         grouping=" + ".join(grouping[k] for k in used), unreadable=unreadable, duplicates=dups,
         cross_class_duplicates=cross,
-        sizes=dict(Counter(f"{s.image.shape[0]}x{s.image.shape[1]}" for s in samples).most_common(10)),
+        sizes=dict(Counter(f"{s.shape[0]}x{s.shape[1]}" for s in samples).most_common(10)),
         modalities=dict(Counter(s.modality for s in samples)), imbalance=round(imbalance, 2),
         given_splits=[sp for sp in SPLITS if sp in counts], content_hash=content, warnings=warnings)
 
 
-def split(dataset: Dataset, val: float = 0.15, test: float = 0.15, seed: int = 0) -> dict[str, list[int]]:
+def split(index: DatasetIndex, val: float = 0.15, test: float = 0.15, seed: int = 0) -> dict[str, list[int]]:
     """Sample indices per split. Splits given by the folders are kept (missing ones are carved out of
     train); otherwise a stratified split grouped by patient, so no patient is in two splits."""
-    samples = dataset.samples
+    samples = index.samples
     given = {sp: [i for i, s in enumerate(samples) if s.split == sp] for sp in SPLITS}
     if any(given.values()):
         pool = given["train"] or [i for i, s in enumerate(samples) if s.split is None]
         need = {sp: frac for sp, frac in (("val", val), ("test", test)) if not given[sp]}
-        carved = _grouped_split(samples, pool, need, seed) if need else {"train": pool}
+        carved = grouped_split(samples, pool, need, seed) if need else {"train": pool}
         return {"train": carved["train"], "val": given["val"] or carved.get("val", []),
                 "test": given["test"] or carved.get("test", [])}
-    return _grouped_split(samples, list(range(len(samples))), {"val": val, "test": test}, seed)
-
-
-def _grouped_split(samples: list[Sample], pool: list[int], fractions: dict[str, float], seed: int) -> dict[str, list[int]]:
-    rng = np.random.default_rng(seed)
-    groups: dict[str, list[int]] = defaultdict(list)
-    for i in pool:
-        groups[samples[i].patient].append(i)
-    by_class: dict[str, list[str]] = defaultdict(list)
-    for pid, idx in groups.items():
-        majority = Counter(samples[i].label for i in idx).most_common(1)[0][0]
-        by_class[majority].append(pid)
-    out: dict[str, list[int]] = {"train": [], **{k: [] for k in fractions}}
-    for cls in sorted(by_class):
-        pids = sorted(by_class[cls])
-        rng.shuffle(pids)
-        total = sum(len(groups[p]) for p in pids)
-        targets = {k: f * total for k, f in fractions.items()}
-        filled = {k: 0 for k in fractions}
-        for pid in pids:
-            size = len(groups[pid])
-            short = [k for k in fractions if filled[k] + size / 2 <= targets[k]]
-            dest = short[0] if short else "train"
-            out[dest].extend(groups[pid])
-            if dest != "train":
-                filled[dest] += size
-    return {k: sorted(v) for k, v in out.items()}
+    return grouped_split(samples, list(range(len(samples))), {"val": val, "test": test}, seed)

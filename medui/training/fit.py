@@ -8,6 +8,7 @@ threshold chosen on held-out data (every model tried here over-called disease at
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections.abc import Callable
@@ -16,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from medui.ai.kerastypes import KerasLayer, KerasModel, TFDataset
 from medui.training import metrics
 
 
@@ -53,38 +55,34 @@ def default_arch(gpu: bool) -> str:
     return "densenet121" if gpu else "mobilenet_v2"
 
 
-def setup_devices(mixed: str = "auto") -> dict[str, Any]:
-    """Memory growth, mixed precision (float16 on NVIDIA) and a distribution strategy."""
+@dataclass(frozen=True)
+class DeviceInfo:
+    label: str  # e.g. "NVIDIA H100 (80 GB)" or "CPU"
+    gpus: int
+    mixed_precision: bool
+    strategy_name: str
+    strategy: Any = field(repr=False, compare=False)  # tf.distribute.Strategy
+
+
+def setup_devices(mixed: str = "auto") -> DeviceInfo:
+    """Memory growth, mixed precision (float16 on NVIDIA, float32 outputs) and a distribution strategy."""
     import keras
     import tensorflow as tf
 
     gpus = tf.config.list_physical_devices("GPU")
     for g in gpus:
-        try:
+        with contextlib.suppress(RuntimeError):  # already initialised
             tf.config.experimental.set_memory_growth(g, True)
-        except RuntimeError:
-            pass
     use_mixed = (mixed == "on") or (mixed == "auto" and bool(gpus))
     keras.mixed_precision.set_global_policy("mixed_float16" if use_mixed and gpus else "float32")
     strategy = tf.distribute.MirroredStrategy() if len(gpus) > 1 else tf.distribute.get_strategy()
     from medui.ai.device import detect
 
-    return {"device": detect().label(), "gpus": len(gpus), "mixed_precision": bool(use_mixed and gpus),
-            "strategy": type(strategy).__name__, "_strategy": strategy}
+    return DeviceInfo(detect().label(), len(gpus), bool(use_mixed and gpus), type(strategy).__name__, strategy)
 
 
-def prepared_arrays(dataset, indices: list[int], card) -> tuple[np.ndarray, np.ndarray]:  # type: ignore[no-untyped-def]
-    """Decoded samples through the card's preprocessing (the same function inference uses)."""
-    from medui.ai.preprocess import prepare
-
-    classes = card.class_names
-    x = np.stack([prepare(dataset.samples[i].image, card, dataset.samples[i].invert)[0] for i in indices]) \
-        if indices else np.zeros((0, *card.input_size, card.channels), np.float32)
-    y = np.asarray([classes.index(dataset.samples[i].label) for i in indices], np.int32)
-    return x, y
-
-
-def pipeline(x: np.ndarray, y: np.ndarray, batch: int, augment: dict[str, float] | None, seed: int, n_classes: int):  # type: ignore[no-untyped-def]
+def pipeline(x: np.ndarray, y: np.ndarray, batch: int, augment: dict[str, float] | None, seed: int,
+             n_classes: int) -> TFDataset:
     """tf.data: cached in memory, shuffled, augmented with Keras layers, prefetched."""
     import keras
     import tensorflow as tf
@@ -93,7 +91,7 @@ def pipeline(x: np.ndarray, y: np.ndarray, batch: int, augment: dict[str, float]
     ds = tf.data.Dataset.from_tensor_slices((x, target)).cache()
     if augment is None:
         return ds.batch(batch).prefetch(tf.data.AUTOTUNE)
-    layers = []
+    layers: list[KerasLayer] = []
     if augment.get("hflip"):
         layers.append(keras.layers.RandomFlip("horizontal", seed=seed))
     if augment.get("rotation"):
@@ -112,7 +110,8 @@ def pipeline(x: np.ndarray, y: np.ndarray, batch: int, augment: dict[str, float]
         return shuffled.prefetch(tf.data.AUTOTUNE)
     aug = keras.Sequential(layers, name="augment")
     return (shuffled
-            .map(lambda a, b: (tf.clip_by_value(aug(a, training=True), 0.0, 1.0), b), num_parallel_calls=tf.data.AUTOTUNE)
+            .map(lambda a, b: (tf.clip_by_value(aug(a, training=True), 0.0, 1.0), b),
+                 num_parallel_calls=tf.data.AUTOTUNE)
             .prefetch(tf.data.AUTOTUNE))
 
 
@@ -124,7 +123,7 @@ def class_weights(y: np.ndarray, n_classes: int) -> dict[int, float]:
     return {k: float(v) for k, v in enumerate(w)}
 
 
-def replace_head(model, n_classes: int):  # type: ignore[no-untyped-def]
+def replace_head(model: KerasModel, n_classes: int) -> KerasModel:
     """Keep everything up to the layer before `logits`; attach a new logits + activation for the classes."""
     import keras
 
@@ -136,7 +135,7 @@ def replace_head(model, n_classes: int):  # type: ignore[no-untyped-def]
     return keras.Model(model.inputs, out)
 
 
-def rename_head(model):  # type: ignore[no-untyped-def]
+def rename_head(model: KerasModel) -> KerasModel:
     """After replace_head, give the new head the registry's layer names again."""
     import keras
 
@@ -147,12 +146,12 @@ def rename_head(model):  # type: ignore[no-untyped-def]
     return clone
 
 
-def backbone_layers(model) -> list:  # type: ignore[no-untyped-def]
+def backbone_layers(model: KerasModel) -> list[KerasLayer]:
     head = {"logits", "probabilities", "head_dropout", "gap", "global_pool", "logits_new", "probabilities_new"}
     return [layer for layer in model.layers if layer.name not in head and layer.weights]
 
 
-def set_trainable(model, fraction: float | None) -> None:  # type: ignore[no-untyped-def]
+def set_trainable(model: KerasModel, fraction: float | None) -> None:
     """fraction None: all trainable; 0: head only; else the top fraction of backbone layers (BatchNorm
     stays frozen in fine-tuning so its statistics are not disturbed by small batches)."""
     import keras
@@ -164,32 +163,41 @@ def set_trainable(model, fraction: float | None) -> None:  # type: ignore[no-unt
 
 
 class JobCallback:
-    """Writes per-epoch metrics and progress with ETA; stops training when the job is cancelled."""
+    """Writes per-epoch metrics and progress with ETA; stops training when the job is cancelled.
+    Counts the epochs actually run and notes when the first one ended (`first_epoch_end`, time.time())."""
 
-    def __init__(self, write: Callable[[dict], None], total_epochs: int, cancelled: Callable[[], bool],
-                 phase: str, offset: int = 0) -> None:
+    def __init__(self, write: Callable[[dict[str, Any]], None], total_epochs: int, cancelled: Callable[[], bool],
+                 phase: str, offset: int = 0, started: float | None = None) -> None:
         import keras
 
         outer = self
+        t_start = time.time() if started is None else started
 
-        class _CB(keras.callbacks.Callback):
-            def on_train_batch_end(self, batch, logs=None):  # type: ignore[no-untyped-def]
+        class _CB(keras.callbacks.Callback):  # type: ignore[misc]
+            def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
                 if cancelled():
                     self.model.stop_training = True
                     outer.cancelled = True
 
-            def on_epoch_begin(self, epoch, logs=None):  # type: ignore[no-untyped-def]
+            def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
                 outer.t_epoch = time.time()
 
-            def on_epoch_end(self, epoch, logs=None):  # type: ignore[no-untyped-def]
+            def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+                now = time.time()
                 done = offset + epoch + 1
-                outer.durations.append(time.time() - outer.t_epoch)
+                outer.epochs_run += 1
+                if outer.first_epoch_end is None:
+                    outer.first_epoch_end = now
+                outer.durations.append(now - outer.t_epoch)
                 eta = float(np.mean(outer.durations)) * (total_epochs - done)
                 write({"epoch": done, "phase": phase, "seconds": round(outer.durations[-1], 2), "eta_s": round(eta),
+                       "elapsed_s": round(now - t_start, 2),
                        **{k: round(float(v), 5) for k, v in (logs or {}).items()}})
 
         self.callback = _CB()
         self.cancelled = False
+        self.epochs_run = 0
+        self.first_epoch_end: float | None = None
         self.durations: list[float] = []
         self.t_epoch = time.time()
 
@@ -202,35 +210,20 @@ def evaluate_arrays(probs: np.ndarray, y: np.ndarray, classes: list[str], thresh
         rec, prec = metrics.pr_curve(y, p)
         lo, hi = metrics.auc_ci(y, p)
         op = metrics.at_threshold(y, p, threshold)
+        cal = metrics.calibration_curve(y, p)
         return {"n": int(len(y)), "classes": classes, "auc": metrics.auc(y, p), "auc_ci": [lo, hi], **op,
-                "roc": {"fpr": fpr.tolist(), "tpr": tpr.tolist()}, "pr": {"recall": rec.tolist(), "precision": prec.tolist()},
-                "calibration": metrics.calibration_curve(y, p)}
+                "roc": {"fpr": fpr.tolist(), "tpr": tpr.tolist()},
+                "pr": {"recall": rec.tolist(), "precision": prec.tolist()},
+                "calibration": cal, "ece": cal["ece"]}
     per_class = {}
     for k, c in enumerate(classes):
         yk = (y == k).astype(int)
         per_class[c] = {"auc": metrics.auc(yk, probs[:, k]), **metrics.at_threshold(yk, probs[:, k], 0.5)}
     pred = probs.argmax(axis=1)
-    cm = [[int(((y == a) & (pred == b)).sum()) for b in range(len(classes))] for a in range(len(classes))]
     aucs = [v["auc"] for v in per_class.values() if not np.isnan(v["auc"])]
+    top = metrics.calibration_curve((pred == y).astype(int), probs.max(axis=1))  # top-label calibration
     return {"n": int(len(y)), "classes": classes, "auc": float(np.mean(aucs)) if aucs else float("nan"),
-            "auc_ci": [float("nan"), float("nan")], "accuracy": float((pred == y).mean()), "threshold": threshold,
-            "confusion_matrix": cm, "per_class": per_class,
-            "sensitivity": float("nan"), "specificity": float("nan")}
-
-
-def jsonable(obj: Any) -> Any:
-    if isinstance(obj, float) and (np.isnan(obj) or np.isinf(obj)):
-        return None
-    if isinstance(obj, dict):
-        return {k: jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [jsonable(v) for v in obj]
-    if isinstance(obj, np.generic):
-        return jsonable(obj.item())
-    return obj
-
-
-def summary_metrics(ev: dict[str, Any]) -> dict[str, Any]:
-    keys = ("n", "auc", "auc_ci", "accuracy", "sensitivity", "specificity", "ppv", "npv", "threshold",
-            "confusion_matrix", "classes")
-    return jsonable({k: ev.get(k) for k in keys})
+            "auc_ci": [float("nan"), float("nan")], "accuracy": float((pred == y).mean()) if len(y) else float("nan"),
+            "threshold": threshold, "confusion_matrix": metrics.confusion(y, pred, len(classes)),
+            "per_class": per_class, "ece": top["ece"], "sensitivity": float("nan"), "specificity": float("nan"),
+            "ppv": float("nan"), "npv": float("nan")}

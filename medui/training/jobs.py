@@ -3,7 +3,8 @@ closed tabs and server restarts, and frees GPU memory when it ends.
 
 jobs/<id>/params.json   what to do          status.json  state, progress, ETA, result
 jobs/<id>/metrics.jsonl one line per epoch  log.txt      everything the process printed
-jobs/<id>/split.json    the data split      cancel       present = please stop
+jobs/<id>/index.json    the checked data    split.json   the data split (sample numbers per split)
+jobs/<id>/result.json   evaluation          cancel       present = please stop
 
 One job trains at a time per machine (an exclusive lock on jobs/.train.lock); others wait queued.
 """
@@ -18,7 +19,12 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, TYPE_CHECKING, Any
+
+from medui.errors import TrainingError
+
+if TYPE_CHECKING:
+    from medui.training.data import DatasetIndex
 
 ROOT = Path(__file__).resolve().parents[2]
 TERMINAL = ("done", "failed", "cancelled")
@@ -58,12 +64,13 @@ class Job:
         return self.path.name
 
     def params(self) -> dict[str, Any]:
-        return json.loads((self.path / "params.json").read_text())
+        params: dict[str, Any] = json.loads((self.path / "params.json").read_text())
+        return params
 
     def status(self) -> dict[str, Any]:
         """The job's state; a running job whose process died is reported failed, with its log."""
         try:
-            st = json.loads((self.path / "status.json").read_text())
+            st: dict[str, Any] = json.loads((self.path / "status.json").read_text())
         except (FileNotFoundError, json.JSONDecodeError):
             st = {"state": "queued"}
         pid = st.get("pid") or self._launcher_pid()
@@ -109,21 +116,38 @@ class Job:
         return json.loads(path.read_text()) if path.exists() else None
 
 
-def start(params: dict[str, Any], root: Path | None = None) -> Job:
-    """Create a job folder and launch `python -m medui train-job FOLDER` in its own session."""
+def create(params: dict[str, Any], root: Path | None = None, index: DatasetIndex | None = None,
+           prefix: str = "") -> Job:
+    """The one way to make a job folder: params.json, status.json (queued) and, when the caller has
+    already checked the data, index.json (no pixels, pseudonymous patients) so the job need not read it again."""
     root = Path(root or jobs_dir())
     root.mkdir(parents=True, exist_ok=True)
-    job = Job(root / f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}")
+    if index is not None and [str(i) for i in index.inputs] != [str(d) for d in params.get("data", [])]:
+        raise TrainingError(f"the dataset index was made from {index.inputs}, the job trains on {params.get('data')}; "
+                            "check the data again before starting")
+    job = Job(root / f"{prefix}{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}")
     job.path.mkdir()
     write_json(job.path / "params.json", params)
+    if index is not None:
+        write_json(job.path / "index.json", index.to_json())
     write_json(job.path / "status.json", {"state": "queued", "created": time.time()})
-    log = open(job.path / "log.txt", "ab")
+    return job
+
+
+def launch(job: Job) -> Job:
+    """Run `python -m medui train-job FOLDER` on a created job, in its own session (survives the page)."""
     env = dict(os.environ, PYTHONUNBUFFERED="1", TF_CPP_MIN_LOG_LEVEL="2")
-    proc = subprocess.Popen([sys.executable, "-m", "medui", "train-job", str(job.path)], cwd=ROOT, env=env,
-                            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
-    log.close()
+    with open(job.path / "log.txt", "ab") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "medui", "train-job", str(job.path)], cwd=ROOT, env=env,
+                                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                start_new_session=True)
     (job.path / "pid").write_text(str(proc.pid))  # the process writes its own status; never race it
     return job
+
+
+def start(params: dict[str, Any], root: Path | None = None, index: DatasetIndex | None = None) -> Job:
+    """Create a job folder (`create`) and launch its process (`launch`)."""
+    return launch(create(params, root, index))
 
 
 def list_jobs(root: Path | None = None) -> list[Job]:
@@ -137,12 +161,12 @@ class TrainLock:
 
     def __init__(self, root: Path) -> None:
         self.path = Path(root) / ".train.lock"
-        self.fh = None
+        self.fh: IO[str] | None = None
 
     def acquire(self, job: Job, poll: float = 2.0) -> bool:
         import fcntl
 
-        self.fh = open(self.path, "w")
+        self.fh = open(self.path, "w")  # noqa: SIM115 - held until release()
         while True:
             try:
                 fcntl.flock(self.fh, fcntl.LOCK_EX | fcntl.LOCK_NB)

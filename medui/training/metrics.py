@@ -1,69 +1,78 @@
-"""Evaluation metrics without extra dependencies: ROC/PR curves, AUC with a bootstrap interval,
+"""Evaluation metrics on scikit-learn and scipy: ROC/PR curves, AUC with a bootstrap interval,
 confusion matrix and operating-point statistics, calibration, threshold choice, temperature."""
 
 from __future__ import annotations
+
+import warnings
+from typing import Any
 
 import numpy as np
 
 
 def roc_curve(y: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """False-positive rate, true-positive rate and thresholds (decreasing), like scikit-learn's."""
-    y = np.asarray(y).astype(bool)
-    order = np.argsort(-np.asarray(p, float), kind="mergesort")
-    ps, ys = np.asarray(p, float)[order], y[order]
-    distinct = np.r_[np.nonzero(np.diff(ps))[0], len(ps) - 1]
-    tps = np.cumsum(ys)[distinct]
-    fps = (distinct + 1) - tps
-    pos, neg = max(int(y.sum()), 1), max(int((~y).sum()), 1)
-    tpr = np.r_[0.0, tps / pos]
-    fpr = np.r_[0.0, fps / neg]
-    thr = np.r_[np.inf, ps[distinct]]
+    """False-positive rate, true-positive rate and thresholds (decreasing, the first +inf)."""
+    from sklearn.metrics import roc_curve as sk_roc
+
+    fpr, tpr, thr = sk_roc(np.asarray(y).astype(bool), np.asarray(p, float), drop_intermediate=False)
     return fpr, tpr, thr
 
 
 def auc(y: np.ndarray, p: np.ndarray) -> float:
-    """Area under the ROC curve (Mann-Whitney, ties counted half)."""
+    """Area under the ROC curve; NaN when only one class is present."""
+    from sklearn.metrics import roc_auc_score
+
     y = np.asarray(y).astype(bool)
     if y.all() or (~y).all():
         return float("nan")
+    return float(roc_auc_score(y, np.asarray(p, float)))
+
+
+def _auc_rows(y: np.ndarray, p: np.ndarray, axis: int = -1) -> np.ndarray:
+    """Mann-Whitney AUC of each row (vectorised for the bootstrap); NaN for one-class rows."""
     from scipy.stats import rankdata
 
-    ranks = rankdata(p)
-    n_pos, n_neg = y.sum(), (~y).sum()
-    return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+    y = np.asarray(y, bool)
+    ranks = rankdata(p, axis=axis)
+    n_pos = y.sum(axis=axis)
+    n_neg = y.shape[axis] - n_pos
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.asarray((np.where(y, ranks, 0).sum(axis=axis) - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
 def auc_ci(y: np.ndarray, p: np.ndarray, n_boot: int = 1000, seed: int = 0, alpha: float = 0.05) -> tuple[float, float]:
-    """Percentile bootstrap interval of the AUC (resampling cases)."""
-    rng = np.random.default_rng(seed)
-    y, p = np.asarray(y), np.asarray(p)
-    values = []
-    for _ in range(n_boot):
-        idx = rng.integers(0, len(y), len(y))
-        if y[idx].min() != y[idx].max():
-            values.append(auc(y[idx], p[idx]))
-    if not values:
+    """Percentile bootstrap interval of the AUC (scipy.stats.bootstrap, cases resampled in pairs).
+    Resamples holding one class only have no AUC and are left out."""
+    from scipy.stats import bootstrap
+
+    y, p = np.asarray(y).astype(bool), np.asarray(p, float)
+    if y.all() or (~y).all():
         return float("nan"), float("nan")
-    return float(np.quantile(values, alpha / 2)), float(np.quantile(values, 1 - alpha / 2))
+    with warnings.catch_warnings():  # one-class resamples give NaN: scipy's interval warns, ours drops them
+        warnings.simplefilter("ignore")
+        res = bootstrap((y, p), _auc_rows, paired=True, vectorized=True, n_resamples=n_boot,
+                        method="percentile", confidence_level=1 - alpha, rng=np.random.default_rng(seed))
+    dist = np.asarray(res.bootstrap_distribution)
+    dist = dist[np.isfinite(dist)]
+    if not dist.size:
+        return float("nan"), float("nan")
+    return float(np.quantile(dist, alpha / 2)), float(np.quantile(dist, 1 - alpha / 2))
 
 
 def pr_curve(y: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Recall and precision as the threshold falls."""
-    _, tpr, thr = roc_curve(y, p)
-    y = np.asarray(y).astype(bool)
-    precision = [1.0]
-    for t in thr[1:]:
-        called = np.asarray(p) >= t
-        precision.append(float((called & y).sum() / max(called.sum(), 1)))
-    return tpr, np.asarray(precision)
+    """Recall and precision as the threshold falls (starting at recall 0, precision 1)."""
+    from sklearn.metrics import precision_recall_curve
+
+    precision, recall, _ = precision_recall_curve(np.asarray(y).astype(bool), np.asarray(p, float))
+    return recall[::-1].copy(), precision[::-1].copy()
 
 
-def at_threshold(y: np.ndarray, p: np.ndarray, threshold: float) -> dict:
+def at_threshold(y: np.ndarray, p: np.ndarray, threshold: float) -> dict[str, Any]:
     """Confusion matrix [[TN, FP], [FN, TP]] and sensitivity, specificity, PPV, NPV, accuracy."""
+    from sklearn.metrics import confusion_matrix
+
     y = np.asarray(y).astype(bool)
     called = np.asarray(p) >= threshold
-    tp, fp = int((called & y).sum()), int((called & ~y).sum())
-    fn, tn = int((~called & y).sum()), int((~called & ~y).sum())
+    (tn, fp), (fn, tp) = confusion_matrix(y, called, labels=[False, True]).tolist()
 
     def ratio(a: int, b: int) -> float:
         return float(a / b) if b else float("nan")
@@ -71,6 +80,13 @@ def at_threshold(y: np.ndarray, p: np.ndarray, threshold: float) -> dict:
     return {"threshold": float(threshold), "confusion_matrix": [[tn, fp], [fn, tp]],
             "sensitivity": ratio(tp, tp + fn), "specificity": ratio(tn, tn + fp), "ppv": ratio(tp, tp + fp),
             "npv": ratio(tn, tn + fn), "accuracy": ratio(tp + tn, len(y))}
+
+
+def confusion(y: np.ndarray, pred: np.ndarray, n_classes: int) -> list[list[int]]:
+    """Multi-class confusion matrix: rows true class, columns predicted."""
+    from sklearn.metrics import confusion_matrix
+
+    return [[int(v) for v in row] for row in confusion_matrix(y, pred, labels=list(range(n_classes)))]
 
 
 def choose_threshold(y: np.ndarray, p: np.ndarray, min_sensitivity: float | None = None) -> tuple[float, str]:
@@ -95,7 +111,7 @@ def choose_threshold(y: np.ndarray, p: np.ndarray, min_sensitivity: float | None
     return float(np.clip(t, 1e-4, 1 - 1e-4)), method
 
 
-def calibration_curve(y: np.ndarray, p: np.ndarray, bins: int = 10) -> dict:
+def calibration_curve(y: np.ndarray, p: np.ndarray, bins: int = 10) -> dict[str, Any]:
     """Reliability curve: mean predicted probability and observed frequency per bin, and ECE."""
     y, p = np.asarray(y, float), np.asarray(p, float)
     edges = np.linspace(0, 1, bins + 1)
@@ -107,7 +123,7 @@ def calibration_curve(y: np.ndarray, p: np.ndarray, bins: int = 10) -> dict:
             mean_p.append(float(p[m].mean()))
             freq.append(float(y[m].mean()))
             count.append(int(m.sum()))
-    ece = float(sum(c * abs(a - f) for a, f, c in zip(mean_p, freq, count)) / max(len(y), 1))
+    ece = float(sum(c * abs(a - f) for a, f, c in zip(mean_p, freq, count, strict=True)) / max(len(y), 1))
     return {"mean_predicted": mean_p, "observed": freq, "count": count, "ece": ece}
 
 

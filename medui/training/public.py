@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -54,7 +55,7 @@ def find_npz(size: int, npz: str | None = None) -> Path:
     return local
 
 
-def write_pneumoniamnist(out: Path, size: int = 64, npz: str | None = None, limit: int | None = None) -> dict:
+def write_pneumoniamnist(out: Path, size: int = 64, npz: str | None = None, limit: int | None = None) -> dict[str, Any]:
     """Write out/{train,val,test}/{normal,pneumonia}/pneumoniamnist_<split>_<n>.png; returns counts."""
     import cv2
 

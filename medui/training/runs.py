@@ -1,41 +1,89 @@
 """One training run from start to registered model: the body of a job process.
 
 Used by `python -m medui train-job DIR` (what the Train page starts) and by `python -m medui train`
-(which runs the same job in the foreground), so both paths are one code path.
+(which runs the same job in the foreground), so both paths are one code path:
+
+    prepare (devices, dataset index, split, base model) -> fit -> calibrate -> evaluate -> register
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import os
 import time
 import traceback
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
 
+from medui.ai.card import ModelCard, Preprocessing
+from medui.ai.kerastypes import KerasModel
 from medui.errors import TrainingError
 from medui.training import metrics
+from medui.training.cards import card_for_run, jsonable
+from medui.training.data import DatasetIndex, index_dataset, load_arrays, order_classes, split
 from medui.training.fit import (
+    DeviceInfo,
     JobCallback,
     TrainConfig,
     class_weights,
     default_arch,
     evaluate_arrays,
-    jsonable,
     pipeline,
-    prepared_arrays,
     rename_head,
     replace_head,
     set_trainable,
     setup_devices,
-    summary_metrics,
 )
 from medui.training.jobs import Job, TrainLock, write_json
+
+if TYPE_CHECKING:
+    from medui.ai.registry import Entry
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """What every step of a run needs; steps return new values, they do not mutate this."""
+
+    job: Job
+    cfg: TrainConfig
+    device: DeviceInfo
+    index: DatasetIndex
+    parts: dict[str, list[int]]  # split -> sample indices
+    card: ModelCard  # template: architecture, input, preprocessing, classes (metrics come at the end)
+    parent: Entry | None
+    pretrained: bool
+    started: float  # time.time() when the job started running
+
+
+@dataclass(frozen=True)
+class FitResult:
+    model: KerasModel
+    epochs_run: int  # epochs actually trained (early stopping may end a phase early)
+    first_epoch_end: float | None  # time.time() at the end of the first epoch
+    train_s: float
+    n_train: int
+
+
+@dataclass(frozen=True)
+class Calibration:
+    card: ModelCard  # the template with classes, threshold and temperature
+    temperature: float | None
+
+
+def _models_dir(cfg: TrainConfig) -> Path | None:
+    return Path(cfg.models_dir) if cfg.models_dir else None
 
 
 def _status(job: Job, **fields: Any) -> None:
     write_json(job.path / "status.json", {**job.status(), **fields, "updated": time.time()})
+
+
+def _log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
 def run_job(job_dir: Path) -> int:
@@ -43,15 +91,14 @@ def run_job(job_dir: Path) -> int:
     job = Job(Path(job_dir))
     cfg = TrainConfig(**job.params())
     lock = TrainLock(job.path.parent)
-    import os
-
     _status(job, state="queued", pid=os.getpid(), message="waiting for the training slot")
     if not lock.acquire(job):
         _status(job, state="cancelled", message="cancelled while queued")
         return 0
     try:
-        _status(job, state="running", started=time.time(), message="reading the dataset")
-        result = _train(job, cfg)
+        started = time.time()
+        _status(job, state="running", started=started, message="reading the dataset")
+        result = train(job, cfg, started)
         if result is None:
             _status(job, state="cancelled", message="cancelled by the user; nothing was registered")
             return 0
@@ -66,26 +113,53 @@ def run_job(job_dir: Path) -> int:
         lock.release()
 
 
-def _log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+def train(job: Job, cfg: TrainConfig, started: float) -> dict[str, Any] | None:
+    """The run's steps; None when cancelled."""
+    import keras
+
+    keras.utils.set_random_seed(cfg.seed)
+    ctx, model = prepare(job, cfg, started)
+    fitted = fit(ctx, model)
+    if fitted is None:
+        return None
+    x_va, y_va = load_arrays(ctx.index, ctx.parts["val"], ctx.card)
+    cal = calibrate(ctx, fitted.model, x_va, y_va)
+    del x_va, y_va
+    ev, parent_ev = evaluate(ctx, fitted.model, cal.card)
+    entry = register(ctx, fitted, cal, ev)
+    result: dict[str, Any] = jsonable({
+        "model": entry.id, "path": str(entry.path), "evaluation": ev, "parent": ctx.parent.id if ctx.parent else None,
+        "parent_evaluation": parent_ev, "device": ctx.device.label, "mixed_precision": ctx.device.mixed_precision,
+        "train_s": round(fitted.train_s, 1), "epochs_run": fitted.epochs_run,
+        "time_to_first_epoch_s": round(fitted.first_epoch_end - started, 1) if fitted.first_epoch_end else None,
+        "images_per_s": round(fitted.n_train * fitted.epochs_run / max(fitted.train_s, 1e-6), 1)})
+    return result
 
 
-def _base_model(cfg: TrainConfig, n_classes: int, gpu: bool):  # type: ignore[no-untyped-def]
+def job_index(job: Job, cfg: TrainConfig) -> DatasetIndex:
+    """The index the Train page wrote into the job folder, else a new one written there. Either way the
+    job works from the folder's copy, which holds no file names (they may name patients)."""
+    path = job.path / "index.json"
+    if not path.exists():
+        write_json(path, index_dataset(cfg.data, cfg.patient_pattern, cfg.min_per_class).to_json())
+    return DatasetIndex.from_json(json.loads(path.read_text()))
+
+
+def _base_model(cfg: TrainConfig, n_classes: int, gpu: bool) -> tuple[KerasModel, ModelCard, Entry | None,
+                                                                      list[str], bool]:
     """(model, card template, parent entry or None, notes, pretrained)."""
     from medui.ai.architectures import ARCHITECTURES, build
-    from medui.ai.card import ModelCard, Preprocessing
     from medui.ai.registry import find, load_keras
 
     if cfg.base:
-        entry = find(cfg.base, cfg.models_dir)
+        entry = find(cfg.base, _models_dir(cfg))
         model = load_keras(entry.path)
-        card = ModelCard.from_json(entry.card.to_json())
         notes = [f"fine-tuning {entry.id}"]
         n_old = 2 if entry.card.task == "binary" else len(entry.card.class_names)
         if n_old != n_classes or entry.card.task != ("binary" if n_classes == 2 else "multiclass"):
             model = replace_head(model, n_classes)
             notes.append("classes differ from the parent: new head")
-        return model, card, entry, notes, True
+        return model, entry.card, entry, notes, True
     arch = cfg.arch or default_arch(gpu)
     spec = ARCHITECTURES[arch]
     built = build(arch, n_classes=n_classes, weights=cfg.weights if spec["pretrained"] else None)
@@ -103,140 +177,161 @@ def _base_model(cfg: TrainConfig, n_classes: int, gpu: bool):  # type: ignore[no
     return built.model, card, None, [f"architecture {arch}"] + built.notes, pretrained
 
 
-def _train(job: Job, cfg: TrainConfig) -> dict[str, Any] | None:
-    import keras
-
-    from medui.training.data import scan, split
-
-    t0 = time.time()
-    keras.utils.set_random_seed(cfg.seed)
+def prepare(job: Job, cfg: TrainConfig, started: float) -> tuple[RunContext, KerasModel]:
+    """Devices, the dataset index and split (written to the job folder), the base model and card template."""
     dev = setup_devices(cfg.mixed_precision)
-    _log(f"device: {dev['device']} · mixed precision {'on' if dev['mixed_precision'] else 'off'} · {dev['strategy']}")
-    dataset = scan(cfg.data, cfg.patient_pattern, cfg.min_per_class)
-    report = dataset.report
-    parts = split(dataset, cfg.val_fraction, cfg.test_fraction, cfg.seed)
-    write_json(job.path / "split.json", {k: [dataset.samples[i].file for i in v] for k, v in parts.items()})
-    write_json(job.path / "dataset.json", report.to_json())
+    _log(f"device: {dev.label} · mixed precision {'on' if dev.mixed_precision else 'off'} · {dev.strategy_name}")
+    index = job_index(job, cfg)
+    parts = split(index, cfg.val_fraction, cfg.test_fraction, cfg.seed)
+    write_json(job.path / "split.json", parts)
+    write_json(job.path / "dataset.json", index.report.to_json())
     if not parts["val"] or not parts["test"]:
         raise TrainingError("the validation or test split is empty; add images or patients")
-    classes = report.classes
-    _log(f"dataset: {len(dataset.samples)} images, classes {classes}, split "
-         f"{ {k: len(v) for k, v in parts.items()} }, grouping by {report.grouping}")
-    with dev["_strategy"].scope():
-        model, card, parent, notes, pretrained = _base_model(cfg, len(classes), dev["gpus"] > 0)
+    _log(f"dataset: {len(index.samples)} images, classes {index.classes}, split "
+         f"{ {k: len(v) for k, v in parts.items()} }, grouping by {index.report.grouping}")
+    with dev.strategy.scope():
+        model, template, parent, notes, pretrained = _base_model(cfg, len(index.classes), dev.gpus > 0)
     for n in notes:
         _log(n)
-    if parent is not None:  # keep the parent's class order (which class is positive) when the classes match
-        from medui.training.data import order_classes
+    # keep the parent's class order (which class is positive) when the classes match
+    classes = order_classes(index.classes, parent.card.class_names if parent else None)
+    template = dataclasses.replace(template, class_names=classes,
+                                   task="binary" if len(classes) == 2 else "multiclass")
+    ctx = RunContext(job, cfg, dev, index, parts, template, parent, pretrained, started)
+    return ctx, model
 
-        classes = order_classes(classes, parent.card.class_names)
-    card.class_names = classes
-    card.task = "binary" if len(classes) == 2 else "multiclass"
-    x_tr, y_tr = prepared_arrays(dataset, parts["train"], card)
-    x_va, y_va = prepared_arrays(dataset, parts["val"], card)
-    x_te, y_te = prepared_arrays(dataset, parts["test"], card)
-    n_cls = len(classes)
+
+def _phases(ctx: RunContext) -> list[tuple[str, int, float | None, float]]:
+    """(name, epochs, trainable backbone fraction, learning rate) per phase."""
+    cfg = ctx.cfg
+    if ctx.pretrained and cfg.epochs > cfg.head_epochs > 0:
+        return [("head", cfg.head_epochs, 0.0, cfg.learning_rate),
+                ("fine-tune", cfg.epochs - cfg.head_epochs, cfg.unfreeze_fraction,
+                 cfg.learning_rate * cfg.fine_tune_lr_factor)]
+    return [("full", cfg.epochs, None, cfg.learning_rate)]
+
+
+def _epoch_writer(ctx: RunContext, fh: IO[str]) -> Any:
+    def write(row: dict[str, Any]) -> None:
+        fh.write(json.dumps(row) + "\n")
+        fh.flush()
+        _status(ctx.job, epoch=row["epoch"], epochs=ctx.cfg.epochs, eta_s=row["eta_s"],
+                message=f"epoch {row['epoch']}/{ctx.cfg.epochs} ({row['phase']})")
+        _log(f"epoch {row['epoch']}/{ctx.cfg.epochs} {row['phase']}: " +
+             " ".join(f"{k} {v:.4f}" for k, v in row.items() if isinstance(v, float) and k not in ("seconds",)))
+
+    return write
+
+
+def fit(ctx: RunContext, model: KerasModel) -> FitResult | None:
+    """Train (two phases for pretrained backbones) with early stopping on validation AUC; None when cancelled."""
+    import keras
+
+    cfg, n_cls = ctx.cfg, len(ctx.card.class_names)
+    x_tr, y_tr = load_arrays(ctx.index, ctx.parts["train"], ctx.card)
+    x_va, y_va = load_arrays(ctx.index, ctx.parts["val"], ctx.card)
     train_ds = pipeline(x_tr, y_tr, cfg.batch_size, cfg.augment, cfg.seed, n_cls)
     val_ds = pipeline(x_va, y_va, cfg.batch_size, None, cfg.seed, n_cls)
     weights = class_weights(y_tr, n_cls)
-    phases = [("head", cfg.head_epochs, 0.0, cfg.learning_rate),
-              ("fine-tune", cfg.epochs - cfg.head_epochs, cfg.unfreeze_fraction, cfg.learning_rate * cfg.fine_tune_lr_factor)] \
-        if pretrained and cfg.epochs > cfg.head_epochs > 0 else [("full", cfg.epochs, None, cfg.learning_rate)]
-    metrics_file = open(job.path / "metrics.jsonl", "a")
-
-    def write(row: dict) -> None:
-        metrics_file.write(json.dumps(row) + "\n")
-        metrics_file.flush()
-        _status(job, epoch=row["epoch"], epochs=cfg.epochs, eta_s=row["eta_s"],
-                message=f"epoch {row['epoch']}/{cfg.epochs} ({row['phase']})")
-        _log(f"epoch {row['epoch']}/{cfg.epochs} {row['phase']}: " +
-             " ".join(f"{k} {v:.4f}" for k, v in row.items() if isinstance(v, float) and k not in ("seconds",)))
-
-    auc_name = "auc"
-    done = 0
+    n_train = len(x_tr)
+    del x_tr, x_va  # the tf.data pipelines hold what they need
+    done, epochs_run, first_end = 0, 0, None
     t_train = time.time()
-    first_epoch_s = None
-    for phase, epochs, fraction, lr in phases:
-        if epochs <= 0:
-            continue
-        set_trainable(model, fraction)
-        steps = int(np.ceil(len(x_tr) / cfg.batch_size)) * epochs
-        with dev["_strategy"].scope():
-            model.compile(optimizer=keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(lr, steps, alpha=0.05)),
-                          loss=keras.losses.BinaryCrossentropy() if n_cls == 2 else keras.losses.CategoricalCrossentropy(),
-                          metrics=[keras.metrics.AUC(name=auc_name, multi_label=n_cls > 2)],
-                          jit_compile=dev["gpus"] > 0)
-        cb = JobCallback(write, cfg.epochs, lambda: job.cancel_requested, phase, done)
-        stop = keras.callbacks.EarlyStopping(monitor=f"val_{auc_name}", mode="max", patience=cfg.patience,
-                                             restore_best_weights=True)
-        model.fit(train_ds, validation_data=val_ds, epochs=epochs, class_weight=weights, verbose=0,
-                  callbacks=[cb.callback, stop])
-        if first_epoch_s is None and cb.durations:
-            first_epoch_s = time.time() - t0
-        done += epochs
-        if cb.cancelled:
-            metrics_file.close()
-            return None
-    metrics_file.close()
+    with open(ctx.job.path / "metrics.jsonl", "a") as fh:
+        write = _epoch_writer(ctx, fh)
+        for phase, epochs, fraction, lr in _phases(ctx):
+            if epochs <= 0:
+                continue
+            set_trainable(model, fraction)
+            steps = int(np.ceil(n_train / cfg.batch_size)) * epochs
+            with ctx.device.strategy.scope():
+                loss = keras.losses.BinaryCrossentropy() if n_cls == 2 else keras.losses.CategoricalCrossentropy()
+                model.compile(optimizer=keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(lr, steps,
+                                                                                                     alpha=0.05)),
+                              loss=loss, metrics=[keras.metrics.AUC(name="auc", multi_label=n_cls > 2)],
+                              jit_compile=ctx.device.gpus > 0)
+            cb = JobCallback(write, cfg.epochs, lambda: ctx.job.cancel_requested, phase, done, ctx.started)
+            stop = keras.callbacks.EarlyStopping(monitor="val_auc", mode="max", patience=cfg.patience,
+                                                 restore_best_weights=True)
+            model.fit(train_ds, validation_data=val_ds, epochs=epochs, class_weight=weights, verbose=0,
+                      callbacks=[cb.callback, stop])
+            first_end = first_end or cb.first_epoch_end
+            epochs_run += cb.epochs_run
+            done += epochs
+            if cb.cancelled:
+                return None
     train_s = time.time() - t_train
     if "logits_new" in [layer.name for layer in model.layers]:
         model = rename_head(model)
-    result = _evaluate_and_register(job, cfg, model, card, parent, (x_va, y_va), (x_te, y_te), dataset, parts, dev,
-                                    train_s, t0)
-    result["time_to_first_epoch_s"] = round(first_epoch_s or 0, 1)
-    result["images_per_s"] = round(len(x_tr) * cfg.epochs / max(train_s, 1e-6), 1)
-    return result
+    return FitResult(model, epochs_run, first_end, train_s, n_train)
 
 
-def _evaluate_and_register(job, cfg, model, card, parent, val, test, dataset, parts, dev, train_s, t0):  # type: ignore[no-untyped-def]
+def _logits(model: KerasModel, x: np.ndarray) -> np.ndarray:
     import keras
 
+    logit_model = keras.Model(model.inputs, model.get_layer("logits").output)
+    return np.asarray(logit_model.predict(x, verbose=0), np.float64)
+
+
+def calibrate(ctx: RunContext, model: KerasModel, x_va: np.ndarray, y_va: np.ndarray) -> Calibration:
+    """Temperature (binary) and the operating threshold, both on the validation split."""
     from medui.ai.inference import Predictor
-    from medui.ai.registry import next_version, register
+
+    z_va = _logits(model, x_va)
+    if len(ctx.card.class_names) > 2:
+        card = dataclasses.replace(ctx.card, training={}, threshold=0.5,
+                                   threshold_method="argmax of the class probabilities")
+        return Calibration(card, None)
+    temperature = metrics.fit_temperature(z_va[:, 0], y_va)
+    # nothing of the parent's training (its temperature) carries over
+    uncalibrated = dataclasses.replace(ctx.card, training={"temperature": temperature})
+    p_va = Predictor(model, uncalibrated).probabilities(z_va)
+    threshold, method = metrics.choose_threshold(y_va, p_va[:, 1], ctx.cfg.min_sensitivity)
+    return Calibration(dataclasses.replace(uncalibrated, threshold=threshold, threshold_method=method), temperature)
+
+
+def evaluate(ctx: RunContext, model: KerasModel, card: ModelCard) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """The held-out test split, for the new model and (same classes) its parent."""
+    from medui.ai.inference import Predictor
 
     classes = card.class_names
-    report = dataset.report
-    logit_model = keras.Model(model.inputs, model.get_layer("logits").output)
-    z_va = np.asarray(logit_model.predict(val[0], verbose=0), np.float64)
-    card.training = {}  # nothing of the parent's training (its temperature) carries over
-    if len(classes) == 2:
-        card.training = {"temperature": metrics.fit_temperature(z_va[:, 0], val[1])}
-    card.threshold, card.threshold_method = (0.5, "argmax of the class probabilities") if len(classes) > 2 else (0.5, "")
-    pred = Predictor(model, card)
-    p_va = pred.probabilities(z_va)
-    if len(classes) == 2:
-        card.threshold, card.threshold_method = metrics.choose_threshold(val[1], p_va[:, 1], cfg.min_sensitivity)
-    p_te = pred.probabilities(np.asarray(logit_model.predict(test[0], verbose=0), np.float64))
-    ev = evaluate_arrays(p_te, test[1], classes, card.threshold)
+    x_te, y_te = load_arrays(ctx.index, ctx.parts["test"], card)
+    ev = evaluate_arrays(Predictor(model, card).probabilities(_logits(model, x_te)), y_te, classes, card.threshold)
     parent_ev = None
+    parent = ctx.parent
     if parent is not None and parent.card.class_names == classes:
         from medui.ai.registry import load_keras
 
         ppred = Predictor(load_keras(parent.path), parent.card)
-        xp, yp = prepared_arrays(dataset, parts["test"], parent.card)  # the parent's own preprocessing, same images
+        xp, yp = load_arrays(ctx.index, ctx.parts["test"], parent.card)  # the parent's preprocessing, same images
         parent_ev = evaluate_arrays(ppred.probabilities(ppred.logits(xp)), yp, classes, parent.card.threshold)
-    version = next_version(cfg.out, cfg.models_dir)
-    card.name, card.version = cfg.out, version
-    card.parent = parent.id if parent else None
-    card.demo = False
-    card.created = time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime())
-    card.metrics = {**summary_metrics(ev), "split": f"held-out test split ({ev['n']} images)"}
-    card.training_data = {"source": ", ".join(str(d) for d in cfg.data), "content_hash": report.content_hash,
-                          "counts": report.counts, "patients": report.patients, "grouping": report.grouping,
-                          "split_sizes": {k: len(v) for k, v in parts.items()}}
-    card.training.update({"config": jsonable(cfg.to_json()), "device": dev["device"],
-                          "mixed_precision": dev["mixed_precision"], "duration_s": round(time.time() - t0),
-                          "train_s": round(train_s), "job": job.id})
+    return ev, parent_ev
+
+
+def register(ctx: RunContext, fitted: FitResult, cal: Calibration, ev: dict[str, Any]) -> Entry:
+    """The final card (`card_for_run`) and the model into the registry."""
+    from medui.ai.registry import next_version
+    from medui.ai.registry import register as add
+
+    cfg, report, parts, dev = ctx.cfg, ctx.index.report, ctx.parts, ctx.device
     seen = set(report.modalities)
-    card.modalities = sorted(seen) if seen and "OT" not in seen else []  # PNG/JPEG say nothing of modality
-    card.intended_use = "Decision support for qualified clinicians. Not a medical device."
-    card.limitations = (f"Trained on {len(parts['train'])} images ({report.grouping}); evaluated on "
-                        f"{ev['n']} held-out images from the same source. Performance on other scanners, "
-                        "sites and populations is unknown.")
-    tmp = job.path / "model.keras"
-    model.save(tmp)
-    entry = register(tmp, card, cfg.models_dir)
+    card = card_for_run(
+        cal.card, name=cfg.out, version=next_version(cfg.out, _models_dir(cfg)), classes=cal.card.class_names,
+        evaluation=ev, split=f"held-out test split ({ev['n']} images)", threshold=cal.card.threshold,
+        threshold_method=cal.card.threshold_method, temperature=cal.temperature,
+        parent=ctx.parent.id if ctx.parent else None,
+        training_data={"source": ", ".join(str(d) for d in cfg.data), "content_hash": report.content_hash,
+                       "counts": report.counts, "patients": report.patients, "grouping": report.grouping,
+                       "split_sizes": {k: len(v) for k, v in parts.items()}},
+        training={"config": cfg.to_json(), "device": dev.label, "mixed_precision": dev.mixed_precision,
+                  "duration_s": round(time.time() - ctx.started), "train_s": round(fitted.train_s),
+                  "epochs_run": fitted.epochs_run, "job": ctx.job.id},
+        modalities=sorted(seen) if seen and "OT" not in seen else [],  # PNG/JPEG say nothing of modality
+        intended_use="Decision support for qualified clinicians. Not a medical device.",
+        limitations=(f"Trained on {len(parts['train'])} images ({report.grouping}); evaluated on {ev['n']} held-out "
+                     "images from the same source. Performance on other scanners, sites and populations is unknown."))
+    tmp = ctx.job.path / "model.keras"
+    fitted.model.save(tmp)
+    entry = add(tmp, card, _models_dir(cfg))
     _log(f"registered {entry.id}: test AUC {ev['auc']:.4f}, threshold {card.threshold:.4f}")
-    return jsonable({"model": entry.id, "path": str(entry.path), "evaluation": ev, "parent": parent.id if parent else None,
-                     "parent_evaluation": parent_ev, "device": dev["device"], "mixed_precision": dev["mixed_precision"],
-                     "train_s": round(train_s, 1)})
+    return entry

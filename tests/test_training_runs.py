@@ -1,0 +1,127 @@
+"""Training runs in-process: one job-folder layout for the CLI and the page, result timings, the job
+reading the page's index, the multi-class path end to end, and one card metrics schema."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from medui.synthetic.phantoms import make_phantom, write_labeled_folder, write_png
+from medui.training import jobs
+from medui.training.cards import METRIC_KEYS
+
+SCHEMA = set(METRIC_KEYS) | {"split"}
+
+
+def _wait(job: jobs.Job, timeout: float = 600) -> dict:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        st = job.status()
+        if st.get("state") in jobs.TERMINAL:
+            return st
+        time.sleep(0.5)
+    raise AssertionError(f"job stuck: {job.status()}\n{job.log_tail()}")
+
+
+@pytest.fixture()
+def stop_after_two(monkeypatch):
+    """Early stopping that always ends training after the second epoch; the second epoch is slow."""
+    import keras
+
+    class StopAfterTwo(keras.callbacks.Callback):
+        def __init__(self, **_: object) -> None:
+            super().__init__()
+
+        def on_epoch_begin(self, epoch, logs=None):
+            if epoch == 1:
+                time.sleep(1.0)
+
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch >= 1:
+                self.model.stop_training = True
+
+    monkeypatch.setattr(keras.callbacks, "EarlyStopping", StopAfterTwo)
+
+
+def test_cli_and_page_jobs_share_one_layout_and_results_count_epochs_run(tmp_path, isolated, capsys,
+                                                                          stop_after_two):
+    from medui.cli import main
+
+    root = write_labeled_folder(tmp_path / "data", 24, seed=500, size=64, patients=12)
+    code = main(["train", str(root), "--arch", "seed_cnn", "--epochs", "6", "--batch-size", "8", "--out", "cli",
+                 "--min-per-class", "5", "--json"])
+    doc = json.loads(capsys.readouterr().out)
+    assert code == 0, doc
+    cli_job = jobs.Job(Path(doc["job"]))
+    result = cli_job.result()
+    rows = cli_job.metrics()
+    # early stopping ended the run after 2 of 6 epochs: throughput counts the 2 epochs run
+    assert result["epochs_run"] == 2 and [r["epoch"] for r in rows] == [1, 2]
+    n_train = len(json.loads((cli_job.path / "split.json").read_text())["train"])
+    assert result["images_per_s"] == pytest.approx(n_train * 2 / result["train_s"], rel=0.1)
+    # time to the END of the first epoch, not of the whole phase (the second epoch took > 1 s more)
+    assert result["time_to_first_epoch_s"] == pytest.approx(rows[0]["elapsed_s"], abs=0.2)
+    assert result["time_to_first_epoch_s"] < rows[1]["elapsed_s"] - 0.9
+    assert set(json.loads((isolated["models"] / "cli-v1.json").read_text())["metrics"]) == SCHEMA
+
+    page_job = jobs.start({**cli_job.params(), "out": "page", "epochs": 1})
+    assert _wait(page_job)["state"] == "done", page_job.log_tail()
+    cli_files = {p.name for p in cli_job.path.iterdir()}
+    page_files = {p.name for p in page_job.path.iterdir()}
+    assert page_files - {"pid", "log.txt"} == cli_files
+    assert {"params.json", "status.json", "index.json", "split.json", "result.json"} <= cli_files
+    assert cli_job.path.parent == page_job.path.parent == isolated["jobs"]
+
+
+def _three_classes(root: Path, n: int = 10) -> Path:
+    for k in range(n):
+        write_png(make_phantom(100 + k, 64, lesion=False), root / "normal" / f"n{k}.png")
+        write_png(make_phantom(200 + k, 64, lesion=True), root / "lesion" / f"l{k}.png")
+        ph = make_phantom(300 + k, 64, lesion=True)
+        ph.image[:] = ph.image.max() - ph.image  # a third, clearly different kind of image
+        write_png(ph, root / "other" / f"o{k}.png")
+    return root
+
+
+def test_multiclass_run_uses_the_pages_index_and_registers_a_multiclass_card(tmp_path, isolated, monkeypatch):
+    from medui.ai.card import ModelCard
+    from medui.training import runs
+    from medui.training.data import index_dataset
+    from medui.training.fit import TrainConfig
+
+    root = _three_classes(tmp_path / "three")
+    index = index_dataset([str(root)], min_per_class=5)
+    assert index.classes == ["normal", "lesion", "other"]
+    cfg = TrainConfig(data=[str(root)], out="three", arch="small_cnn", epochs=1, batch_size=8, min_per_class=5,
+                      val_fraction=0.3, test_fraction=0.3)
+    job = jobs.create(cfg.to_json(), index=index)
+
+    def no_rescan(*a, **k):
+        raise AssertionError("the job read the dataset again although the page had indexed it")
+
+    monkeypatch.setattr(runs, "index_dataset", no_rescan)
+    assert runs.run_job(job.path) == 0, job.status()
+    ev = job.result()["evaluation"]
+    assert ev["classes"] == ["normal", "lesion", "other"]
+    assert set(ev["per_class"]) == set(ev["classes"]) and all("auc" in v for v in ev["per_class"].values())
+    cm = np.asarray(ev["confusion_matrix"])
+    assert cm.shape == (3, 3) and cm.sum() == ev["n"] > 0
+    card = ModelCard.load(isolated["models"] / "three-v1.json")
+    assert card.task == "multiclass" and card.output == "softmax" and card.class_names == ev["classes"]
+    assert set(card.metrics) == SCHEMA and card.metrics["confusion_matrix"] == ev["confusion_matrix"]
+    assert "temperature" not in card.training and card.training["epochs_run"] == 1
+
+
+def test_demo_card_has_the_trainers_metrics_schema(tmp_path):
+    from medui.ai.card import ModelCard
+    from medui.synthetic.demo import train_demo
+
+    path = train_demo(tmp_path / "models", n_train=16, n_val=12, n_test=12, epochs=1, log=lambda m: None)
+    card = ModelCard.load(path.with_suffix(".json"))
+    assert card.demo and set(card.metrics) == SCHEMA and card.metrics["n"] == 12
+    assert card.metrics["threshold"] == pytest.approx(card.threshold, abs=1e-4)
+    assert len(card.metrics["confusion_matrix"]) == 2 and card.training["temperature"] > 0
