@@ -16,10 +16,10 @@ data = ui.data_source()
 pattern = st.text_input("Patient from file name (optional)", key="train.pattern", placeholder="<patient>_<n>.png",
                         help="Used when there is no DICOM PatientID and no per-patient folder.")
 min_per_class = int(st.number_input("Minimum images per class", 2, 1000, 10, key="train.min"))
-report = ui.dataset_report(data, pattern, min_per_class) if data else None
+index = ui.dataset_report(data, pattern, min_per_class) if data else None
 
 st.subheader("2. Model")
-ui.start_form(modelcache.registry(), data, report is not None, pattern, min_per_class)
+ui.start_form(modelcache.registry(), data, index, pattern, min_per_class)
 
 st.subheader("3. Jobs")
 ui.jobs_panel()

@@ -28,9 +28,9 @@ def test_upload_series_and_scroll(app_url, page, tmp_path, artifacts):
     slider = page.get_by_role("slider").first
     slider.focus()
     slider.press("Home")
-    page.wait_for_function(
-        "prev => { const i = document.querySelector('.js-plotly-plot image'); return i && i.getAttribute('href') !== prev; }",
-        arg=before, timeout=30_000)
+    changed = ("prev => { const i = document.querySelector('.js-plotly-plot image'); "
+               "return i && i.getAttribute('href') !== prev; }")
+    page.wait_for_function(changed, arg=before, timeout=30_000)
     after = _image_href(page)
     assert after != before
     page.screenshot(path=str(artifacts / "e2e-viewer.png"), full_page=True)

@@ -217,10 +217,21 @@ def test_train_page_checks_data_and_starts_a_job(env):
     root = _folder(env, n=30, size=64)
     at = AppTest.from_file(str(ROOT / "pages" / "train.py"), default_timeout=120).run()
     assert not at.exception
-    at.text_input(key="train-path").set_value(str(root)).run()
+    at.text_input(key="train.path").set_value(str(root)).run()
     assert not at.exception
     assert any("lesion" in str(df.value) for df in at.dataframe)
-    at.text_input(key="train-path").set_value(str(env / "nope")).run()
+    at.number_input(key="train.epochs").set_value(1)
+    at.text_input(key="train.name").set_value("page-model")
+    at.button[0].click().run()  # the form's 'Start training'
+    assert not at.exception
+    from medui.training import jobs
+
+    started = jobs.list_jobs()
+    assert len(started) == 1 and started[0].params()["out"] == "page-model"
+    started[0].cancel()  # what was checked is what the job trains on: the page's index, not a new scan
+    index = json.loads((started[0].path / "index.json").read_text())
+    assert len(index["samples"]) == 30 and str(root) not in json.dumps(index["samples"])
+    at.text_input(key="train.path").set_value(str(env / "nope")).run()
     assert any("does not exist" in e.value for e in at.error)
 
 

@@ -72,7 +72,7 @@ def test_server_folders_are_allowed_only_inside_the_roots(tmp_path, monkeypatch)
 
 def test_train_requests_become_train_configs_and_jobs(tmp_path, monkeypatch):
     started = []
-    monkeypatch.setattr(train.jobs, "start", lambda params: started.append(params) or "job")
+    monkeypatch.setattr(train.jobs, "start", lambda params, index=None: started.append(params) or "job")
     base = TrainRequest(data=tmp_path, name=" new ", epochs=3, batch_size=8, learning_rate=0.01,
                         target_sensitivity=0.9, hflip=True, patient_pattern="<patient>_<n>.png", min_per_class=4)
     cfg = base.config()

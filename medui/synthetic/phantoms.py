@@ -27,10 +27,12 @@ class Phantom:
     seed: int
 
 
-def _ellipse(yy: np.ndarray, xx: np.ndarray, cy: float, cx: float, ry: float, rx: float, angle: float = 0.0) -> np.ndarray:
+def _ellipse(yy: np.ndarray, xx: np.ndarray, cy: float, cx: float, ry: float, rx: float,
+             angle: float = 0.0) -> np.ndarray:
     c, s = np.cos(angle), np.sin(angle)
     y, x = yy - cy, xx - cx
-    return ((x * c + y * s) / rx) ** 2 + ((-x * s + y * c) / ry) ** 2
+    out: np.ndarray = ((x * c + y * s) / rx) ** 2 + ((-x * s + y * c) / ry) ** 2
+    return out
 
 
 def _smooth_noise(rng: np.random.Generator, shape: tuple[int, int], scale: float) -> np.ndarray:
@@ -116,9 +118,9 @@ def phantom_set(n: int, seed: int = 0, size: int = 256, balanced: bool = True) -
 def write_dicom(ph: Phantom, path: Path, pixel_spacing: float = 1.4) -> Path:
     """A DX 'For Presentation' DICOM file with realistic headers (fictitious patient)."""
     from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+    from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
 
-    dx = "1.2.840.10008.5.1.4.1.1.1.1"
+    dx = UID("1.2.840.10008.5.1.4.1.1.1.1")  # Digital X-Ray Image Storage, for presentation
     ds = Dataset()
     ds.file_meta = FileMetaDataset()
     ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian

@@ -12,14 +12,14 @@ import streamlit as st
 from medui.ai.architectures import ARCHITECTURES
 from medui.ai.registry import Entry
 from medui.errors import DatasetError, MedUIError, ServerFolderError
-from medui.reading.display import apply_window, auto_window
 from medui.training import jobs
-from medui.training.data import Dataset, scan
+from medui.training.data import DatasetIndex
 from medui.usecases.train import (
     ROOTS_VARIABLE,
     StartFrom,
     TrainRequest,
     allowed_folder,
+    check_dataset,
     data_roots,
     stage_upload,
     start,
@@ -89,8 +89,10 @@ def _start_choices(entries: list[Entry]) -> dict[str, tuple[StartFrom, str | Non
     return choices
 
 
-def start_form(entries: list[Entry], data: Path | None, ready: bool, pattern: str, min_per_class: int) -> None:
-    """The model and training parameters; 'Start training' starts a background job."""
+def start_form(entries: list[Entry], data: Path | None, index: DatasetIndex | None, pattern: str,
+               min_per_class: int) -> None:
+    """The model and training parameters; 'Start training' starts a background job on the checked data."""
+    ready = index is not None
     choices = _start_choices(entries)
     with st.form("train.form"):
         start_from = st.selectbox("Start from", list(choices), key="train.start-from")
@@ -111,7 +113,7 @@ def start_form(entries: list[Entry], data: Path | None, ready: bool, pattern: st
                            learning_rate=float(lr), target_sensitivity=float(sens) or None, hflip=bool(hflip),
                            patient_pattern=pattern or None, min_per_class=min_per_class)
     try:
-        job = start(request)
+        job = start(request, index)
     except MedUIError as exc:
         st.error(f"Training did not start: {exc}", icon=":material/error:")
         return
@@ -148,32 +150,30 @@ def _live(job_path: str) -> None:
 
 
 @st.cache_data(show_spinner="Checking the dataset…", max_entries=4)
-def _scan(path: str, pattern: str | None, min_per_class: int) -> tuple[dict | None, str | None, dict]:
-    """Report (as JSON), an error text, and a few thumbnails per class. Cached per folder."""
+def _check(path: str, pattern: str | None, min_per_class: int) -> tuple[DatasetIndex | None, str | None,
+                                                                         dict[str, list[np.ndarray]]]:
+    """The dataset's index (no pixels), an error text, and a few thumbnails per class. Cached per folder."""
     try:
-        ds: Dataset = scan([path], pattern, min_per_class)
+        index, thumbs = check_dataset(Path(path), pattern, min_per_class)
     except DatasetError as exc:
         return None, str(exc), {}
-    thumbs: dict[str, list[np.ndarray]] = {}
-    for s in ds.samples:
-        if len(thumbs.setdefault(s.label, [])) < 4:
-            img = s.image if s.image.ndim == 2 else s.image.mean(axis=2)
-            thumbs[s.label].append(apply_window(img, auto_window(img), s.invert))
-    return ds.report.to_json(), None, thumbs
+    return index, None, thumbs
 
 
-def dataset_report(path: Path, pattern: str | None, min_per_class: int) -> dict | None:
-    report, error, thumbs = _scan(str(path), pattern or None, min_per_class)
+def dataset_report(path: Path, pattern: str | None, min_per_class: int) -> DatasetIndex | None:
+    """What the check found, shown in words, counts and thumbnails; the index when it can be trained on."""
+    index, error, thumbs = _check(str(path), pattern or None, min_per_class)
     if error:
-        st.error(f"This dataset cannot be trained on: {error}")
+        st.error(f"This dataset cannot be trained on: {error}", icon=":material/error:")
         return None
-    assert report is not None
+    assert index is not None
+    report = index.report.to_json()
     st.markdown(f"**Classes:** {', '.join(report['classes'])} · **patients grouped by:** {report['grouping']} · "
                 f"**imbalance:** {report['imbalance']}:1")
     rows = [{"split": sp, **counts} for sp, counts in report["counts"].items()]
     st.dataframe(rows, hide_index=True)
     cols = st.columns(len(thumbs) or 1)
-    for col, (label, imgs) in zip(cols, thumbs.items()):
+    for col, (label, imgs) in zip(cols, thumbs.items(), strict=False):
         col.image(imgs, width=90, caption=[label] * len(imgs))
     for w in report["warnings"]:
         st.warning(w)
@@ -187,7 +187,7 @@ def dataset_report(path: Path, pattern: str | None, min_per_class: int) -> dict 
                 st.markdown("- " + " = ".join(g))
     st.caption(f"Sizes: {report['sizes']} · modalities: {report['modalities']} · patients per class: "
                f"{report['patients']}")
-    return report
+    return index
 
 
 def curves(rows: list[dict[str, Any]]) -> go.Figure:

@@ -12,9 +12,12 @@ from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 from typing import Literal, Protocol
 
+import numpy as np
+
 from medui.ai.architectures import ARCHITECTURES
 from medui.errors import DatasetError, ServerFolderError, TrainingError
 from medui.training import jobs
+from medui.training.data import DatasetIndex, index_dataset, thumbnails
 from medui.training.fit import TrainConfig
 
 ROOTS_VARIABLE = "MEDUI_DATA_ROOTS"
@@ -68,9 +71,18 @@ class TrainRequest:
         return replace(cfg, augment={**cfg.augment, "hflip": 1.0 if self.hflip else 0.0})
 
 
-def start(request: TrainRequest) -> jobs.Job:
-    """Start a background training job (its own process); returns at once."""
-    return jobs.start(request.config().to_json())
+def check_dataset(folder: Path, patient_pattern: str | None = None, min_per_class: int = 10,
+                  per_class: int = 4) -> tuple[DatasetIndex, dict[str, list[np.ndarray]]]:
+    """Index a labelled folder (classes, splits, patients, duplicates; no pixels kept) and a few
+    thumbnails per class. Raises DatasetError when it cannot be trained on."""
+    index = index_dataset([folder], patient_pattern, min_per_class)
+    return index, thumbnails(index, per_class)
+
+
+def start(request: TrainRequest, index: DatasetIndex | None = None) -> jobs.Job:
+    """Start a background training job (its own process); returns at once. With the index of the
+    checked data the job trains on exactly what the user saw and does not read the folder again."""
+    return jobs.start(request.config().to_json(), index=index)
 
 
 def _relative_parts(name: str) -> tuple[str, ...]:
