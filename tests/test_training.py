@@ -20,6 +20,7 @@ from medui.synthetic.phantoms import make_phantom, write_dicom, write_labeled_fo
 from medui.training import jobs
 from medui.training.data import index_dataset, split
 from medui.training.fit import TrainConfig, class_weights
+from tests.conftest import demo_registry
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -27,11 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.fixture()
 def env(tmp_path, monkeypatch):
     """Private job and model folders (the demo model copied in), for this test only."""
-    models = tmp_path / "models"
-    models.mkdir()
-    for f in (ROOT / "models").glob("demo-chest-phantom-v*"):
-        shutil.copy(f, models / f.name)
-    monkeypatch.setenv("MEDUI_MODELS", str(models))
+    monkeypatch.setenv("MEDUI_MODELS", str(demo_registry(tmp_path / "models")))
     monkeypatch.setenv("MEDUI_JOBS", str(tmp_path / "jobs"))
     return tmp_path
 

@@ -64,3 +64,11 @@ def test_load_reports_wrong_types_as_what_they_are(tmp_path, change, expected):
 def test_round_trip():
     card = _card(preprocessing=Preprocessing("window", window=[40.0, 400.0]), metrics={"auc": 0.9})
     assert ModelCard.from_json(json.loads(json.dumps(card.to_json()))) == card
+
+
+def test_the_shipped_demo_card_has_the_one_metrics_schema(isolated):
+    from medui.ai.registry import find
+    from medui.training.cards import METRIC_KEYS
+
+    card = find("demo-chest-phantom", isolated["models"]).card
+    assert set(card.metrics) == {*METRIC_KEYS, "split"}
