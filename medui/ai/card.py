@@ -146,8 +146,8 @@ class ModelCard:
     def load(cls, path: Path) -> ModelCard:
         try:
             return cls.from_json(json.loads(Path(path).read_text()))
-        except FileNotFoundError:
-            raise CardError(f"no model card at {path}; every model needs a JSON card beside its .keras file") from None
+        except FileNotFoundError as exc:
+            raise CardError(f"no model card at {path}; every model needs a JSON card beside its .keras file") from exc
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise CardError(f"the model card {path} is not valid JSON ({exc}); fix or re-create it") from exc
         except CardError as exc:

@@ -64,12 +64,12 @@ def read_header(src: SourceFile, limits: Limits) -> Instance:
         with src.open() as fp:
             try:
                 ds = pydicom.dcmread(fp, stop_before_pixels=True)
-            except InvalidDicomError:
+            except InvalidDicomError as exc:
                 fp.seek(0)
                 ds = pydicom.dcmread(fp, stop_before_pixels=True, force=True)
                 if "SOPClassUID" not in ds and "Rows" not in ds:
                     raise UnreadableFileError("is not a DICOM file (no DICOM header found) nor a supported image "
-                                              "(NIfTI, PNG, JPEG, TIFF)") from None
+                                              "(NIfTI, PNG, JPEG, TIFF)") from exc
             offset = fp.tell()  # pydicom stops at the start of the Pixel Data element
     except MedUIError:
         raise

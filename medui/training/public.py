@@ -40,10 +40,10 @@ def find_npz(size: int, npz: str | None = None) -> Path:
     try:
         import medmnist  # noqa: F401
         from medmnist import PneumoniaMNIST
-    except ImportError:
+    except ImportError as exc:
         raise DatasetUnavailableError(
             "the medmnist package is not installed and no local copy was found at "
-            f"{local}. Install it (pip install medmnist) and run again online, or pass --npz FILE") from None
+            f"{local}. Install it (pip install medmnist) and run again online, or pass --npz FILE") from exc
     try:
         medmnist_root().mkdir(parents=True, exist_ok=True)
         PneumoniaMNIST(split="train", download=True, size=size, root=str(medmnist_root()))
@@ -51,7 +51,7 @@ def find_npz(size: int, npz: str | None = None) -> Path:
         raise DatasetUnavailableError(
             f"could not download PneumoniaMNIST ({size}px) ({type(exc).__name__}: {str(exc)[:120]}). This machine "
             f"may be offline: download {_npz_name(size)} from https://zenodo.org/records/10519652 on a machine "
-            f"with internet, copy it to {local} or pass --npz FILE") from None
+            f"with internet, copy it to {local} or pass --npz FILE") from exc
     return local
 
 
@@ -67,7 +67,7 @@ def write_pneumoniamnist(out: Path, size: int = 64, npz: str | None = None, limi
         arrays = {sp: (data[f"{sp}_images"], data[f"{sp}_labels"].reshape(-1)) for sp in ("train", "val", "test")}
     except (KeyError, ValueError, OSError) as exc:
         raise DatasetUnavailableError(f"{path} is not a MedMNIST .npz (needs train/val/test _images and _labels "
-                                      f"arrays): {exc}") from None
+                                      f"arrays): {exc}") from exc
     out = Path(out)
     counts: dict[str, dict[str, int]] = {}
     for sp, (images, labels) in arrays.items():
