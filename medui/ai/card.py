@@ -92,6 +92,9 @@ class ModelCard:
     task: str = "binary"  # "binary" (one sigmoid unit) or "multiclass" (softmax)
     threshold: float = 0.5
     threshold_method: str = "default 0.5 (not calibrated on held-out data)"
+    # Binary models: [low, high] calibrated probabilities around the threshold where a result is
+    # 'indeterminate' (chosen on validation data by training); None: no band known.
+    indeterminate: list[float] | None = None
     parent: str | None = None
     modalities: list[str] = field(default_factory=list)  # e.g. ["CR", "DX"]; empty: any
     body_parts: list[str] = field(default_factory=list)  # e.g. ["CHEST"]; empty: any
@@ -163,6 +166,10 @@ class ModelCard:
             raise CardError(f"a binary model has exactly two classes, found {len(self.class_names)}")
         if not 0.0 < float(self.threshold) < 1.0:
             raise CardError(f"the threshold must lie strictly between 0 and 1, found {self.threshold}")
+        band = self.indeterminate
+        if band is not None and not (len(band) == 2 and 0.0 <= band[0] <= self.threshold <= band[1] <= 1.0):
+            raise CardError(f"indeterminate must be [low, high] with 0 <= low <= threshold ({self.threshold}) <= "
+                            f"high <= 1, found {band}")
         if self.channels not in (1, 3) or len(self.input_size) != 2:
             raise CardError(f"input must be [height, width] with 1 or 3 channels, "
                             f"found {self.input_size} x {self.channels}")
