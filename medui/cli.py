@@ -137,6 +137,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
                     target = out_dir / f"{stem}_{method.replace('+', 'p')}_slice{pred.peak_slice + 1}.png"
                     target.write_bytes(result.png())
                     item["overlays"].append(str(target))
+                    if result.flat:  # the model's evidence is flat on this image: the PNG shows no map
+                        item.setdefault("flat_overlays", []).append(method)
                 item["explained_class"] = dx.class_names[dx.predicted_class]
             results.append(item)
     doc: dict[str, Any] = {"model": {"name": entry.card.name, "version": entry.card.version}, "results": results}

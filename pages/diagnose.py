@@ -48,7 +48,7 @@ g, p = st.columns([1, 1])
 with g:
     st.plotly_chart(diagnose.gauge(pred, entry.card), width="stretch", key="dx.gauge")
 with p:
-    diagnose.verdict(pred)
+    diagnose.verdict(pred, entry.card)
 index = 0
 if pred.slice_scores:
     index = diagnose.slice_picker(pred, entry.card, item.id)

@@ -66,11 +66,11 @@ def test_delete_removes_the_files_and_the_cached_model(keras_bytes, tmp_path, mo
     modelcache.cached_model.clear()
     first = modelcache.get(entry)
     assert modelcache.get(entry) is first and len(loads) == 1  # cached
-    mtime = entry.path.stat().st_mtime
+    stamp = modelcache._stamp(entry)
     modelcache.delete(entry)
     assert not entry.path.exists() and not entry.path.with_suffix(".json").exists()
     with pytest.raises(MedUIError, match="no model named"):
-        modelcache.cached_model(entry.id, mtime, str(tmp_path))  # not served from the cache any more
+        modelcache.cached_model(entry.id, stamp, str(tmp_path))  # not served from the cache any more
     assert len(loads) == 2
 
 
@@ -100,3 +100,20 @@ def test_cli_models_add_and_delete_use_the_use_cases(keras_bytes, tmp_path, caps
     assert list_models(tmp_path / "registry") == []
     with pytest.raises(SystemExit):
         main(["models", "--add", str(tmp_path / "mine.keras")])  # --card is required with --add
+
+
+def test_an_edited_card_is_never_served_stale(keras_bytes, tmp_path):
+    import json
+    import os
+
+    from medui.ui import modelcache
+
+    entry = register_upload(keras_bytes, "mine.keras", FIELDS, root=tmp_path)
+    first = modelcache.get(entry)
+    card_file = entry.path.with_suffix(".json")
+    card = json.loads(card_file.read_text())
+    card["threshold"] = 0.25
+    card_file.write_text(json.dumps(card))
+    os.utime(card_file, ns=(card_file.stat().st_atime_ns, card_file.stat().st_mtime_ns + 10**9))
+    again = modelcache.get(next(e for e in list_models(tmp_path) if e.id == entry.id))
+    assert again is not first and again.entry.card.threshold == 0.25

@@ -40,16 +40,32 @@ class Prediction:
     slice_scores: list[float] | None = None
     peak_slice: int = 0
     warnings: list[str] = field(default_factory=list)
+    # The score lies in the card's indeterminate band around the threshold (or, without a band, so
+    # close to the threshold that the shown margin rounds to zero): the label is not to be relied on.
+    indeterminate: bool = False
+    band: tuple[float, float] | None = None  # the card's band, when it has one
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"probabilities": self.probabilities, "label": self.label, "threshold": self.threshold,
-               "margin": round(self.margin, 6)}
+               "margin": round(self.margin, 6), "indeterminate": self.indeterminate}
+        if self.band is not None:
+            out["indeterminate_band"] = list(self.band)
         if self.slice_scores is not None:
             out["slice_scores"] = [round(s, 6) for s in self.slice_scores]
             out["peak_slice"] = self.peak_slice
         if self.warnings:
             out["warnings"] = self.warnings
         return out
+
+
+MARGIN_DECIMALS = 3  # the precision margins are shown at
+
+
+def is_indeterminate(score: float, margin: float, band: tuple[float, float] | None) -> bool:
+    """Inside the validation-derived band when the card has one; else a margin that rounds to zero."""
+    if band is not None:
+        return band[0] <= score <= band[1]
+    return round(abs(margin), MARGIN_DECIMALS) == 0
 
 
 class Predictor:
@@ -116,8 +132,11 @@ class Predictor:
             label, margin = names[int(order[0])], float(study[order[0]] - study[order[1]])
             scores = probs.max(axis=1)
         probabilities = {n: round(float(v), 6) for n, v in zip(names, study, strict=True)}
+        band = (float(card.indeterminate[0]), float(card.indeterminate[1])) \
+            if card.task == "binary" and card.indeterminate else None
         result = Prediction(probabilities, label, float(card.threshold), float(margin),
-                            warnings=self.fit_warnings(series), peak_slice=peak)
+                            warnings=self.fit_warnings(series), peak_slice=peak,
+                            indeterminate=is_indeterminate(float(study[-1]), float(margin), band), band=band)
         if series.n_slices > 1:
             result.slice_scores = [float(v) for v in scores]
         return result

@@ -7,7 +7,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from medui.ai.card import ModelCard
-from medui.ai.inference import Prediction
+from medui.ai.inference import MARGIN_DECIMALS, Prediction
 from medui.ai.overlay import COLORMAPS
 from medui.ai.registry import Entry
 from medui.ai.saliency import METHODS
@@ -33,11 +33,26 @@ def model_picker(entries: list[Entry]) -> Entry:
     return entries[mids.index(mid)] if mid in mids else entries[0]
 
 
-def verdict(pred: Prediction) -> None:
-    """The label, its margin to the threshold and the class probabilities."""
-    above = "above" if pred.margin >= 0 else "below"
-    st.subheader(f"{pred.label}")
-    st.markdown(f"Score is **{above}** the operating threshold ({pred.threshold:.3f}) by {abs(pred.margin):.3f}.")
+def verdict(pred: Prediction, card: ModelCard) -> None:
+    """The label, its margin to the threshold and the class probabilities, in words that agree at
+    the precision shown; a score in the indeterminate band says so instead of a confident label."""
+    if pred.indeterminate:
+        st.subheader(f"Indeterminate (leaning {pred.label})")
+        band = (f"inside the indeterminate band {pred.band[0]:.3f}–{pred.band[1]:.3f} set on validation data"
+                if pred.band else f"within {10 ** -MARGIN_DECIMALS:.3f} of it")
+        st.warning(f"The score is too close to the operating threshold ({pred.threshold:.3f}) to call: {band}. "
+                   "Treat this result as uncertain.", icon=":material/help:")
+    else:
+        st.subheader(pred.label)
+    if card.task == "binary":
+        score = pred.probabilities[card.positive_class]
+        side = "at or above" if pred.margin >= 0 else "below"
+        st.markdown(f"P({card.positive_class}) = **{_probability(score)}**, {side} the operating threshold "
+                    f"{pred.threshold:.{MARGIN_DECIMALS}f} (margin {pred.margin:+.{MARGIN_DECIMALS}f}). The threshold "
+                    f"was chosen on held-out data, so the label is '{card.positive_class}' whenever the score "
+                    "reaches it — even below 0.5.")
+    else:
+        st.markdown(f"Top class **{pred.label}**, ahead of the next by {pred.margin:.{MARGIN_DECIMALS}f}.")
     st.dataframe([{"class": c, "probability": _probability(v)} for c, v in pred.probabilities.items()],
                  hide_index=True)
     if pred.slice_scores:
@@ -45,9 +60,11 @@ def verdict(pred: Prediction) -> None:
 
 
 def _probability(v: float) -> str:
-    if 1e-4 <= v <= 1 - 1e-4:
-        return f"{v:.4f}"
-    return "<0.0001" if v < 0.5 else ">0.9999"
+    """At the verdict's precision, so the table and the sentence above it never disagree."""
+    tiny = 10 ** -MARGIN_DECIMALS
+    if tiny <= v <= 1 - tiny:
+        return f"{v:.{MARGIN_DECIMALS}f}"
+    return f"<{tiny:.{MARGIN_DECIMALS}f}" if v < 0.5 else f">{1 - tiny:.{MARGIN_DECIMALS}f}"
 
 
 def slice_picker(pred: Prediction, card: ModelCard, series_id: str) -> int:
@@ -84,13 +101,17 @@ def card_summary(card: ModelCard) -> None:
 def gauge(pred: Prediction, card: ModelCard) -> go.Figure:
     p = pred.probabilities[card.positive_class] if card.task == "binary" else max(pred.probabilities.values())
     above = card.task != "binary" or p >= card.threshold
+    colour = "#f2b134" if pred.indeterminate else "#e4572e" if above else "#4ea8de"
+    steps = [{"range": [0, 100 * card.threshold], "color": "#1f2d3d"},
+             {"range": [100 * card.threshold, 100], "color": "#3d1f1f"}]
+    if pred.band is not None:
+        steps.append({"range": [100 * pred.band[0], 100 * pred.band[1]], "color": "#4a3f1f"})
     fig = go.Figure(go.Indicator(
         mode="gauge+number", value=round(100 * p, 1), number={"suffix": "%"},
         title={"text": f"P({card.positive_class})" if card.task == "binary" else pred.label},
-        gauge={"axis": {"range": [0, 100]}, "bar": {"color": "#e4572e" if above else "#4ea8de"},
+        gauge={"axis": {"range": [0, 100]}, "bar": {"color": colour},
                "threshold": {"line": {"color": "white", "width": 4}, "value": 100 * card.threshold},
-               "steps": [{"range": [0, 100 * card.threshold], "color": "#1f2d3d"},
-                         {"range": [100 * card.threshold, 100], "color": "#3d1f1f"}]}))
+               "steps": steps}))
     fig.update_layout(height=270, margin=dict(l=30, r=30, t=50, b=10), paper_bgcolor="rgba(0,0,0,0)")
     return fig
 
@@ -190,6 +211,10 @@ def overlays(dx: Diagnosis, index: int, series_id: str, class_index: int | None 
                       icon=":material/error:")
             continue
         with col:
+            if result.flat:
+                st.info(f"{METHODS[method]}: the model's evidence for '{result.class_name}' is flat on this image "
+                        "(the map is empty or constant): nothing to show. Try another method or class.",
+                        icon=":material/visibility_off:")
             st.image(result.rgb, caption=f"{METHODS[method]} · {result.class_name} · slice {index + 1}",
                      width="stretch")
             st.download_button("Download PNG", result.png(), file_name=f"overlay_{method}_slice{index + 1}.png",

@@ -16,8 +16,9 @@ from medui.usecases.diagnose import LoadedModel, load_model
 
 
 @st.cache_resource(show_spinner="Loading model…", max_entries=4)
-def cached_model(model_id: str, mtime: float, root: str | None = None) -> LoadedModel:
-    """Keyed by file time too, so a replaced file is reloaded."""
+def cached_model(model_id: str, stamp: str, root: str | None = None) -> LoadedModel:
+    """Keyed by the model's and its card's file times too (`_stamp`), so a replaced file or an
+    edited card is reloaded, never served stale."""
     return load_model(model_id, Path(root) if root else None)
 
 
@@ -25,17 +26,25 @@ def registry(root: Path | None = None) -> list[Entry]:
     return list_models(root)
 
 
+def _stamp(entry: Entry) -> str:
+    """When the model file and its card last changed ('-' for a file that is gone)."""
+    times = []
+    for path in (entry.path, entry.path.with_suffix(".json")):
+        times.append(str(path.stat().st_mtime_ns) if path.exists() else "-")
+    return ":".join(times)
+
+
 def get(entry: Entry) -> LoadedModel:
-    return cached_model(entry.id, entry.path.stat().st_mtime, str(entry.path.parent))
+    return cached_model(entry.id, _stamp(entry), str(entry.path.parent))
 
 
-def evict(entry: Entry, mtime: float) -> None:
+def evict(entry: Entry, stamp: str) -> None:
     """Drop the cached copy of a model (after its files were deleted)."""
-    cached_model.clear(entry.id, mtime, str(entry.path.parent))
+    cached_model.clear(entry.id, stamp, str(entry.path.parent))
 
 
 def delete(entry: Entry) -> None:
     """Delete a registered model (the use case) and drop its cached copy."""
-    mtime = entry.path.stat().st_mtime if entry.path.exists() else 0.0
+    stamp = _stamp(entry)
     usecase.delete(entry.id, entry.path.parent)
-    evict(entry, mtime)
+    evict(entry, stamp)

@@ -63,6 +63,9 @@ class Diagnosis:
         return card.class_names.index(self.prediction.label)
 
 
+FLAT_RANGE = 1e-3  # a normalised map whose values span less than this shows nothing
+
+
 @dataclass(frozen=True, eq=False)
 class OverlayResult:
     """One saliency overlay: the map on the slice's native grid, and the blended RGB picture."""
@@ -73,6 +76,11 @@ class OverlayResult:
     class_name: str
     saliency: np.ndarray  # float in [0, 1], slice rows x cols
     rgb: np.ndarray  # uint8 RGB
+
+    @property
+    def flat(self) -> bool:
+        """The map is empty or constant: the model's evidence for this class is flat on this image."""
+        return float(np.ptp(self.saliency)) < FLAT_RANGE if self.saliency.size else True
 
     def png(self) -> bytes:
         return png_bytes(self.rgb, compression=3)
