@@ -108,3 +108,68 @@ def test_models_page_registers_an_upload_through_the_card_form(tmp_path, monkeyp
     entries = list_models(tmp_path / "registry")
     assert [e.id for e in entries] == ["uploaded-cnn-v1"]
     assert entries[0].card.training_data == {"source": "a test upload"} and entries[0].card.cam_layer == "conv"
+
+
+DEMO = "demo-chest-phantom-v1"
+GOOD = {"auc": 0.93, "auc_ci": [0.9, 0.96], "sensitivity": 0.88, "specificity": 0.9, "n": 400, "split": "test"}
+
+
+def _register(name: str, metrics: dict) -> str:
+    """A small seed_cnn model, newer than the demo model, registered as a candidate for the demo's task."""
+    import dataclasses
+
+    from medui.ai.architectures import build
+    from medui.ai.registry import find, models_dir
+    from medui.usecases.models import register_upload
+
+    path = models_dir().parent / f"{name}.keras"
+    build("seed_cnn").model.save(path)
+    card = dataclasses.replace(find(DEMO).card, name=name, version=1, input_size=[64, 64], channels=3,
+                               architecture="seed_cnn", cam_layer="conv", metrics=metrics, demo=False,
+                               created="2099-01-01T00:00:00+00:00")
+    return register_upload(path.read_bytes(), path.name, json.dumps(card.to_json()).encode(), "card.json").id
+
+
+def _scored() -> AppTest:
+    at = _diagnose()
+    at.file_uploader[0].set_value([(NODULE.name, NODULE.read_bytes(), "application/dicom")])
+    return at.run()
+
+
+def _model_line(at: AppTest) -> str:
+    return next(m.value for m in at.markdown if "Model in use" in m.value)
+
+
+def _banners(at: AppTest) -> list[str]:
+    return [w.value for w in at.warning if "Candidate model" in w.value or "never evaluated" in w.value]
+
+
+def test_diagnose_defaults_to_the_promoted_model_and_warns_on_a_candidate():
+    from medui.usecases.models import promote
+
+    cand = _register("newer", GOOD)  # newest, evaluated, but only a candidate
+    at = _scored()
+    assert not at.exception
+    assert at.selectbox(key="dx.model").value == DEMO
+    assert "demo model, promoted by default" in _model_line(at) and "held-out AUC 0.995" in _model_line(at)
+    assert not _banners(at)
+    at.selectbox(key="dx.model").set_value(cand).run()
+    assert not at.exception and at.subheader, "no result"
+    assert "**candidate**" in _model_line(at) and "newer version 1" in _model_line(at)
+    assert any("Candidate model — not promoted" in b for b in _banners(at))
+    promote(cand)
+    at = _scored()
+    assert at.selectbox(key="dx.model").value == cand and "promoted for" in _model_line(at)
+    assert not _banners(at)
+
+
+def test_diagnose_warns_on_every_result_of_an_unevaluated_model():
+    from medui.usecases.models import promote
+
+    blind = _register("blind", {})
+    promote(blind, override="test: an unevaluated model promoted on purpose")
+    at = _scored()
+    assert not at.exception and at.selectbox(key="dx.model").value == blind
+    assert "**not evaluated**" in _model_line(at)
+    banners = _banners(at)
+    assert len(banners) == 1 and "never evaluated" in banners[0] and "Candidate" not in banners[0]

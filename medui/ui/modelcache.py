@@ -10,6 +10,7 @@ from pathlib import Path
 
 import streamlit as st
 
+from medui.ai.promotion import Status
 from medui.ai.registry import Entry, list_models
 from medui.usecases import models as usecase
 from medui.usecases.diagnose import LoadedModel, load_model
@@ -23,6 +24,12 @@ def cached_model(model_id: str, mtime: float, root: str | None = None) -> Loaded
 
 def registry(root: Path | None = None) -> list[Entry]:
     return list_models(root)
+
+
+def statuses(root: Path | None = None) -> list[Status]:
+    """Every registered model with its promotion status, read afresh on each run (promotions are
+    small files another process may change; the models themselves are cached)."""
+    return usecase.status(root)
 
 
 def get(entry: Entry) -> LoadedModel:
