@@ -223,7 +223,7 @@ class Promotion:
     """What `promote` did."""
 
     status: Status
-    previous: str | None  # the model promoted for the task before (None: none, or the demo by fallback)
+    previous: str | None  # the model promoted for the task before (also the demo by fallback); None: none
     findings: list[Finding]
     override: str | None
     record: dict[str, Any]  # the audit record written

@@ -41,8 +41,8 @@ def evict(entry: Entry, mtime: float) -> None:
     cached_model.clear(entry.id, mtime, str(entry.path.parent))
 
 
-def delete(entry: Entry) -> None:
-    """Delete a registered model (the use case) and drop its cached copy."""
+def delete(entry: Entry, user: str | None = None) -> None:
+    """Delete a registered model (the use case; a promoted one loses its promotion) and drop its cached copy."""
     mtime = entry.path.stat().st_mtime if entry.path.exists() else 0.0
-    usecase.delete(entry.id, entry.path.parent)
+    usecase.delete(entry.id, entry.path.parent, user=user, via="app")
     evict(entry, mtime)
