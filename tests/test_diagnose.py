@@ -146,7 +146,7 @@ def test_models_page_compares_and_promotes_with_a_required_override_reason():
     assert not at.exception
     assert any("Candidate" in m.value for m in at.markdown)
     table = at.dataframe[1].value  # the comparison: this model beside the promoted (demo) model
-    assert list(table.columns) == ["metric", f"{bad} (this model, candidate)", f"{DEMO} (promoted (demo))"]
+    assert list(table.columns) == ["metric", f"{bad}: this model, candidate", f"{DEMO}: promoted (demo)"]
     assert any("includes 0.5" in e.value.replace("\\", "") for e in at.error)  # shown escaped: 0\.5
     at.button(key="models.promote").click().run()
     assert any("override reason first" in e.value for e in at.error)
@@ -223,3 +223,11 @@ def test_diagnose_warns_on_every_result_of_an_unevaluated_model():
     assert "**not evaluated**" in _model_line(at)
     banners = _banners(at)
     assert len(banners) == 1 and "never evaluated" in banners[0] and "Candidate" not in banners[0]
+
+
+def test_a_broken_promotions_file_stops_diagnose_with_what_to_do(isolated):
+    (isolated["models"] / "promotions.json").write_text("{")
+    at = _diagnose()
+    assert not at.exception
+    assert any("promotions.json cannot be read" in e.value and "promote again" in e.value for e in at.error)
+    assert not at.get("plotly_chart")

@@ -73,8 +73,8 @@ def test_compare_puts_a_candidate_beside_the_promoted_model_and_its_parent(keras
     assert [s.entry.id for s in cmp.columns] == [child, base]  # the promoted model is its parent: shown once
     assert cmp.same_data and [f.code for f in cmp.findings] == ["below-parent"]
     rows = {r["metric"]: r for r in cmp.rows()}
-    assert rows["AUC (95% CI)"][f"{child} (this model, candidate)"] == "0.900 (0.860-0.930)"
-    assert rows["specificity"][f"{base} (parent, promoted)"] == "0.900"
+    assert rows["AUC (95% CI)"][f"{child}: this model, candidate"] == "0.900 (0.860-0.930)"
+    assert rows["specificity"][f"{base}: parent, promoted"] == "0.900"
     assert [s.entry.id for s in usecase.compare(other).columns] == [other, base]
 
 

@@ -31,7 +31,8 @@ def series_picker(items: list[Loaded]) -> Loaded:
 def model_picker(models: list[Status]) -> Status:
     """Any registered model; the default is the promoted one (`medui.ai.promotion.default`)."""
     mids = [m.entry.id for m in models]
-    labels = {m.entry.id: f"{m.entry.id} · {m.label}" + (" · demo" if m.entry.card.demo else "") for m in models}
+    labels = {m.entry.id: f"{m.entry.id} · {m.label}" + (" · demo" if m.entry.card.demo and not m.demo_fallback
+                                                          else "") for m in models}
     first = default_model(models)
     mid = st.selectbox("Model", mids, index=mids.index(first.entry.id) if first else 0, key="dx.model",
                        format_func=labels.__getitem__,

@@ -182,7 +182,7 @@ class Comparison:
             v = card.metrics.get(key)
             return f"{v:.3f}" if isinstance(v, (int, float)) and not isinstance(v, bool) else "—"
 
-        heads = [f"{s.entry.id} ({self.role(s)})" for s in self.columns]
+        heads = [f"{s.entry.id}: {self.role(s)}" for s in self.columns]
         out: list[dict[str, object]] = []
         for metric, get in (("AUC (95% CI)", auc), ("sensitivity", lambda c: num(c, "sensitivity")),
                             ("specificity", lambda c: num(c, "specificity")),
