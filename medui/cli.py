@@ -340,7 +340,7 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_argument("--card", metavar="CARD.json", help="the model card of --add")
     models.set_defaults(func=_cmd_models)
     promote = sub.add_parser("promote", help="promote a model for its task (the default for Diagnose and predict)",
-                             description="A model is promoted when its held-out AUC exists, its AUC 95%% CI excludes "
+                             description="A model is promoted when its held-out AUC exists, its AUC 95% CI excludes "
                                          "0.5 and it is not below its parent's AUC; otherwise only with --override. "
                                          "Every promotion is recorded in the registry's audit.jsonl.")
     promote.add_argument("name", help="model id (name-vN) or name (its newest version)")

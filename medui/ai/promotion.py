@@ -91,20 +91,20 @@ def gate(entry: Entry, entries: list[Entry]) -> list[Finding]:
         found.append(Finding("ci-missing", f"{entry.id} has AUC {auc:.3f} but no 95% confidence interval "
                                            "(metrics.auc_ci): it cannot be shown to beat chance."))
     elif ci is not None and ci[0] <= CHANCE <= ci[1]:
-        found.append(Finding("ci-includes-chance", f"the AUC 95% confidence interval of {entry.id} "
+        found.append(Finding("ci-includes-chance", f"The AUC 95% confidence interval of {entry.id} "
                                                    f"({ci[0]:.3f}-{ci[1]:.3f}) includes 0.5: on its held-out data it "
                                                    "is not distinguishable from chance."))
     parent = parent_of(entry, entries)
     if card.parent and parent is None:
-        found.append(Finding("parent-missing", f"its parent {card.parent} is not in the registry; not compared.",
+        found.append(Finding("parent-missing", f"Its parent {card.parent} is not in the registry; not compared.",
                              blocking=False))
     elif parent is not None:
         parent_auc = held_out_auc(parent.card)
         if parent_auc is None:
-            found.append(Finding("parent-unevaluated", f"its parent {parent.id} has no held-out AUC; not compared.",
+            found.append(Finding("parent-unevaluated", f"Its parent {parent.id} has no held-out AUC; not compared.",
                                  blocking=False))
         elif auc is not None and auc < parent_auc:
-            found.append(Finding("below-parent", f"its held-out AUC {auc:.3f} is below its parent {parent.id}'s "
+            found.append(Finding("below-parent", f"Its held-out AUC {auc:.3f} is below its parent {parent.id}'s "
                                                  f"{parent_auc:.3f}."))
         if parent_auc is not None and auc is not None and card.metrics.get("split") != parent.card.metrics.get("split"):
             found.append(Finding("other-data", f"{entry.id} and its parent {parent.id} were evaluated on different "
