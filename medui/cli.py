@@ -63,9 +63,18 @@ def _cmd_demo_model(args: argparse.Namespace) -> int:
     return 0
 
 
+def _user() -> str | None:
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return None
+
+
 def _cmd_models(args: argparse.Namespace) -> int:
-    from medui.ai.registry import list_models
     from medui.errors import MedUIError
+    from medui.usecases.models import status
 
     root = Path(args.dir) if args.dir else None
     try:
@@ -75,34 +84,59 @@ def _cmd_models(args: argparse.Namespace) -> int:
             card = Path(args.card)
             entry = register_upload(Path(args.add).read_bytes(), Path(args.add).name, card.read_bytes(),
                                     card_name=card.name, root=root)
-            print(f"registered {entry.id}: {entry.path}")
+            print(f"registered {entry.id} as a candidate: {entry.path}\n"
+                  f"It is not used by default until promoted: python -m medui promote {entry.id}")
             return 0
         if args.delete:
             from medui.usecases.models import delete
 
-            print(f"deleted {delete(args.delete, root).id}")
+            print(f"deleted {delete(args.delete, root, user=_user()).id}")
             return 0
+        models = status(root)
     except (MedUIError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    entries = list_models(root)
-    rows = [{"id": e.id, "name": e.card.name, "version": e.card.version, "classes": e.card.class_names,
-             "created": e.card.created, "threshold": e.card.threshold, "architecture": e.card.architecture,
-             "input": e.card.input_size + [e.card.channels], "auc": e.card.metrics.get("auc"), "demo": e.card.demo,
-             "parent": e.card.parent, "path": str(e.path)} for e in entries]
+    rows = [{"id": s.entry.id, "name": s.entry.card.name, "version": s.entry.card.version,
+             "classes": s.entry.card.class_names, "task": s.task, "status": s.label.split(" ")[0],
+             "promoted": s.promoted, "demo_fallback": s.demo_fallback, "evaluated": s.evaluated,
+             "created": s.entry.card.created, "threshold": s.entry.card.threshold,
+             "architecture": s.entry.card.architecture, "input": s.entry.card.input_size + [s.entry.card.channels],
+             "auc": s.entry.card.metrics.get("auc"), "auc_ci": s.entry.card.metrics.get("auc_ci"),
+             "demo": s.entry.card.demo, "parent": s.entry.card.parent, "path": str(s.entry.path)} for s in models]
     if args.json:
-        print(json.dumps({"models": rows}, indent=2))
+        promoted = {s.task: s.entry.id for s in models if s.promoted}
+        print(json.dumps({"models": rows, "promoted": promoted}, indent=2))
         return 0
     if not rows:
         print("No models registered. Train the demo model: python -m medui demo-model")
         return 0
-    for e in entries:
-        c = e.card
+    for s in models:
+        c = s.entry.card
         auc = c.metrics.get("auc")
-        auc_text = f"AUC {auc:.3f}" if isinstance(auc, (int, float)) else "AUC -"
+        auc_text = f"AUC {auc:.3f}" if isinstance(auc, (int, float)) else "not evaluated"
         tag = "  [demo, synthetic data]" if c.demo else ""
-        print(f"{e.id:<32} {c.architecture:<16} {'/'.join(c.class_names):<24} thr {c.threshold:.3f}  "
-              f"{auc_text}  {c.created}{tag}")
+        print(f"{s.entry.id:<32} {s.label:<16} {s.task:<28} {c.architecture:<16} thr {c.threshold:.3f}  "
+              f"{auc_text:<13}  {c.created}{tag}")
+    return 0
+
+
+def _cmd_promote(args: argparse.Namespace) -> int:
+    from medui.errors import MedUIError, PromotionRefusedError
+    from medui.usecases.models import promote
+
+    try:
+        done = promote(args.name, override=args.override, user=_user(), via="cli",
+                       root=Path(args.dir) if args.dir else None)
+    except PromotionRefusedError as exc:
+        print(f"refused: {exc}", file=sys.stderr)
+        return 1
+    except MedUIError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    how = f" with override ({done.override})" if done.override and any(f.blocking for f in done.findings) else ""
+    print(f"promoted {done.status.entry.id} for '{done.status.task}'{how}; before: {done.previous or 'none'}")
+    for f in done.findings:
+        print(f"  {'overridden' if f.blocking else 'note'}: {f.message}")
     return 0
 
 
@@ -110,13 +144,26 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     from medui.errors import MedUIError
     from medui.io.loader import load
     from medui.usecases.diagnose import load_model, overlay, score
+    from medui.usecases.models import default_model, model_warning, status
 
+    root = Path(args.dir) if args.dir else None
     try:
-        model = load_model(args.model, Path(args.dir) if args.dir else None)
+        models = status(root)
+        chosen = args.model
+        if not chosen:
+            fallback = default_model(root)
+            if fallback is None:
+                print("error: no model is registered; train the demo model: python -m medui demo-model",
+                      file=sys.stderr)
+                return 2
+            chosen = fallback.entry.id
+        model = load_model(chosen, root)
     except MedUIError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     entry = model.entry
+    state = next(s for s in models if s.entry.id == entry.id)
+    warning = model_warning(state)
     results: list[dict[str, Any]] = []
     skipped: list[dict[str, str]] = []
     for path in args.paths:
@@ -128,6 +175,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
             item: dict[str, Any] = {
                 "source": path if len(loaded.series) == 1 else f"{path} [series {k + 1}: {series.summary()}]",
                 **pred.to_json(), "overlays": []}
+            if warning:  # every result of a candidate or unevaluated model says so
+                item["warnings"] = [warning, *item.get("warnings", [])]
             if args.cam:
                 out_dir = Path(args.out)
                 out_dir.mkdir(parents=True, exist_ok=True)
@@ -141,14 +190,21 @@ def _cmd_predict(args: argparse.Namespace) -> int:
                         item.setdefault("flat_overlays", []).append(method)
                 item["explained_class"] = dx.class_names[dx.predicted_class]
             results.append(item)
-    doc: dict[str, Any] = {"model": {"name": entry.card.name, "version": entry.card.version}, "results": results}
+    doc: dict[str, Any] = {"model": {"name": entry.card.name, "version": entry.card.version, "id": entry.id,
+                                     "task": state.task, "status": state.label.split(" ")[0],
+                                     "evaluated": state.evaluated, "demo": entry.card.demo},
+                           "results": results}
+    if warning:
+        doc["model"]["warning"] = warning
     if skipped:
         doc["skipped"] = skipped
     if args.json:
         print(json.dumps(doc, indent=2))
     else:
         demo = " — DEMO, synthetic data" if entry.card.demo else ""
-        print(f"Model {entry.id} (threshold {entry.card.threshold:.3f}){demo}")
+        print(f"Model {entry.id} ({state.label} for '{state.task}', threshold {entry.card.threshold:.3f}){demo}")
+        if warning:
+            print(f"  warning: {warning}")
         for r in results:
             probs = ", ".join(f"{c} {p:.3f}" for c, p in r["probabilities"].items())
             print(f"  {r['source']}: {r['label']} ({probs}; margin {r['margin']:+.3f})")
@@ -285,11 +341,22 @@ def build_parser() -> argparse.ArgumentParser:
     change.add_argument("--delete", metavar="ID", help="delete a registered model (name-vN)")
     models.add_argument("--card", metavar="CARD.json", help="the model card of --add")
     models.set_defaults(func=_cmd_models)
+    promote = sub.add_parser("promote", help="promote a model for its task (the default for Diagnose and predict)",
+                             description="A model is promoted when its held-out AUC exists, its AUC 95% CI excludes "
+                                         "0.5 and it is not below its parent's AUC; otherwise only with --override. "
+                                         "Every promotion is recorded in the registry's audit.jsonl.")
+    promote.add_argument("name", help="model id (name-vN) or name (its newest version)")
+    promote.add_argument("--override", metavar="REASON", default=None,
+                         help="promote although the gate refuses, for this recorded reason")
+    promote.add_argument("--dir", default=None, help="registry folder")
+    promote.set_defaults(func=_cmd_promote)
     from medui.ai.saliency import METHODS
 
     predict = sub.add_parser("predict", help="score scans with a model, optionally with saliency overlays")
     predict.add_argument("paths", nargs="+", metavar="PATH")
-    predict.add_argument("--model", required=True, help="model id (name-vN) or name (its newest version)")
+    predict.add_argument("--model", default=None,
+                         help="model id (name-vN) or name (its newest version); default: the promoted model "
+                              "(see python -m medui models)")
     predict.add_argument("--cam", nargs="*", choices=list(METHODS), default=None, metavar="METHOD",
                          help=f"saliency method(s): {', '.join(METHODS)}")
     predict.add_argument("--out", default="medui-overlays", help="folder for overlay PNGs")

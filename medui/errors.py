@@ -53,3 +53,11 @@ class TrainingError(MedUIError):
 
 class ServerFolderError(MedUIError):
     """A folder on the server that this server does not let users train from (or that is missing)."""
+
+
+class PromotionRefusedError(MedUIError):
+    """The promotion gate refused a model and no override reason was given."""
+
+
+class RegistryStateError(MedUIError):
+    """The registry's promotion state (promotions.json) or audit log cannot be read or written."""

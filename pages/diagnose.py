@@ -10,8 +10,12 @@ ensure_navigation()  # before anything renders
 
 st.title("Diagnose")
 st.caption("Decision support only — not a medical device. Scores must be interpreted by a qualified clinician.")
-entries = modelcache.registry()
-if not entries:
+try:
+    models = modelcache.statuses()
+except MedUIError as exc:
+    st.error(f"The model registry cannot be read: {exc}", icon=":material/error:")
+    st.stop()
+if not models:
     st.warning("No model is registered. Train the demo model with `python -m medui demo-model` or add one on the "
                "Models page.", icon=":material/warning:")
     st.stop()
@@ -31,7 +35,9 @@ left, right = st.columns(2)
 with left:
     item = diagnose.series_picker(items)
 with right:
-    entry = diagnose.model_picker(entries)
+    chosen = diagnose.model_picker(models)
+entry = chosen.entry
+diagnose.model_in_use(chosen)
 try:
     model = modelcache.get(entry)
 except MedUIError as exc:
@@ -42,6 +48,7 @@ dx = diagnose.diagnosis(model, item)
 if dx is None:
     st.stop()
 pred = dx.prediction
+diagnose.model_banner(chosen)  # above every result of a candidate or unevaluated model
 for w in pred.warnings:
     st.warning(w, icon=":material/warning:")
 g, p = st.columns([1, 1])

@@ -144,3 +144,17 @@ def test_register_uses_a_loaded_model_and_errors_name_the_users_file(tmp_path, m
     (tmp_path / "tmpXYZ.keras").write_bytes(b"PK\x03\x04 not really")
     with pytest.raises(ModelLoadError, match="^my-upload.keras is not a loadable"):
         load_keras(tmp_path / "tmpXYZ.keras", "my-upload.keras")
+
+
+def test_shape_of_reads_input_outputs_and_cam_candidates():
+    import keras
+
+    from medui.ai.registry import shape_of
+
+    shape = shape_of(build("seed_cnn", n_classes=3).model)
+    assert shape.input_size == (64, 64) and shape.channels == 3 and shape.outputs == 3
+    assert shape.cam_layers[0] == "conv" and "pool" not in shape.cam_layers  # feature maps, not pooling
+    inputs = keras.Input((10,))
+    flat = keras.Model(inputs, keras.layers.Dense(1)(inputs))
+    with pytest.raises(CardError, match="^tabular.keras takes input"):
+        shape_of(flat, "tabular.keras")

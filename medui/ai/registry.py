@@ -86,6 +86,35 @@ def load_keras(path: Path, display_name: str | None = None) -> KerasModel:
                              "Save it with model.save('x.keras').") from exc
 
 
+@dataclass(frozen=True)
+class ModelShape:
+    """What a loaded model itself says about its input and output (so nobody has to type it)."""
+
+    input_size: tuple[int, int]  # height, width
+    channels: int
+    outputs: int  # units of the last layer: 1 for a binary (sigmoid) model, n for n classes
+    cam_layers: tuple[str, ...]  # layers with a 4-D output (feature maps), last first: CAM layer candidates
+
+
+def shape_of(model: KerasModel, display_name: str = "the model") -> ModelShape:
+    """CardError when the model does not take one (height, width, channels) image or give one vector."""
+    shape = tuple(model.inputs[0].shape[1:])
+    out = tuple(model.outputs[0].shape[1:])
+    if len(shape) != 3 or None in shape or len(out) != 1 or out[0] is None:
+        raise CardError(f"{display_name} takes input {shape} and gives {out}; MedUI models take one fixed-size "
+                        "image (height, width, channels) and give one score per class")
+    maps = []
+    for layer in model.layers:
+        try:
+            rank = len(layer.output.shape)
+        except (AttributeError, ValueError):  # a layer used more than once has no single output
+            continue
+        kind = type(layer).__name__
+        if rank == 4 and kind != "InputLayer" and "Pooling" not in kind and "Dropout" not in kind:
+            maps.append(layer.name)
+    return ModelShape((int(shape[0]), int(shape[1])), int(shape[2]), int(out[0]), tuple(reversed(maps)))
+
+
 def validate(model: KerasModel, card: ModelCard) -> None:
     """The model matches its card and a test prediction runs."""
     shape = tuple(model.inputs[0].shape[1:])

@@ -9,11 +9,14 @@ import streamlit as st
 from medui.ai.card import ModelCard
 from medui.ai.inference import MARGIN_DECIMALS, Prediction
 from medui.ai.overlay import COLORMAPS
-from medui.ai.registry import Entry
+from medui.ai.promotion import Status, auc_interval, held_out_auc
+from medui.ai.promotion import default as default_model
 from medui.ai.saliency import METHODS
 from medui.ui import state
+from medui.ui.markdown import md
 from medui.ui.state import DIAGNOSES, SALIENCY, Loaded
 from medui.usecases.diagnose import Diagnosis, LoadedModel, Style, overlay, saliency, score
+from medui.usecases.models import model_warning
 
 MAX_DIAGNOSES = 4  # per session: each keeps its series' model inputs
 
@@ -25,12 +28,43 @@ def series_picker(items: list[Loaded]) -> Loaded:
     return items[ids.index(sid)] if sid in ids else items[0]
 
 
-def model_picker(entries: list[Entry]) -> Entry:
-    mids = [e.id for e in entries]
-    demo = {e.id for e in entries if e.card.demo}
-    mid = st.selectbox("Model (newest first)", mids, key="dx.model",
-                       format_func=lambda m: m + ("  · demo" if m in demo else ""))
-    return entries[mids.index(mid)] if mid in mids else entries[0]
+def model_picker(models: list[Status]) -> Status:
+    """Any registered model; the default is the promoted one (`medui.ai.promotion.default`)."""
+    mids = [m.entry.id for m in models]
+    labels = {m.entry.id: f"{m.entry.id} · {m.label}" + (" · demo" if m.entry.card.demo and not m.demo_fallback
+                                                          else "") for m in models}
+    first = default_model(models)
+    mid = st.selectbox("Model", mids, index=mids.index(first.entry.id) if first else 0, key="dx.model",
+                       format_func=labels.__getitem__,
+                       help="The promoted model of a task is the default; candidates are for evaluation.")
+    return models[mids.index(mid)] if mid in mids else models[0]
+
+
+def model_in_use(state: Status) -> None:
+    """One line saying which model scores the scan: name, version, promoted or candidate, evaluated or not."""
+    card = state.entry.card
+    if state.demo_fallback:
+        role = f"the demo model, promoted by default because no other model is promoted for *{md(state.task)}*"
+    elif state.promoted:
+        role = f"promoted for *{md(state.task)}*"
+    else:
+        role = f"**candidate** for *{md(state.task)}* (not promoted)"
+    auc, ci = held_out_auc(card), auc_interval(card)
+    if auc is None:
+        evaluated = "**not evaluated** on held-out data"
+    else:
+        interval = f" (95% CI {ci[0]:.3f}–{ci[1]:.3f})" if ci else " (no confidence interval)"
+        evaluated = f"held-out AUC {auc:.3f}{interval}, n = {card.metrics.get('n', '?')}"
+    st.markdown(f":material/model_training: **Model in use:** {md(card.name)} version {card.version} — {role} · "
+                f"{evaluated}")
+
+
+def model_banner(state: Status) -> None:
+    """Above every result of a candidate or never-evaluated model: what it is and what not to do."""
+    warning = model_warning(state)
+    if warning:
+        st.warning(f"**{md(warning)}** Its scores are for evaluation only, not for patient care. An ML engineer "
+                   "can review and promote it on the Models page.", icon=":material/gpp_maybe:")
 
 
 def verdict(pred: Prediction, card: ModelCard) -> None:
@@ -93,8 +127,8 @@ def card_summary(card: ModelCard) -> None:
     cols[3].metric("Input", f"{card.input_size[0]}x{card.input_size[1]}x{card.channels}", help=card.architecture)
     with st.expander("Model card"):
         source = card.training_data.get("source", "—")
-        st.markdown(f"**Intended use.** {card.intended_use}\n\n**Limitations.** {card.limitations or '—'}\n\n"
-                    f"**Trained on.** {source}  \n**Threshold.** {card.threshold_method}")
+        st.markdown(f"**Intended use.** {md(card.intended_use)}\n\n**Limitations.** {md(card.limitations or '—')}"
+                    f"\n\n**Trained on.** {md(str(source))}  \n**Threshold.** {md(card.threshold_method)}")
         st.json(card.to_json(), expanded=False)
 
 

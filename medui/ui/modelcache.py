@@ -10,6 +10,7 @@ from pathlib import Path
 
 import streamlit as st
 
+from medui.ai.promotion import Status
 from medui.ai.registry import Entry, list_models
 from medui.usecases import models as usecase
 from medui.usecases.diagnose import LoadedModel, load_model
@@ -34,6 +35,12 @@ def _stamp(entry: Entry) -> str:
     return ":".join(times)
 
 
+def statuses(root: Path | None = None) -> list[Status]:
+    """Every registered model with its promotion status, read afresh on each run (promotions are
+    small files another process may change; the models themselves are cached)."""
+    return usecase.status(root)
+
+
 def get(entry: Entry) -> LoadedModel:
     return cached_model(entry.id, _stamp(entry), str(entry.path.parent))
 
@@ -43,8 +50,8 @@ def evict(entry: Entry, stamp: str) -> None:
     cached_model.clear(entry.id, stamp, str(entry.path.parent))
 
 
-def delete(entry: Entry) -> None:
-    """Delete a registered model (the use case) and drop its cached copy."""
+def delete(entry: Entry, user: str | None = None) -> None:
+    """Delete a registered model (the use case; a promoted one loses its promotion) and drop its cached copy."""
     stamp = _stamp(entry)
-    usecase.delete(entry.id, entry.path.parent)
+    usecase.delete(entry.id, entry.path.parent, user=user, via="app")
     evict(entry, stamp)

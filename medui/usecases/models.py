@@ -1,5 +1,6 @@
-"""Model registry use cases, shared by the Models page and `python -m medui models`:
-register an uploaded `.keras` file with its card, delete a registered model."""
+"""Model registry use cases, shared by the Models page and `python -m medui models` / `promote`:
+register an uploaded `.keras` file with its card (a candidate), the models' promotion status and the
+default model, compare a candidate with the promoted model and its parent, promote, delete."""
 
 from __future__ import annotations
 
@@ -8,35 +9,43 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from medui.ai import promotion
 from medui.ai.card import ModelCard, Preprocessing
-from medui.ai.registry import Entry, find, load_keras, next_version, register
+from medui.ai.promotion import Finding, Promotion, Status
+from medui.ai.registry import Entry, ModelShape, find, list_models, load_keras, next_version, register, shape_of
 from medui.ai.registry import delete as registry_delete
 from medui.errors import CardError, MedUIError
 
 
 @dataclass(frozen=True)
 class CardFields:
-    """What the Models page's form asks for when no card file is uploaded."""
+    """What the Models page's form asks for when no card file is uploaded. Input size and channels
+    are read from the model itself unless given."""
 
     name: str
     class_names: tuple[str, ...]  # negative class first
-    input_size: int  # square
-    channels: int
     cam_layer: str
     threshold: float
     training_data: str = ""
+    input_size: int | tuple[int, int] | None = None  # None: the model's; an int: square
+    channels: int | None = None  # None: the model's
 
     @staticmethod
     def parse_classes(text: str) -> tuple[str, ...]:
         """'normal, abnormal' -> ('normal', 'abnormal')."""
         return tuple(c.strip() for c in text.split(",") if c.strip())
 
-    def card(self, root: Path | None = None) -> ModelCard:
-        """A card for the next free version of this name."""
+    def card(self, root: Path | None = None, shape: ModelShape | None = None) -> ModelCard:
+        """A card for the next free version of this name (input and channels from `shape` when not given)."""
         names = list(self.class_names)
         name = self.name.strip()
+        size = self.input_size if self.input_size is not None else (shape.input_size if shape else None)
+        channels = self.channels if self.channels is not None else (shape.channels if shape else None)
+        if size is None or channels is None:
+            raise CardError("the card needs the model's input size and channels; give them or upload the model")
+        hw = [int(size), int(size)] if isinstance(size, int) else [int(size[0]), int(size[1])]
         return ModelCard(name=name, version=next_version(name, root), class_names=names,
-                         input_size=[int(self.input_size), int(self.input_size)], channels=int(self.channels),
+                         input_size=hw, channels=int(channels),
                          architecture="uploaded", cam_layer=self.cam_layer.strip(), preprocessing=Preprocessing(),
                          task="binary" if len(names) == 2 else "multiclass", threshold=float(self.threshold),
                          threshold_method="given by the user at upload", training_data={"source": self.training_data})
@@ -67,20 +76,132 @@ def register_upload(model_bytes: bytes, file_name: str, card: bytes | CardFields
     if not file_name.lower().endswith(".keras"):
         raise MedUIError(f"{file_name} is not a .keras file; save the model with model.save('name.keras') "
                          "(Keras 3) and upload that file")
-    model_card = _card_from_json(card, card_name) if isinstance(card, bytes) else card.card(root)
     with tempfile.TemporaryDirectory(prefix="medui-upload-") as tmp:
         path = Path(tmp) / "upload.keras"  # Keras reads the format from the suffix
         path.write_bytes(model_bytes)
         model = load_keras(path, display_name=file_name)
         try:
+            if isinstance(card, bytes):
+                model_card = _card_from_json(card, card_name)
+            else:
+                model_card = card.card(root, shape_of(model, file_name))
             return register(path, model_card, root, model=model)
         except MedUIError as exc:
-            raise type(exc)(f"{file_name} was not registered: {exc}") from exc
+            text = str(exc).replace(str(path), file_name)
+            raise type(exc)(text if text.startswith(file_name) else f"{file_name} was not registered: {text}") from exc
 
 
-def delete(entry_id: str, root: Path | None = None) -> Entry:
-    """Delete a registered model (never the demo model); returns what was deleted. Callers that cache
-    loaded models drop their copy afterwards (`medui.ui.modelcache.delete`)."""
+def inspect_upload(model_bytes: bytes, file_name: str) -> ModelShape:
+    """Load an uploaded model (safe mode) and read its input size, channels, outputs and CAM layer
+    candidates, for the registration form to show instead of asking. Errors name `file_name`."""
+    if not file_name.lower().endswith(".keras"):
+        raise MedUIError(f"{file_name} is not a .keras file; save the model with model.save('name.keras') "
+                         "(Keras 3) and upload that file")
+    with tempfile.TemporaryDirectory(prefix="medui-upload-") as tmp:
+        path = Path(tmp) / "upload.keras"
+        path.write_bytes(model_bytes)
+        return shape_of(load_keras(path, display_name=file_name), file_name)
+
+
+def delete(entry_id: str, root: Path | None = None, user: str | None = None, via: str = "cli") -> Entry:
+    """Delete a registered model (never the demo model); returns what was deleted. A promoted model
+    loses its promotion first (audited as 'delete'). Callers that cache loaded models drop their copy
+    afterwards (`medui.ui.modelcache.delete`)."""
     entry = find(entry_id, root)
+    if entry.card.demo:
+        registry_delete(entry.id, root)  # refuses, with the reason
+    promotion.withdraw(entry.id, entry.path.parent, user=user, via=via, action="delete")
     registry_delete(entry.id, root)
     return entry
+
+
+def status(root: Path | None = None) -> list[Status]:
+    """Every registered model (newest first) with its promotion status."""
+    return promotion.statuses(list_models(root), root)
+
+
+def default_model(root: Path | None = None) -> Status | None:
+    """The model Diagnose and `predict` use when none is chosen (see `medui.ai.promotion.default`)."""
+    return promotion.default(status(root))
+
+
+def model_warning(state: Status) -> str | None:
+    """The warning every result of a candidate or never-evaluated model carries (None for a
+    promoted, evaluated model)."""
+    parts = []
+    if not state.promoted:
+        parts.append(f"Candidate model — not promoted for clinical use ({state.task})")
+    if not state.evaluated:
+        parts.append("never evaluated on held-out data (no AUC in its card)")
+    return "; ".join(parts) + "." if parts else None
+
+
+def promote(model_id: str, override: str | None = None, user: str | None = None, via: str = "cli",
+            root: Path | None = None) -> Promotion:
+    """Promote a model for its task (the gate must pass, or `override` gives the reason). Audited."""
+    return promotion.promote(model_id, root, override=override, user=user, via=via)
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """A model beside the promoted model of its task and its parent, with the gate's findings."""
+
+    model: Status
+    promoted: Status | None  # None: nothing promoted for the task, or it is `model` itself
+    parent: Status | None
+    findings: list[Finding]
+
+    @property
+    def same_data(self) -> bool:
+        """Whether every model shown was evaluated on the same described held-out data."""
+        splits = {s.entry.card.metrics.get("split") for s in self.columns}
+        return len(splits) == 1 and None not in splits and "" not in splits
+
+    @property
+    def columns(self) -> list[Status]:
+        seen: list[Status] = []
+        for s in (self.model, self.promoted, self.parent):
+            if s is not None and s.entry.id not in {x.entry.id for x in seen}:
+                seen.append(s)
+        return seen
+
+    def role(self, column: Status) -> str:
+        """'this model, candidate', 'parent, promoted', ..."""
+        roles = [name for name, s in (("this model", self.model), ("parent", self.parent)) if s is column]
+        return ", ".join([*roles, column.label])
+
+    def rows(self) -> list[dict[str, object]]:
+        """One row per metric, one column per model (its id with its role)."""
+        def auc(card: ModelCard) -> str:
+            value, ci = promotion.held_out_auc(card), promotion.auc_interval(card)
+            if value is None:
+                return "not evaluated"
+            return f"{value:.3f}" + (f" ({ci[0]:.3f}-{ci[1]:.3f})" if ci else " (no CI)")
+
+        def num(card: ModelCard, key: str) -> str:
+            v = card.metrics.get(key)
+            return f"{v:.3f}" if isinstance(v, (int, float)) and not isinstance(v, bool) else "—"
+
+        heads = [f"{s.entry.id}: {self.role(s)}" for s in self.columns]
+        out: list[dict[str, object]] = []
+        for metric, get in (("AUC (95% CI)", auc), ("sensitivity", lambda c: num(c, "sensitivity")),
+                            ("specificity", lambda c: num(c, "specificity")),
+                            ("threshold", lambda c: f"{c.threshold:.3f}"),
+                            ("n (held-out images)", lambda c: str(c.metrics.get("n", "—"))),
+                            ("held-out data", lambda c: str(c.metrics.get("split") or "—"))):
+            row: dict[str, object] = {"metric": metric}
+            row.update({h: get(s.entry.card) for h, s in zip(heads, self.columns, strict=True)})
+            out.append(row)
+        return out
+
+
+def compare(model_id: str, root: Path | None = None) -> Comparison:
+    """`model_id` beside its task's promoted model and its parent, with the gate's findings."""
+    everything = status(root)
+    by_id = {s.entry.id: s for s in everything}
+    model = by_id.get(find(model_id, root).id)
+    assert model is not None
+    promoted = next((s for s in everything if s.promoted and s.task == model.task and s is not model), None)
+    parent_entry = promotion.parent_of(model.entry, [s.entry for s in everything])
+    parent = by_id.get(parent_entry.id) if parent_entry else None
+    return Comparison(model, promoted, parent, promotion.gate(model.entry, [s.entry for s in everything]))
