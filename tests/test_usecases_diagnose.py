@@ -93,7 +93,8 @@ def test_diagnose_page_picks_the_class_to_explain_for_a_multiclass_model(three_c
     at = AppTest.from_file(str(root / "pages" / "diagnose.py"), default_timeout=180).run()
     at.button(key="viewer.sample-load").click().run()
     assert not at.exception
-    assert at.selectbox(key="dx.model").value == "three-v1"  # newest first
+    assert at.selectbox(key="dx.model").value == "demo-chest-phantom-v1"  # the promoted default, not the newest
+    at.selectbox(key="dx.model").set_value("three-v1").run()
     picker = next(s for s in at.selectbox if s.label == "Explain class")
     assert picker.value == 1 and "(predicted)" in picker.format_func(1)
     assert _overlay_captions(at) == ["Grad-CAM · nodule · slice 1"]
