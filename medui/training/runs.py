@@ -103,7 +103,8 @@ def run_job(job_dir: Path) -> int:
             _status(job, state="cancelled", message="cancelled by the user; nothing was registered")
             return 0
         write_json(job.path / "result.json", result)
-        _status(job, state="done", finished=time.time(), model=result["model"], message=f"registered {result['model']}")
+        _status(job, state="done", finished=time.time(), model=result["model"],
+                message=f"registered {result['model']} as a candidate; review and promote it on the Models page")
         return 0
     except Exception as exc:  # every failure must end as a readable 'failed' status, never a silent death
         print(traceback.format_exc(), flush=True)
