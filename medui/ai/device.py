@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import glob
 import os
 import platform
+import shutil
 from dataclasses import dataclass
 
 
@@ -28,6 +30,12 @@ def _cpu_name() -> str:
     except OSError:
         pass
     return (platform.processor() or platform.machine()) + f", {os.cpu_count()} cores"
+
+
+def gpu_present() -> bool:
+    """Whether this machine may have an NVIDIA GPU (a /dev/nvidia* device or nvidia-smi), without
+    importing TensorFlow: cheap enough for a page render or before a job process starts."""
+    return bool(glob.glob("/dev/nvidia[0-9]*") or shutil.which("nvidia-smi"))
 
 
 def detect() -> DeviceInfo:

@@ -19,6 +19,9 @@ import numpy as np
 
 from medui.ai.kerastypes import KerasLayer, KerasModel, TFDataset
 from medui.training import metrics
+from medui.training.plan import ModelPlan as ModelPlan  # what will be trained: decided in one place
+from medui.training.plan import default_arch as default_arch
+from medui.training.plan import plan_model as plan_model
 
 
 @dataclass
@@ -48,11 +51,6 @@ class TrainConfig:
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def default_arch(gpu: bool) -> str:
-    """What a user gets with neither --base nor --arch."""
-    return "densenet121" if gpu else "mobilenet_v2"
 
 
 @dataclass(frozen=True)

@@ -28,11 +28,12 @@ from medui.training.data import DatasetIndex, index_dataset, load_arrays, order_
 from medui.training.fit import (
     DeviceInfo,
     JobCallback,
+    ModelPlan,
     TrainConfig,
     class_weights,
-    default_arch,
     evaluate_arrays,
     pipeline,
+    plan_model,
     rename_head,
     replace_head,
     set_trainable,
@@ -56,6 +57,7 @@ class RunContext:
     card: ModelCard  # template: architecture, input, preprocessing, classes (metrics come at the end)
     parent: Entry | None
     pretrained: bool
+    plan: ModelPlan  # what is trained, from which weights (page, job log and card say the same)
     started: float  # time.time() when the job started running
 
 
@@ -91,7 +93,11 @@ def run_job(job_dir: Path) -> int:
     job = Job(Path(job_dir))
     cfg = TrainConfig(**job.params())
     lock = TrainLock(job.path.parent)
-    _status(job, state="queued", pid=os.getpid(), message="waiting for the training slot")
+    from medui.ai.device import gpu_present
+
+    plan = plan_model(cfg.arch, cfg.base, gpu_present(), cfg.weights, models_dir=_models_dir(cfg))
+    _log(f"will train: {plan.text()}")  # the log's first line; the page said the same before the click
+    _status(job, state="queued", pid=os.getpid(), plan=plan.text(), message="waiting for the training slot")
     if not lock.acquire(job):
         _status(job, state="cancelled", message="cancelled while queued")
         return 0
@@ -129,7 +135,8 @@ def train(job: Job, cfg: TrainConfig, started: float) -> dict[str, Any] | None:
     ev, parent_ev = evaluate(ctx, fitted.model, cal.card)
     entry = register(ctx, fitted, cal, ev)
     result: dict[str, Any] = jsonable({
-        "model": entry.id, "path": str(entry.path), "evaluation": ev, "parent": ctx.parent.id if ctx.parent else None,
+        "model": entry.id, "path": str(entry.path), "model_plan": ctx.plan.to_json(),
+        "evaluation": ev, "parent": ctx.parent.id if ctx.parent else None,
         "parent_evaluation": parent_ev, "device": ctx.device.label, "mixed_precision": ctx.device.mixed_precision,
         "train_s": round(fitted.train_s, 1), "epochs_run": fitted.epochs_run,
         "time_to_first_epoch_s": round(fitted.first_epoch_end - started, 1) if fitted.first_epoch_end else None,
@@ -147,8 +154,8 @@ def job_index(job: Job, cfg: TrainConfig) -> DatasetIndex:
 
 
 def _base_model(cfg: TrainConfig, n_classes: int, gpu: bool) -> tuple[KerasModel, ModelCard, Entry | None,
-                                                                      list[str], bool]:
-    """(model, card template, parent entry or None, notes, pretrained)."""
+                                                                      list[str], bool, ModelPlan]:
+    """(model, card template, parent entry or None, notes, pretrained, what is trained from which weights)."""
     from medui.ai.architectures import ARCHITECTURES, build
     from medui.ai.registry import find, load_keras
 
@@ -160,22 +167,23 @@ def _base_model(cfg: TrainConfig, n_classes: int, gpu: bool) -> tuple[KerasModel
         if n_old != n_classes or entry.card.task != ("binary" if n_classes == 2 else "multiclass"):
             model = replace_head(model, n_classes)
             notes.append("classes differ from the parent: new head")
-        return model, entry.card, entry, notes, True
-    arch = cfg.arch or default_arch(gpu)
-    spec = ARCHITECTURES[arch]
-    built = build(arch, n_classes=n_classes, weights=cfg.weights if spec["pretrained"] else None)
-    pretrained = bool(spec["pretrained"] and cfg.weights and not built.notes)
-    if cfg.arch is None and spec["pretrained"] and not pretrained:
-        # No ImageNet weights (offline): a randomly initialised backbone needs far more data than a
-        # fine-tuning set; the small CNN trained from scratch is the better default then.
-        notes = built.notes + ["ImageNet weights unavailable: training the small CNN from scratch instead"]
-        arch, spec = "small_cnn", ARCHITECTURES["small_cnn"]
-        built = build(arch, n_classes=n_classes)
-        built = type(built)(built.model, built.cam_layer, notes)
+        return model, entry.card, entry, notes, True, ModelPlan(entry.card.architecture, "parent", "", None, entry.id)
+    plan = plan_model(cfg.arch, None, gpu, cfg.weights)
+    arch, spec = plan.arch, ARCHITECTURES[plan.arch]
+    built = build(arch, n_classes=n_classes, weights=plan.weights if spec["pretrained"] else None)
+    pretrained = plan.weights is not None and not built.notes
+    if plan.weights is not None and not pretrained:  # the planned download failed after all
+        if cfg.arch is None:  # the default: the small CNN from scratch rather than a random backbone
+            plan = ModelPlan("small_cnn", "scratch", f"ImageNet weights for {spec['title']} could not be downloaded")
+            arch, spec = plan.arch, ARCHITECTURES[plan.arch]
+            small = build(arch, n_classes=n_classes)
+            built = type(built)(small.model, small.cam_layer, built.notes)
+        else:
+            plan = ModelPlan(arch, "random", "ImageNet weights could not be downloaded")
     card = ModelCard(name=cfg.out, version=1, class_names=["a", "b"], input_size=list(spec["size"]),
                      channels=spec["channels"], architecture=arch, cam_layer=built.cam_layer,
                      preprocessing=Preprocessing("percentile", 0.5, 99.5, None, "letterbox"))
-    return built.model, card, None, [f"architecture {arch}"] + built.notes, pretrained
+    return built.model, card, None, [f"architecture {arch}"] + built.notes, pretrained, plan
 
 
 def prepare(job: Job, cfg: TrainConfig, started: float) -> tuple[RunContext, KerasModel]:
@@ -191,14 +199,16 @@ def prepare(job: Job, cfg: TrainConfig, started: float) -> tuple[RunContext, Ker
     _log(f"dataset: {len(index.samples)} images, classes {index.classes}, split "
          f"{ {k: len(v) for k, v in parts.items()} }, grouping by {index.report.grouping}")
     with dev.strategy.scope():
-        model, template, parent, notes, pretrained = _base_model(cfg, len(index.classes), dev.gpus > 0)
+        model, template, parent, notes, pretrained, plan = _base_model(cfg, len(index.classes), dev.gpus > 0)
     for n in notes:
         _log(n)
+    _log(f"training: {plan.text()}")
+    _status(job, plan=plan.text())
     # keep the parent's class order (which class is positive) when the classes match
     classes = order_classes(index.classes, parent.card.class_names if parent else None)
     template = dataclasses.replace(template, class_names=classes,
                                    task="binary" if len(classes) == 2 else "multiclass")
-    ctx = RunContext(job, cfg, dev, index, parts, template, parent, pretrained, started)
+    ctx = RunContext(job, cfg, dev, index, parts, template, parent, pretrained, plan, started)
     return ctx, model
 
 
@@ -324,7 +334,8 @@ def register(ctx: RunContext, fitted: FitResult, cal: Calibration, ev: dict[str,
         training_data={"source": ", ".join(str(d) for d in cfg.data), "content_hash": report.content_hash,
                        "counts": report.counts, "patients": report.patients, "grouping": report.grouping,
                        "split_sizes": {k: len(v) for k, v in parts.items()}},
-        training={"config": cfg.to_json(), "device": dev.label, "mixed_precision": dev.mixed_precision,
+        training={"model_plan": ctx.plan.to_json(), "config": cfg.to_json(),
+                  "device": dev.label, "mixed_precision": dev.mixed_precision,
                   "duration_s": round(time.time() - ctx.started), "train_s": round(fitted.train_s),
                   "epochs_run": fitted.epochs_run, "job": ctx.job.id},
         modalities=sorted(seen) if seen and "OT" not in seen else [],  # PNG/JPEG say nothing of modality

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ from medui.ai.registry import Entry
 from medui.errors import DatasetError, MedUIError, ServerFolderError
 from medui.training import jobs
 from medui.training.data import DatasetIndex
+from medui.training.plan import ModelPlan
 from medui.usecases.train import (
     ROOTS_VARIABLE,
     StartFrom,
@@ -21,11 +23,12 @@ from medui.usecases.train import (
     allowed_folder,
     check_dataset,
     data_roots,
+    plans,
     stage_upload,
     start,
 )
 
-RECOMMENDED = "Recommended (DenseNet121 on a GPU, MobileNetV2 on a CPU)"
+RECOMMENDED = "Recommended"  # DenseNet121 on a GPU, MobileNetV2 on a CPU, when ImageNet weights can be had
 CURRENT_JOB = "train.job"  # the job this session started or chose last (kept while the page is left)
 START_FROM = "train.start-from"  # the 'Start from' box
 START_KEPT = "train.start-from.kept"  # its (kind, model or architecture): kept when a new model changes the list
@@ -84,11 +87,19 @@ def _staged(files: list[Any]) -> Path | None:
         return None
 
 
+@st.cache_data(ttl=300, show_spinner=False)
+def _plans(keras_home: str | None) -> dict[str | None, ModelPlan]:
+    """`plans()` for a few minutes (it may try one connection); per Keras cache folder."""
+    return plans()
+
+
 def _start_choices(entries: list[Entry]) -> dict[str, tuple[StartFrom, str | None]]:
-    """Label -> (start from, model or architecture)."""
-    choices: dict[str, tuple[StartFrom, str | None]] = {RECOMMENDED: ("recommended", None)}
+    """Label -> (start from, model or architecture). Each label says what will be trained on this
+    machine and from which weights, e.g. 'Recommended → MobileNetV2 from ImageNet weights (cached)'."""
+    what = _plans(os.environ.get("KERAS_HOME"))
+    choices: dict[str, tuple[StartFrom, str | None]] = {f"{RECOMMENDED} → {what[None].text()}": ("recommended", None)}
     choices.update({f"Fine-tune {e.id}": ("fine-tune", e.id) for e in entries})
-    choices.update({f"Architecture {a}": ("architecture", a) for a in ARCHITECTURES})
+    choices.update({f"Architecture {a} → {what[a].text()}": ("architecture", a) for a in ARCHITECTURES})
     return choices
 
 
@@ -227,6 +238,8 @@ def progress(job: jobs.Job) -> str:
     eta = status.get("eta_s")
     label = f"{state} · epoch {epoch}/{epochs}" + (f" · about {int(eta) // 60} min {int(eta) % 60} s left"
                                                     if eta is not None and state == "running" else "")
+    if status.get("plan"):
+        st.caption(f"Training: {status['plan']}")
     st.progress(1.0 if state == "done" else min(epoch / max(epochs, 1), 1.0), text=label)
     if status.get("message"):
         st.caption(status["message"])
