@@ -34,7 +34,8 @@ def test_offline_without_cached_weights_the_default_is_the_small_cnn_from_scratc
     chosen = plan_model("mobilenet_v2", None, gpu=False)  # an explicit backbone is kept, from random weights
     assert chosen.text() == "MobileNetV2 from random weights: ImageNet weights are not available offline"
     assert plan_model("small_cnn", None, gpu=True).text() == "small CNN from scratch"
-    assert plan_model(None, None, gpu=False, online=True).text() == "MobileNetV2 from ImageNet weights (downloaded once)"
+    online = plan_model(None, None, gpu=False, online=True)
+    assert online.text() == "MobileNetV2 from ImageNet weights (downloaded once)"
     parent = plan_model(None, "demo-chest-phantom", gpu=False)
     assert parent.text() == "evidence CNN fine-tuned from demo-chest-phantom-v1"
 
