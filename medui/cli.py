@@ -192,13 +192,18 @@ def _cmd_train(args: argparse.Namespace) -> int:
         doc = {"job": str(job.path), "state": status.get("state")}
         if result:
             ev = result["evaluation"]
-            doc.update({"model": result["model"], **run_metrics(ev, f"held-out test split ({ev['n']} images)"),
+            doc.update({"model": result["model"], **run_metrics(ev, f"held-out test split ({ev['n']} images)",
+                                                                 result.get("calibration_warning")),
+                        "indeterminate": result.get("indeterminate"), "model_plan": result.get("model_plan"),
+                        "evaluation_failed": bool(result.get("evaluation_failed")),
                         "device": result["device"], "mixed_precision": result["mixed_precision"]})
         else:
             doc["error"] = status.get("error") or status.get("message")
         print(json.dumps(doc, indent=2))
-    elif status.get("state") != "done":
+    elif status.get("state") != "done" or status.get("evaluation_failed"):
         print(f"training {status.get('state')}: {status.get('error') or status.get('message')}", file=sys.stderr)
+    if status.get("state") == "done" and status.get("evaluation_failed"):
+        return 3  # registered, flagged: evaluation failed
     return 0 if status.get("state") == "done" else max(code, 1)
 
 

@@ -72,8 +72,9 @@ class FitResult:
 
 @dataclass(frozen=True)
 class Calibration:
-    card: ModelCard  # the template with classes, threshold and temperature
+    card: ModelCard  # the template with classes, threshold, indeterminate band and temperature
     temperature: float | None
+    warning: str | None = None  # evaluation failed: the calibration flattens (or saturates) every score
 
 
 def _models_dir(cfg: TrainConfig) -> Path | None:
@@ -109,8 +110,12 @@ def run_job(job_dir: Path) -> int:
             _status(job, state="cancelled", message="cancelled by the user; nothing was registered")
             return 0
         write_json(job.path / "result.json", result)
+        message = f"registered {result['model']} as a candidate; review and promote it on the Models page"
+        if result["evaluation_failed"]:
+            message = (f"EVALUATION FAILED: {result['calibration_warning']}. Registered {result['model']} as a "
+                       "candidate flagged as failed, for inspection only; do not promote it")
         _status(job, state="done", finished=time.time(), model=result["model"],
-                message=f"registered {result['model']} as a candidate; review and promote it on the Models page")
+                evaluation_failed=result["evaluation_failed"], message=message)
         return 0
     except Exception as exc:  # every failure must end as a readable 'failed' status, never a silent death
         print(traceback.format_exc(), flush=True)
@@ -136,7 +141,8 @@ def train(job: Job, cfg: TrainConfig, started: float) -> dict[str, Any] | None:
     entry = register(ctx, fitted, cal, ev)
     result: dict[str, Any] = jsonable({
         "model": entry.id, "path": str(entry.path), "model_plan": ctx.plan.to_json(),
-        "evaluation": ev, "parent": ctx.parent.id if ctx.parent else None,
+        "evaluation_failed": cal.warning is not None, "calibration_warning": cal.warning,
+        "indeterminate": cal.card.indeterminate, "evaluation": ev, "parent": ctx.parent.id if ctx.parent else None,
         "parent_evaluation": parent_ev, "device": ctx.device.label, "mixed_precision": ctx.device.mixed_precision,
         "train_s": round(fitted.train_s, 1), "epochs_run": fitted.epochs_run,
         "time_to_first_epoch_s": round(fitted.first_epoch_end - started, 1) if fitted.first_epoch_end else None,
@@ -296,9 +302,15 @@ def calibrate(ctx: RunContext, model: KerasModel, x_va: np.ndarray, y_va: np.nda
     temperature = metrics.fit_temperature(z_va[:, 0], y_va)
     # nothing of the parent's training (its temperature) carries over
     uncalibrated = dataclasses.replace(ctx.card, training={"temperature": temperature})
-    p_va = Predictor(model, uncalibrated).probabilities(z_va)
-    threshold, method = metrics.choose_threshold(y_va, p_va[:, 1], ctx.cfg.min_sensitivity)
-    return Calibration(dataclasses.replace(uncalibrated, threshold=threshold, threshold_method=method), temperature)
+    p_va = Predictor(model, uncalibrated).probabilities(z_va)[:, 1]
+    threshold, method = metrics.choose_threshold(y_va, p_va, ctx.cfg.min_sensitivity)
+    band = metrics.indeterminate_band(y_va, p_va, threshold)
+    warning = metrics.calibration_check(temperature, p_va)
+    if warning:
+        _log(f"EVALUATION FAILED: {warning}")
+    card = dataclasses.replace(uncalibrated, threshold=threshold, threshold_method=f"{method}; {metrics.BAND_METHOD}",
+                               indeterminate=band)
+    return Calibration(card, temperature, warning)
 
 
 def evaluate(ctx: RunContext, model: KerasModel, card: ModelCard) -> tuple[dict[str, Any], dict[str, Any] | None]:
@@ -330,6 +342,7 @@ def register(ctx: RunContext, fitted: FitResult, cal: Calibration, ev: dict[str,
         cal.card, name=cfg.out, version=next_version(cfg.out, _models_dir(cfg)), classes=cal.card.class_names,
         evaluation=ev, split=f"held-out test split ({ev['n']} images)", threshold=cal.card.threshold,
         threshold_method=cal.card.threshold_method, temperature=cal.temperature,
+        indeterminate=cal.card.indeterminate, calibration_warning=cal.warning,
         parent=ctx.parent.id if ctx.parent else None,
         training_data={"source": ", ".join(str(d) for d in cfg.data), "content_hash": report.content_hash,
                        "counts": report.counts, "patients": report.patients, "grouping": report.grouping,

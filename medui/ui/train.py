@@ -275,8 +275,16 @@ def _r(v: float | None) -> float | None:
 
 def evaluation(result: dict[str, Any]) -> None:
     ev, parent = result["evaluation"], result.get("parent_evaluation")
-    st.success(f"Registered **{result['model']}** as a candidate; review and promote it on the Models page.",
-               icon=":material/check_circle:")
+    if result.get("evaluation_failed"):
+        st.error(f"**Evaluation failed:** {result.get('calibration_warning')}. **{result['model']}** was registered "
+                 "as a candidate flagged as failed, for inspection only; do not promote it.", icon=":material/error:")
+    else:
+        st.success(f"Registered **{result['model']}** as a candidate; review and promote it on the Models page.",
+                   icon=":material/check_circle:")
+    band = result.get("indeterminate")
+    if band:
+        st.caption(f"Indeterminate band (chosen on the validation split): calibrated probabilities from "
+                   f"{band[0]:.3f} to {band[1]:.3f} around the threshold are reported as indeterminate.")
     table = []
     for name, e in (("new: " + result["model"], ev), (f"parent: {result.get('parent')}", parent)):
         if e:
