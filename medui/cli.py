@@ -178,10 +178,15 @@ def _train_config(args: argparse.Namespace) -> TrainConfig:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    import os
+
+    from medui.ai.device import job_env
     from medui.training import jobs
     from medui.training.cards import run_metrics
     from medui.training.runs import run_job
 
+    if "tensorflow" not in sys.modules:  # as in a job the page starts (effective before TensorFlow starts only)
+        os.environ.update(job_env(os.environ))
     cfg = _train_config(args)
     job = jobs.create(cfg.to_json(), Path(args.jobs) if args.jobs else None, prefix="cli-")
     if not args.json:

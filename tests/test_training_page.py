@@ -98,3 +98,16 @@ def test_a_registered_model_is_called_a_candidate(no_launch):
     assert not at.exception
     text = " ".join(s.value for s in at.success)
     assert "m-v1" in text and "candidate" in text and "Models page" in text and "Diagnose" not in text
+
+
+def test_the_eta_is_an_upper_bound(no_launch):
+    import os
+
+    job = _job("running", created=1.0, state="running")
+    jobs.write_json(job.path / "status.json", {"state": "running", "created": 1.0, "pid": os.getpid(), "epoch": 2,
+                                               "eta_s": 90, "message": "epoch 3/12 running (full)"})
+    at = AppTest.from_file(str(ROOT / "pages" / "train.py"), default_timeout=120).run()
+    assert not at.exception
+    texts = [p.proto.text for p in at.get("progress")]
+    assert any("at most 1 min 30 s left" in t and "early stopping" in t for t in texts), texts
+    assert any("epoch 3/12 running" in c.value for c in at.caption)

@@ -161,11 +161,13 @@ def set_trainable(model: KerasModel, fraction: float | None) -> None:
 
 
 class JobCallback:
-    """Writes per-epoch metrics and progress with ETA; stops training when the job is cancelled.
+    """Writes per-epoch metrics and progress with ETA (an upper bound: the epochs left if early stopping
+    does not end training sooner); says when an epoch begins; stops training when the job is cancelled.
     Counts the epochs actually run and notes when the first one ended (`first_epoch_end`, time.time())."""
 
     def __init__(self, write: Callable[[dict[str, Any]], None], total_epochs: int, cancelled: Callable[[], bool],
-                 phase: str, offset: int = 0, started: float | None = None) -> None:
+                 phase: str, offset: int = 0, started: float | None = None,
+                 began: Callable[[int], None] | None = None) -> None:
         import keras
 
         outer = self
@@ -179,6 +181,8 @@ class JobCallback:
 
             def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
                 outer.t_epoch = time.time()
+                if began is not None:
+                    began(offset + epoch + 1)
 
             def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
                 now = time.time()

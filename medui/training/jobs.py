@@ -151,7 +151,9 @@ def create(params: dict[str, Any], root: Path | None = None, index: DatasetIndex
 
 def launch(job: Job) -> Job:
     """Run `python -m medui train-job FOLDER` on a created job, in its own session (survives the page)."""
-    env = dict(os.environ, PYTHONUNBUFFERED="1", TF_CPP_MIN_LOG_LEVEL="2")
+    from medui.ai.device import job_env
+
+    env = job_env(os.environ)  # no GPU: no CUDA probing, no 'failed call to cuInit' in the log
     with open(job.path / "log.txt", "ab") as log:
         proc = subprocess.Popen([sys.executable, "-m", "medui", "train-job", str(job.path)], cwd=ROOT, env=env,
                                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,

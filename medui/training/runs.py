@@ -9,10 +9,12 @@ Used by `python -m medui train-job DIR` (what the Train page starts) and by `pyt
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
@@ -134,10 +136,13 @@ def train(job: Job, cfg: TrainConfig, started: float) -> dict[str, Any] | None:
     fitted = fit(ctx, model)
     if fitted is None:
         return None
+    _status(job, message="calibrating on the validation split")
     x_va, y_va = load_arrays(ctx.index, ctx.parts["val"], ctx.card)
     cal = calibrate(ctx, fitted.model, x_va, y_va)
     del x_va, y_va
+    _status(job, message="evaluating on the held-out test split")
     ev, parent_ev = evaluate(ctx, fitted.model, cal.card)
+    _status(job, message="registering the model")
     entry = register(ctx, fitted, cal, ev)
     result: dict[str, Any] = jsonable({
         "model": entry.id, "path": str(entry.path), "model_plan": ctx.plan.to_json(),
@@ -204,6 +209,7 @@ def prepare(job: Job, cfg: TrainConfig, started: float) -> tuple[RunContext, Ker
         raise TrainingError("the validation or test split is empty; add images or patients")
     _log(f"dataset: {len(index.samples)} images, classes {index.classes}, split "
          f"{ {k: len(v) for k, v in parts.items()} }, grouping by {index.report.grouping}")
+    _status(job, message="building the model")
     with dev.strategy.scope():
         model, template, parent, notes, pretrained, plan = _base_model(cfg, len(index.classes), dev.gpus > 0)
     for n in notes:
@@ -233,11 +239,28 @@ def _epoch_writer(ctx: RunContext, fh: IO[str]) -> Any:
         fh.write(json.dumps(row) + "\n")
         fh.flush()
         _status(ctx.job, epoch=row["epoch"], epochs=ctx.cfg.epochs, eta_s=row["eta_s"],
-                message=f"epoch {row['epoch']}/{ctx.cfg.epochs} ({row['phase']})")
+                message=f"epoch {row['epoch']}/{ctx.cfg.epochs} done ({row['phase']})")
         _log(f"epoch {row['epoch']}/{ctx.cfg.epochs} {row['phase']}: " +
              " ".join(f"{k} {v:.4f}" for k, v in row.items() if isinstance(v, float) and k not in ("seconds",)))
 
     return write
+
+
+def _image_progress(job: Job, total: int) -> Callable[[int], None]:
+    """A `load_arrays` progress callback writing 'preparing images (n/N)' at most twice a second."""
+    last = [0.0]
+
+    def report(n: int) -> None:
+        now = time.time()
+        if n >= total or now - last[0] >= 0.5:
+            last[0] = now
+            _status(job, message=f"preparing images ({n}/{total})")
+
+    return report
+
+
+def _epoch_running(ctx: RunContext, phase: str, epoch: int) -> None:
+    _status(ctx.job, message=f"epoch {epoch}/{ctx.cfg.epochs} running ({phase})")
 
 
 def fit(ctx: RunContext, model: KerasModel) -> FitResult | None:
@@ -245,8 +268,10 @@ def fit(ctx: RunContext, model: KerasModel) -> FitResult | None:
     import keras
 
     cfg, n_cls = ctx.cfg, len(ctx.card.class_names)
-    x_tr, y_tr = load_arrays(ctx.index, ctx.parts["train"], ctx.card)
-    x_va, y_va = load_arrays(ctx.index, ctx.parts["val"], ctx.card)
+    n_tr = len(ctx.parts["train"])
+    report = _image_progress(ctx.job, n_tr + len(ctx.parts["val"]))
+    x_tr, y_tr = load_arrays(ctx.index, ctx.parts["train"], ctx.card, report)
+    x_va, y_va = load_arrays(ctx.index, ctx.parts["val"], ctx.card, lambda n: report(n_tr + n))
     train_ds = pipeline(x_tr, y_tr, cfg.batch_size, cfg.augment, cfg.seed, n_cls)
     val_ds = pipeline(x_va, y_va, cfg.batch_size, None, cfg.seed, n_cls)
     weights = class_weights(y_tr, n_cls)
@@ -267,7 +292,8 @@ def fit(ctx: RunContext, model: KerasModel) -> FitResult | None:
                                                                                                      alpha=0.05)),
                               loss=loss, metrics=[keras.metrics.AUC(name="auc", multi_label=n_cls > 2)],
                               jit_compile=ctx.device.gpus > 0)
-            cb = JobCallback(write, cfg.epochs, lambda: ctx.job.cancel_requested, phase, done, ctx.started)
+            cb = JobCallback(write, cfg.epochs, lambda: ctx.job.cancel_requested, phase, done, ctx.started,
+                             began=functools.partial(_epoch_running, ctx, phase))
             stop = keras.callbacks.EarlyStopping(monitor="val_auc", mode="max", patience=cfg.patience,
                                                  restore_best_weights=True)
             model.fit(train_ds, validation_data=val_ds, epochs=epochs, class_weight=weights, verbose=0,

@@ -236,7 +236,9 @@ def progress(job: jobs.Job) -> str:
     epochs = int(job.params().get("epochs", 1))
     epoch = int(status.get("epoch", 0))
     eta = status.get("eta_s")
-    label = f"{state} · epoch {epoch}/{epochs}" + (f" · about {int(eta) // 60} min {int(eta) % 60} s left"
+    # early stopping may end training before the last epoch: the estimate is an upper bound
+    label = f"{state} · epoch {epoch}/{epochs}" + (f" · at most {int(eta) // 60} min {int(eta) % 60} s left "
+                                                    "(early stopping may end it sooner)"
                                                     if eta is not None and state == "running" else "")
     if status.get("plan"):
         st.caption(f"Training: {status['plan']}")
