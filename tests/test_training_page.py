@@ -111,3 +111,18 @@ def test_the_eta_is_an_upper_bound(no_launch):
     texts = [p.proto.text for p in at.get("progress")]
     assert any("at most 1 min 30 s left" in t and "early stopping" in t for t in texts), texts
     assert any("epoch 3/12 running" in c.value for c in at.caption)
+
+
+def test_a_model_that_failed_evaluation_is_shown_as_failed_with_its_band(no_launch):
+    job = _job("flat", created=1.0)
+    jobs.write_json(job.path / "result.json", {
+        "model": "flat-v1", "device": "CPU", "mixed_precision": False, "train_s": 1.0, "parent": None,
+        "evaluation_failed": True, "indeterminate": [0.41, 0.47],
+        "calibration_warning": "calibration failed: the fitted temperature is 20.1, outside the sane range 0.2-5",
+        "evaluation": {"n": 4, "classes": ["normal", "lesion"], "auc": 0.5, "auc_ci": [0.2, 0.8], "threshold": 0.45,
+                       "confusion_matrix": [[1, 1], [1, 1]]}})
+    at = AppTest.from_file(str(ROOT / "pages" / "train.py"), default_timeout=120).run()
+    assert not at.exception and not at.success
+    text = " ".join(e.value for e in at.error)
+    assert "Evaluation failed" in text and "temperature is 20.1" in text and "do not promote it" in text
+    assert any("0.410 to 0.470" in c.value for c in at.caption)
