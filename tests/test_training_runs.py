@@ -196,7 +196,8 @@ def test_the_status_says_what_the_job_is_doing_as_it_happens(tmp_path, isolated,
     assert runs.run_job(job.path) == 0, job.status()
     split = json.loads((job.path / "split.json").read_text())
     n = len(split["train"]) + len(split["val"])
-    steps = ["reading the dataset", "building the model", "preparing images (", f"preparing images ({n}/{n})",
+    steps = ["starting TensorFlow", "reading the dataset", "building the model", "preparing images (",
+             f"preparing images ({n}/{n})",
              "epoch 1/2 running", "epoch 1/2 done", "epoch 2/2 running", "epoch 2/2 done", "calibrating",
              "evaluating", "registering"]
     at = 0

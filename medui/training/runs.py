@@ -4,6 +4,9 @@ Used by `python -m medui train-job DIR` (what the Train page starts) and by `pyt
 (which runs the same job in the foreground), so both paths are one code path:
 
     prepare (devices, dataset index, split, base model) -> fit -> calibrate -> evaluate -> register
+
+status.json's message follows: starting TensorFlow, reading the dataset, building the model, preparing
+images (n/N), epoch k/N running / done, calibrating, evaluating, registering, and the outcome.
 """
 
 from __future__ import annotations
@@ -106,7 +109,7 @@ def run_job(job_dir: Path) -> int:
         return 0
     try:
         started = time.time()
-        _status(job, state="running", started=started, message="reading the dataset")
+        _status(job, state="running", started=started, message="starting TensorFlow")
         result = train(job, cfg, started)
         if result is None:
             _status(job, state="cancelled", message="cancelled by the user; nothing was registered")
@@ -201,6 +204,7 @@ def prepare(job: Job, cfg: TrainConfig, started: float) -> tuple[RunContext, Ker
     """Devices, the dataset index and split (written to the job folder), the base model and card template."""
     dev = setup_devices(cfg.mixed_precision)
     _log(f"device: {dev.label} · mixed precision {'on' if dev.mixed_precision else 'off'} · {dev.strategy_name}")
+    _status(job, message="reading the dataset")
     index = job_index(job, cfg)
     parts = split(index, cfg.val_fraction, cfg.test_fraction, cfg.seed)
     write_json(job.path / "split.json", parts)
