@@ -236,10 +236,15 @@ def _train_config(args: argparse.Namespace) -> TrainConfig:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    import os
+
+    from medui.ai.device import job_env
     from medui.training import jobs
     from medui.training.cards import run_metrics
     from medui.training.runs import run_job
 
+    if "tensorflow" not in sys.modules:  # as in a job the page starts (effective before TensorFlow starts only)
+        os.environ.update(job_env(os.environ))
     cfg = _train_config(args)
     job = jobs.create(cfg.to_json(), Path(args.jobs) if args.jobs else None, prefix="cli-")
     if not args.json:
@@ -250,13 +255,18 @@ def _cmd_train(args: argparse.Namespace) -> int:
         doc = {"job": str(job.path), "state": status.get("state")}
         if result:
             ev = result["evaluation"]
-            doc.update({"model": result["model"], **run_metrics(ev, f"held-out test split ({ev['n']} images)"),
+            doc.update({"model": result["model"], **run_metrics(ev, f"held-out test split ({ev['n']} images)",
+                                                                 result.get("calibration_warning")),
+                        "indeterminate": result.get("indeterminate"), "model_plan": result.get("model_plan"),
+                        "evaluation_failed": bool(result.get("evaluation_failed")),
                         "device": result["device"], "mixed_precision": result["mixed_precision"]})
         else:
             doc["error"] = status.get("error") or status.get("message")
         print(json.dumps(doc, indent=2))
-    elif status.get("state") != "done":
+    elif status.get("state") != "done" or status.get("evaluation_failed"):
         print(f"training {status.get('state')}: {status.get('error') or status.get('message')}", file=sys.stderr)
+    if status.get("state") == "done" and status.get("evaluation_failed"):
+        return 3  # registered, flagged: evaluation failed
     return 0 if status.get("state") == "done" else max(code, 1)
 
 

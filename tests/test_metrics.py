@@ -76,3 +76,33 @@ def test_fit_temperature_recovers_a_known_temperature():
     y = (rng.random(true_logits.size) < 1 / (1 + np.exp(-true_logits))).astype(int)
     for temperature in (0.5, 2.0):
         assert metrics.fit_temperature(true_logits * temperature, y) == pytest.approx(temperature, rel=0.05)
+
+
+def test_indeterminate_band_on_a_constructed_case():
+    # below the threshold, nearest first: 0.45 is a positive (wrong), then negatives: the share of wrong
+    # calls between a score and 0.5 is 1, 1/2, 1/3, 1/4 (>= 25%: 0.30 is the edge), 1/5, ...
+    y = np.array([1, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1])
+    p = np.array([0.45, 0.40, 0.35, 0.30, 0.25, 0.20, 0.10, 0.55, 0.60, 0.70, 0.80, 0.90])
+    # above: 0.55 is a negative (wrong), then positives: 1, 1/2, 1/3, 1/4 (0.80 is the edge), 1/5
+    assert metrics.indeterminate_band(y, p, 0.5) == pytest.approx([0.30, 0.80])
+    separated = metrics.indeterminate_band(np.array([0, 0, 1, 1]), np.array([0.1, 0.4, 0.6, 0.9]), 0.5)
+    assert separated == [0.5, 0.5]  # no wrong call near the threshold: no band
+    assert "25%" in metrics.BAND_METHOD and "validation" in metrics.BAND_METHOD
+
+
+def test_calibrations_that_flatten_every_score_fail():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 300)
+    z = 8 * rng.standard_normal(300)  # large logits that say nothing about the label
+    t = metrics.fit_temperature(z, y)
+    assert t > 5  # the fit flattens them (it stops at e^3 ~ 20, as in the reported model)
+    p = 1 / (1 + np.exp(-z / t))
+    warning = metrics.calibration_check(t, p)
+    assert warning and "temperature" in warning and "Do not use this model" in warning
+    assert "outside the sane range" in (metrics.calibration_check(0.1, p) or "")
+    flat = 0.5 + 0.01 * rng.standard_normal(300)  # a sane temperature, but every score within ~0.03 of 0.5
+    assert "every calibrated validation score lies between" in (metrics.calibration_check(1.0, flat) or "")
+    ys, ps = _scores(400)
+    assert metrics.calibration_check(1.0, ps) is None and metrics.calibration_check(None, ps) is None
+    rare = np.clip(np.r_[rng.uniform(0.01, 0.08, 380), rng.uniform(0.3, 0.9, 20)], 0, 1)
+    assert metrics.calibration_check(1.2, rare) is None  # a useful model on rare disease is not flagged

@@ -72,3 +72,28 @@ def test_the_shipped_demo_card_has_the_one_metrics_schema(isolated):
 
     card = find("demo-chest-phantom", isolated["models"]).card
     assert set(card.metrics) == {*METRIC_KEYS, "split"}
+
+
+def test_the_shipped_demo_card_has_an_indeterminate_band_around_its_threshold(isolated):
+    from medui.ai.registry import find
+
+    card = find("demo-chest-phantom", isolated["models"]).card
+    low, high = card.indeterminate
+    assert low <= card.threshold <= high < 1 and high > card.threshold
+
+
+def test_card_for_run_stores_the_band_and_a_failed_calibration():
+    from medui.training.cards import card_for_run
+
+    ev = {"n": 4, "auc": 0.5, "classes": ["normal", "lesion"]}
+    kw = dict(name="m", version=1, classes=["normal", "lesion"], evaluation=ev, split="test", threshold=0.6,
+              threshold_method="Youden", temperature=20.0, training_data={}, training={})
+    card = card_for_run(_card(limitations="Small data."), **kw, indeterminate=[0.55, 0.7],
+                        calibration_warning="calibration failed: the fitted temperature is 20")
+    assert card.indeterminate == [0.55, 0.7]
+    assert card.metrics["calibration_warning"].startswith("calibration failed")
+    assert card.limitations.startswith("EVALUATION FAILED: calibration failed") and "Small data." in card.limitations
+    fine = card_for_run(_card(), **kw)
+    assert fine.indeterminate is None and "calibration_warning" not in fine.metrics
+    with pytest.raises(CardError, match="indeterminate"):
+        card_for_run(_card(), **kw, indeterminate=[0.65, 0.7])  # the band must contain the threshold

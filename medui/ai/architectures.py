@@ -150,15 +150,24 @@ class Spec(TypedDict):
     size: tuple[int, int]
     channels: int
     pretrained: bool
+    title: str  # what the user reads, e.g. "MobileNetV2"
+    imagenet_file: str | None  # the file Keras caches under ~/.keras/models for the no-top ImageNet weights
 
 
 ARCHITECTURES: dict[str, Spec] = {
-    "seed_cnn": {"build": seed_cnn, "size": (64, 64), "channels": 3, "pretrained": False},
-    "small_cnn": {"build": small_cnn, "size": (128, 128), "channels": 1, "pretrained": False},
-    "evidence_cnn": {"build": evidence_cnn, "size": (128, 128), "channels": 1, "pretrained": False},
-    "mobilenet_v2": {"build": mobilenet_v2, "size": (224, 224), "channels": 3, "pretrained": True},
-    "efficientnet_b0": {"build": efficientnet_b0, "size": (224, 224), "channels": 3, "pretrained": True},
-    "densenet121": {"build": densenet121, "size": (224, 224), "channels": 3, "pretrained": True},
+    "seed_cnn": {"build": seed_cnn, "size": (64, 64), "channels": 3, "pretrained": False, "title": "seed CNN",
+                 "imagenet_file": None},
+    "small_cnn": {"build": small_cnn, "size": (128, 128), "channels": 1, "pretrained": False, "title": "small CNN",
+                  "imagenet_file": None},
+    "evidence_cnn": {"build": evidence_cnn, "size": (128, 128), "channels": 1, "pretrained": False,
+                     "title": "evidence CNN", "imagenet_file": None},
+    "mobilenet_v2": {"build": mobilenet_v2, "size": (224, 224), "channels": 3, "pretrained": True,
+                     "title": "MobileNetV2",
+                     "imagenet_file": "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5"},
+    "efficientnet_b0": {"build": efficientnet_b0, "size": (224, 224), "channels": 3, "pretrained": True,
+                        "title": "EfficientNetB0", "imagenet_file": "efficientnetb0_notop.h5"},
+    "densenet121": {"build": densenet121, "size": (224, 224), "channels": 3, "pretrained": True,
+                    "title": "DenseNet121", "imagenet_file": "densenet121_weights_tf_dim_ordering_tf_kernels_notop.h5"},
 }
 
 

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import glob
 import os
 import platform
+import shutil
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 
@@ -28,6 +31,26 @@ def _cpu_name() -> str:
     except OSError:
         pass
     return (platform.processor() or platform.machine()) + f", {os.cpu_count()} cores"
+
+
+def gpu_present() -> bool:
+    """Whether this machine may have an NVIDIA GPU (a /dev/nvidia* device or nvidia-smi), without
+    importing TensorFlow: cheap enough for a page render or before a job process starts."""
+    return bool(glob.glob("/dev/nvidia[0-9]*") or shutil.which("nvidia-smi"))
+
+
+def job_env(env: Mapping[str, str]) -> dict[str, str]:
+    """The environment of a training process. On a machine without a GPU, TensorFlow (CUDA build) still
+    calls cuInit and logs 'failed call to cuInit' as an error: hide the GPUs (CUDA_VISIBLE_DEVICES='',
+    unless set) and keep TensorFlow's C++ log to fatal errors (Python errors still reach the job's log).
+    A machine with a GPU gets the usual settings, untouched otherwise."""
+    out = dict(env, PYTHONUNBUFFERED="1")
+    if gpu_present():
+        out.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        return out
+    out.setdefault("CUDA_VISIBLE_DEVICES", "")
+    out["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    return out
 
 
 def detect() -> DeviceInfo:

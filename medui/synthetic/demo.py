@@ -118,13 +118,15 @@ def train_demo(out: Path, n_train: int = 1600, n_val: int = 400, n_test: int = 4
     temperature = metrics.fit_temperature(z_va, y_va)
     p_va = 1 / (1 + np.exp(-z_va / temperature))
     threshold, method = metrics.choose_threshold(y_va, p_va)
+    band = metrics.indeterminate_band(y_va, p_va, threshold)
     z_te = logit_model.predict(x_te, verbose=0)[:, 0]
     p_te = 1 / (1 + np.exp(-z_te / temperature))
     ev = evaluate_arrays(np.stack([1 - p_te, p_te], axis=1), y_te.astype(int), list(CLASSES), threshold)
     card = card_for_run(
         template, name=NAME, version=template.version, classes=list(CLASSES), evaluation=ev,
         split=f"test: {n_test} synthetic phantoms (seeds {TEST_SEED}..)", threshold=threshold,
-        threshold_method=method, temperature=temperature, demo=True,
+        threshold_method=f"{method}; {metrics.BAND_METHOD}", temperature=temperature, demo=True,
+        indeterminate=band, calibration_warning=metrics.calibration_check(temperature, p_va),
         training_data={"source": "medui.synthetic.phantoms synthetic chest radiographs (256x256, 12-bit)",
                        "train": n_train, "validation": n_val, "test": n_test,
                        "classes": {c: int(n_train / 2) for c in CLASSES}, "seeds": f"train 0..{n_train - 1}"},
@@ -144,3 +146,35 @@ def train_demo(out: Path, n_train: int = 1600, n_val: int = 400, n_test: int = 4
     log(f"registered {entry.path} (test AUC {card.metrics['auc']}, threshold {card.threshold:.3f}, "
         f"{train_s:.0f} s training)")
     return entry.path
+
+
+def validation_band(model_path: Path, n_val: int = 400) -> list[float]:
+    """The indeterminate band of a registered demo model, recomputed without retraining: the model scores
+    its validation phantoms (seeds VAL_SEED.., as in `train_demo`) through its card's preprocessing and
+    temperature, and `metrics.indeterminate_band` takes the card's threshold."""
+    from medui.ai.inference import Predictor
+    from medui.ai.registry import load_keras
+
+    card = ModelCard.load(Path(model_path).with_suffix(".json"))
+    x_va, y_va, _ = phantom_arrays(n_val, VAL_SEED, card)
+    predictor = Predictor(load_keras(Path(model_path)), card)
+    p_va = predictor.probabilities(predictor.logits(x_va))[:, 1]
+    return metrics.indeterminate_band(y_va.astype(int), p_va, card.threshold)
+
+
+def write_band(model_path: Path, n_val: int = 400) -> list[float]:
+    """Write only `indeterminate` into the demo model's card JSON (next to threshold_method), nothing else."""
+    import json
+
+    band = validation_band(model_path, n_val)  # not rounded: rounding could cross the threshold
+    path = Path(model_path).with_suffix(".json")
+    data = json.loads(path.read_text())
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        if key != "indeterminate":
+            out[key] = value
+        if key == "threshold_method":
+            out["indeterminate"] = band
+    path.write_text(json.dumps(out, indent=2, ensure_ascii=False) + "\n")
+    ModelCard.load(path)  # still a valid card
+    return band

@@ -36,29 +36,37 @@ def _rounded(obj: Any, digits: int = 4) -> Any:
     return obj
 
 
-def run_metrics(evaluation: dict[str, Any], split: str) -> dict[str, Any]:
-    """The card's metrics: the summary of `fit.evaluate_arrays` on held-out data and what that data was."""
+def run_metrics(evaluation: dict[str, Any], split: str, calibration_warning: str | None = None) -> dict[str, Any]:
+    """The card's metrics: the summary of `fit.evaluate_arrays` on held-out data and what that data was;
+    with `calibration_warning` (evaluation failed: see `metrics.calibration_check`) when there is one."""
     summary = {k: _rounded(jsonable(evaluation.get(k))) for k in METRIC_KEYS}
-    return {**summary, "split": split}
+    return {**summary, "split": split, **({"calibration_warning": calibration_warning} if calibration_warning else {})}
 
 
 def card_for_run(template: ModelCard, *, name: str, version: int, classes: list[str], evaluation: dict[str, Any],
                  split: str, threshold: float, threshold_method: str, temperature: float | None,
                  training_data: dict[str, Any], training: dict[str, Any], parent: str | None = None,
                  modalities: list[str] | None = None, limitations: str | None = None,
-                 intended_use: str | None = None, demo: bool = False) -> ModelCard:
+                 intended_use: str | None = None, demo: bool = False, indeterminate: list[float] | None = None,
+                 calibration_warning: str | None = None) -> ModelCard:
     """A new card from `template` (architecture, input, preprocessing, CAM layer) and what the run
-    measured. `temperature` (binary models) rescales logits before the sigmoid in inference."""
+    measured. `temperature` (binary models) rescales logits before the sigmoid in inference;
+    `indeterminate` is the validation band around the threshold (`metrics.indeterminate_band`); a
+    `calibration_warning` (evaluation failed) goes into the metrics and heads the limitations."""
     extra = {"temperature": float(temperature)} if temperature is not None else {}
+    limits = template.limitations if limitations is None else limitations
+    if calibration_warning:
+        limits = f"EVALUATION FAILED: {calibration_warning}. {limits}".strip()
     card = dataclasses.replace(
         template, name=name, version=version, class_names=list(classes),
         task="binary" if len(classes) == 2 else "multiclass", threshold=float(threshold),
         threshold_method=threshold_method, parent=parent, demo=demo,
         created=time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime()),
-        metrics=run_metrics(evaluation, split), training_data=jsonable(training_data),
+        indeterminate=[float(v) for v in indeterminate] if indeterminate is not None else None,
+        metrics=run_metrics(evaluation, split, calibration_warning), training_data=jsonable(training_data),
         training=jsonable({**extra, **training}),
         modalities=template.modalities if modalities is None else list(modalities),
-        limitations=template.limitations if limitations is None else limitations,
+        limitations=limits,
         intended_use=intended_use or template.intended_use)
     card.validate()
     return card

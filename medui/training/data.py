@@ -15,7 +15,7 @@ import hmac
 import re
 import secrets
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import PurePosixPath
 from typing import TYPE_CHECKING, Any
@@ -222,13 +222,17 @@ def _images(index: DatasetIndex, indices: list[int]) -> Iterator[tuple[int, int,
         del series
 
 
-def load_arrays(index: DatasetIndex, indices: list[int], card: ModelCard) -> tuple[np.ndarray, np.ndarray]:
-    """Model inputs (N, H, W, C) through the card's preprocessing and class indices (card.class_names)."""
+def load_arrays(index: DatasetIndex, indices: list[int], card: ModelCard,
+                progress: Callable[[int], None] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Model inputs (N, H, W, C) through the card's preprocessing and class indices (card.class_names).
+    `progress(n)` is called after each image with the number prepared so far."""
     from medui.ai.preprocess import prepare
 
     x = np.zeros((len(indices), *card.input_size, card.channels), np.float32)
-    for pos, i, image in _images(index, indices):
+    for done, (pos, i, image) in enumerate(_images(index, indices), start=1):
         x[pos] = prepare(image, card, index.samples[i].invert)[0]
+        if progress is not None:
+            progress(done)
     y = np.asarray([card.class_names.index(index.samples[i].label) for i in indices], np.int32)
     return x, y
 

@@ -19,6 +19,9 @@ import numpy as np
 
 from medui.ai.kerastypes import KerasLayer, KerasModel, TFDataset
 from medui.training import metrics
+from medui.training.plan import ModelPlan as ModelPlan  # what will be trained: decided in one place
+from medui.training.plan import default_arch as default_arch
+from medui.training.plan import plan_model as plan_model
 
 
 @dataclass
@@ -48,11 +51,6 @@ class TrainConfig:
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def default_arch(gpu: bool) -> str:
-    """What a user gets with neither --base nor --arch."""
-    return "densenet121" if gpu else "mobilenet_v2"
 
 
 @dataclass(frozen=True)
@@ -163,11 +161,13 @@ def set_trainable(model: KerasModel, fraction: float | None) -> None:
 
 
 class JobCallback:
-    """Writes per-epoch metrics and progress with ETA; stops training when the job is cancelled.
+    """Writes per-epoch metrics and progress with ETA (an upper bound: the epochs left if early stopping
+    does not end training sooner); says when an epoch begins; stops training when the job is cancelled.
     Counts the epochs actually run and notes when the first one ended (`first_epoch_end`, time.time())."""
 
     def __init__(self, write: Callable[[dict[str, Any]], None], total_epochs: int, cancelled: Callable[[], bool],
-                 phase: str, offset: int = 0, started: float | None = None) -> None:
+                 phase: str, offset: int = 0, started: float | None = None,
+                 began: Callable[[int], None] | None = None) -> None:
         import keras
 
         outer = self
@@ -181,6 +181,8 @@ class JobCallback:
 
             def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
                 outer.t_epoch = time.time()
+                if began is not None:
+                    began(offset + epoch + 1)
 
             def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
                 now = time.time()

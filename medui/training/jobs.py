@@ -63,6 +63,21 @@ class Job:
     def id(self) -> str:
         return self.path.name
 
+    @property
+    def created(self) -> float:
+        """When the job was created (time.time()): status.json's 'created', else params.json's mtime.
+        Orders jobs whatever their id looks like (page jobs, 'cli-' jobs, older formats)."""
+        try:
+            value = json.loads((self.path / "status.json").read_text()).get("created")
+            if isinstance(value, (int, float)):
+                return float(value)
+        except (OSError, json.JSONDecodeError, AttributeError):
+            pass
+        try:
+            return (self.path / "params.json").stat().st_mtime
+        except OSError:
+            return 0.0
+
     def params(self) -> dict[str, Any]:
         params: dict[str, Any] = json.loads((self.path / "params.json").read_text())
         return params
@@ -136,7 +151,9 @@ def create(params: dict[str, Any], root: Path | None = None, index: DatasetIndex
 
 def launch(job: Job) -> Job:
     """Run `python -m medui train-job FOLDER` on a created job, in its own session (survives the page)."""
-    env = dict(os.environ, PYTHONUNBUFFERED="1", TF_CPP_MIN_LOG_LEVEL="2")
+    from medui.ai.device import job_env
+
+    env = job_env(os.environ)  # no GPU: no CUDA probing, no 'failed call to cuInit' in the log
     with open(job.path / "log.txt", "ab") as log:
         proc = subprocess.Popen([sys.executable, "-m", "medui", "train-job", str(job.path)], cwd=ROOT, env=env,
                                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
@@ -151,9 +168,12 @@ def start(params: dict[str, Any], root: Path | None = None, index: DatasetIndex 
 
 
 def list_jobs(root: Path | None = None) -> list[Job]:
+    """The jobs, newest first (by creation time, not by id)."""
     root = Path(root or jobs_dir())
-    return sorted((Job(p) for p in root.iterdir() if p.is_dir() and (p / "params.json").exists()),
-                  key=lambda j: j.id, reverse=True) if root.exists() else []
+    if not root.exists():
+        return []
+    found = [Job(p) for p in root.iterdir() if p.is_dir() and (p / "params.json").exists()]
+    return sorted(found, key=lambda j: (j.created, j.id), reverse=True)
 
 
 class TrainLock:

@@ -140,3 +140,63 @@ def fit_temperature(logits: np.ndarray, y: np.ndarray) -> float:
 
     res = minimize_scalar(nll, bounds=(-3, 3), method="bounded")
     return float(np.exp(res.x))
+
+
+BAND_ERROR_RATE = 0.25
+BAND_METHOD = (f"indeterminate band: on each side of the threshold, out to the farthest validation score such that at "
+               f"least {BAND_ERROR_RATE:.0%} of the validation cases between it and the threshold are misclassified "
+               "(calibrated probabilities; the threshold itself when no case qualifies)")
+
+
+def indeterminate_band(y: np.ndarray, p: np.ndarray, threshold: float,
+                       error_rate: float = BAND_ERROR_RATE) -> list[float]:
+    """[low, high] calibrated probabilities around `threshold` where validation calls are unreliable.
+
+    Walking outward from the threshold on each side, a score s is inside the band when, among the
+    validation cases between s and the threshold (s included), at least `error_rate` are on the wrong
+    side of it (positives below, negatives at or above); low/high are the farthest such scores, the
+    threshold itself when there is none. See BAND_METHOD."""
+    y, p = np.asarray(y).astype(bool), np.asarray(p, float)
+
+    def edge(scores: np.ndarray, wrong: np.ndarray) -> float:
+        if not len(scores):
+            return float(threshold)
+        rate = np.cumsum(wrong) / np.arange(1, len(scores) + 1)
+        inside = np.nonzero(rate >= error_rate)[0]
+        return float(scores[inside[-1]]) if len(inside) else float(threshold)
+
+    below = p < threshold
+    down = np.argsort(-p[below], kind="stable")  # nearest the threshold first
+    up = np.argsort(p[~below], kind="stable")
+    low = edge(p[below][down], y[below][down])
+    high = edge(p[~below][up], ~y[~below][up])
+    return [min(low, float(threshold)), max(high, float(threshold))]
+
+
+TEMPERATURE_RANGE = (0.2, 5.0)
+MIN_LOGIT_SD = 0.25  # calibrated validation logits varying less than this: every score is about the same
+
+
+def calibration_check(temperature: float | None, p: np.ndarray) -> str | None:
+    """Why the calibration makes the scores meaningless, or None when it is sane.
+
+    Temperature scaling divides logits by T: T above 5 squeezes every probability towards 0.5 (the
+    model's scores did not separate the validation classes), T below 0.2 pushes them to 0 and 1. Either,
+    or calibrated validation probabilities whose logits have a standard deviation under 0.25 (all about
+    the same score; the logit scale does not flag a useful model on rare disease), fails evaluation."""
+    advice = ("Do not use this model: train longer, on more or better-labelled data, or from another "
+              "starting point")
+    lo_t, hi_t = TEMPERATURE_RANGE
+    if temperature is not None and not lo_t <= temperature <= hi_t:
+        effect = "flattens every score towards 0.5" if temperature > hi_t else "pushes every score to 0 or 1"
+        return (f"calibration failed: the fitted temperature is {temperature:.3g}, outside the sane range "
+                f"{lo_t}-{hi_t}; it {effect}, so the model's scores do not separate the classes on validation "
+                f"data. {advice}")
+    p = np.clip(np.asarray(p, float), 1e-7, 1 - 1e-7)
+    sd = float(np.std(np.log(p / (1 - p)))) if len(p) else 0.0
+    if sd < MIN_LOGIT_SD:
+        lo, hi = (float(v) for v in (p.min(), p.max())) if len(p) else (float("nan"), float("nan"))
+        return (f"calibration failed: every calibrated validation score lies between {lo:.3f} and {hi:.3f} "
+                f"(logit standard deviation {sd:.3f}, expected at least {MIN_LOGIT_SD}), so a result says nothing "
+                f"about the image. {advice}")
+    return None

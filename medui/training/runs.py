@@ -4,15 +4,20 @@ Used by `python -m medui train-job DIR` (what the Train page starts) and by `pyt
 (which runs the same job in the foreground), so both paths are one code path:
 
     prepare (devices, dataset index, split, base model) -> fit -> calibrate -> evaluate -> register
+
+status.json's message follows: starting TensorFlow, reading the dataset, building the model, preparing
+images (n/N), epoch k/N running / done, calibrating, evaluating, registering, and the outcome.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
@@ -28,11 +33,12 @@ from medui.training.data import DatasetIndex, index_dataset, load_arrays, order_
 from medui.training.fit import (
     DeviceInfo,
     JobCallback,
+    ModelPlan,
     TrainConfig,
     class_weights,
-    default_arch,
     evaluate_arrays,
     pipeline,
+    plan_model,
     rename_head,
     replace_head,
     set_trainable,
@@ -56,6 +62,7 @@ class RunContext:
     card: ModelCard  # template: architecture, input, preprocessing, classes (metrics come at the end)
     parent: Entry | None
     pretrained: bool
+    plan: ModelPlan  # what is trained, from which weights (page, job log and card say the same)
     started: float  # time.time() when the job started running
 
 
@@ -70,8 +77,9 @@ class FitResult:
 
 @dataclass(frozen=True)
 class Calibration:
-    card: ModelCard  # the template with classes, threshold and temperature
+    card: ModelCard  # the template with classes, threshold, indeterminate band and temperature
     temperature: float | None
+    warning: str | None = None  # evaluation failed: the calibration flattens (or saturates) every score
 
 
 def _models_dir(cfg: TrainConfig) -> Path | None:
@@ -91,19 +99,28 @@ def run_job(job_dir: Path) -> int:
     job = Job(Path(job_dir))
     cfg = TrainConfig(**job.params())
     lock = TrainLock(job.path.parent)
-    _status(job, state="queued", pid=os.getpid(), message="waiting for the training slot")
+    from medui.ai.device import gpu_present
+
+    plan = plan_model(cfg.arch, cfg.base, gpu_present(), cfg.weights, models_dir=_models_dir(cfg))
+    _log(f"will train: {plan.text()}")  # the log's first line; the page said the same before the click
+    _status(job, state="queued", pid=os.getpid(), plan=plan.text(), message="waiting for the training slot")
     if not lock.acquire(job):
         _status(job, state="cancelled", message="cancelled while queued")
         return 0
     try:
         started = time.time()
-        _status(job, state="running", started=started, message="reading the dataset")
+        _status(job, state="running", started=started, message="starting TensorFlow")
         result = train(job, cfg, started)
         if result is None:
             _status(job, state="cancelled", message="cancelled by the user; nothing was registered")
             return 0
         write_json(job.path / "result.json", result)
-        _status(job, state="done", finished=time.time(), model=result["model"], message=f"registered {result['model']}")
+        message = f"registered {result['model']} as a candidate; review and promote it on the Models page"
+        if result["evaluation_failed"]:
+            message = (f"EVALUATION FAILED: {result['calibration_warning']}. Registered {result['model']} as a "
+                       "candidate flagged as failed, for inspection only; do not promote it")
+        _status(job, state="done", finished=time.time(), model=result["model"],
+                evaluation_failed=result["evaluation_failed"], message=message)
         return 0
     except Exception as exc:  # every failure must end as a readable 'failed' status, never a silent death
         print(traceback.format_exc(), flush=True)
@@ -122,13 +139,18 @@ def train(job: Job, cfg: TrainConfig, started: float) -> dict[str, Any] | None:
     fitted = fit(ctx, model)
     if fitted is None:
         return None
+    _status(job, message="calibrating on the validation split")
     x_va, y_va = load_arrays(ctx.index, ctx.parts["val"], ctx.card)
     cal = calibrate(ctx, fitted.model, x_va, y_va)
     del x_va, y_va
+    _status(job, message="evaluating on the held-out test split")
     ev, parent_ev = evaluate(ctx, fitted.model, cal.card)
+    _status(job, message="registering the model")
     entry = register(ctx, fitted, cal, ev)
     result: dict[str, Any] = jsonable({
-        "model": entry.id, "path": str(entry.path), "evaluation": ev, "parent": ctx.parent.id if ctx.parent else None,
+        "model": entry.id, "path": str(entry.path), "model_plan": ctx.plan.to_json(),
+        "evaluation_failed": cal.warning is not None, "calibration_warning": cal.warning,
+        "indeterminate": cal.card.indeterminate, "evaluation": ev, "parent": ctx.parent.id if ctx.parent else None,
         "parent_evaluation": parent_ev, "device": ctx.device.label, "mixed_precision": ctx.device.mixed_precision,
         "train_s": round(fitted.train_s, 1), "epochs_run": fitted.epochs_run,
         "time_to_first_epoch_s": round(fitted.first_epoch_end - started, 1) if fitted.first_epoch_end else None,
@@ -146,8 +168,8 @@ def job_index(job: Job, cfg: TrainConfig) -> DatasetIndex:
 
 
 def _base_model(cfg: TrainConfig, n_classes: int, gpu: bool) -> tuple[KerasModel, ModelCard, Entry | None,
-                                                                      list[str], bool]:
-    """(model, card template, parent entry or None, notes, pretrained)."""
+                                                                      list[str], bool, ModelPlan]:
+    """(model, card template, parent entry or None, notes, pretrained, what is trained from which weights)."""
     from medui.ai.architectures import ARCHITECTURES, build
     from medui.ai.registry import find, load_keras
 
@@ -159,28 +181,30 @@ def _base_model(cfg: TrainConfig, n_classes: int, gpu: bool) -> tuple[KerasModel
         if n_old != n_classes or entry.card.task != ("binary" if n_classes == 2 else "multiclass"):
             model = replace_head(model, n_classes)
             notes.append("classes differ from the parent: new head")
-        return model, entry.card, entry, notes, True
-    arch = cfg.arch or default_arch(gpu)
-    spec = ARCHITECTURES[arch]
-    built = build(arch, n_classes=n_classes, weights=cfg.weights if spec["pretrained"] else None)
-    pretrained = bool(spec["pretrained"] and cfg.weights and not built.notes)
-    if cfg.arch is None and spec["pretrained"] and not pretrained:
-        # No ImageNet weights (offline): a randomly initialised backbone needs far more data than a
-        # fine-tuning set; the small CNN trained from scratch is the better default then.
-        notes = built.notes + ["ImageNet weights unavailable: training the small CNN from scratch instead"]
-        arch, spec = "small_cnn", ARCHITECTURES["small_cnn"]
-        built = build(arch, n_classes=n_classes)
-        built = type(built)(built.model, built.cam_layer, notes)
+        return model, entry.card, entry, notes, True, ModelPlan(entry.card.architecture, "parent", "", None, entry.id)
+    plan = plan_model(cfg.arch, None, gpu, cfg.weights)
+    arch, spec = plan.arch, ARCHITECTURES[plan.arch]
+    built = build(arch, n_classes=n_classes, weights=plan.weights if spec["pretrained"] else None)
+    pretrained = plan.weights is not None and not built.notes
+    if plan.weights is not None and not pretrained:  # the planned download failed after all
+        if cfg.arch is None:  # the default: the small CNN from scratch rather than a random backbone
+            plan = ModelPlan("small_cnn", "scratch", f"ImageNet weights for {spec['title']} could not be downloaded")
+            arch, spec = plan.arch, ARCHITECTURES[plan.arch]
+            small = build(arch, n_classes=n_classes)
+            built = type(built)(small.model, small.cam_layer, built.notes)
+        else:
+            plan = ModelPlan(arch, "random", "ImageNet weights could not be downloaded")
     card = ModelCard(name=cfg.out, version=1, class_names=["a", "b"], input_size=list(spec["size"]),
                      channels=spec["channels"], architecture=arch, cam_layer=built.cam_layer,
                      preprocessing=Preprocessing("percentile", 0.5, 99.5, None, "letterbox"))
-    return built.model, card, None, [f"architecture {arch}"] + built.notes, pretrained
+    return built.model, card, None, [f"architecture {arch}"] + built.notes, pretrained, plan
 
 
 def prepare(job: Job, cfg: TrainConfig, started: float) -> tuple[RunContext, KerasModel]:
     """Devices, the dataset index and split (written to the job folder), the base model and card template."""
     dev = setup_devices(cfg.mixed_precision)
     _log(f"device: {dev.label} · mixed precision {'on' if dev.mixed_precision else 'off'} · {dev.strategy_name}")
+    _status(job, message="reading the dataset")
     index = job_index(job, cfg)
     parts = split(index, cfg.val_fraction, cfg.test_fraction, cfg.seed)
     write_json(job.path / "split.json", parts)
@@ -189,15 +213,18 @@ def prepare(job: Job, cfg: TrainConfig, started: float) -> tuple[RunContext, Ker
         raise TrainingError("the validation or test split is empty; add images or patients")
     _log(f"dataset: {len(index.samples)} images, classes {index.classes}, split "
          f"{ {k: len(v) for k, v in parts.items()} }, grouping by {index.report.grouping}")
+    _status(job, message="building the model")
     with dev.strategy.scope():
-        model, template, parent, notes, pretrained = _base_model(cfg, len(index.classes), dev.gpus > 0)
+        model, template, parent, notes, pretrained, plan = _base_model(cfg, len(index.classes), dev.gpus > 0)
     for n in notes:
         _log(n)
+    _log(f"training: {plan.text()}")
+    _status(job, plan=plan.text())
     # keep the parent's class order (which class is positive) when the classes match
     classes = order_classes(index.classes, parent.card.class_names if parent else None)
     template = dataclasses.replace(template, class_names=classes,
                                    task="binary" if len(classes) == 2 else "multiclass")
-    ctx = RunContext(job, cfg, dev, index, parts, template, parent, pretrained, started)
+    ctx = RunContext(job, cfg, dev, index, parts, template, parent, pretrained, plan, started)
     return ctx, model
 
 
@@ -216,11 +243,28 @@ def _epoch_writer(ctx: RunContext, fh: IO[str]) -> Any:
         fh.write(json.dumps(row) + "\n")
         fh.flush()
         _status(ctx.job, epoch=row["epoch"], epochs=ctx.cfg.epochs, eta_s=row["eta_s"],
-                message=f"epoch {row['epoch']}/{ctx.cfg.epochs} ({row['phase']})")
+                message=f"epoch {row['epoch']}/{ctx.cfg.epochs} done ({row['phase']})")
         _log(f"epoch {row['epoch']}/{ctx.cfg.epochs} {row['phase']}: " +
              " ".join(f"{k} {v:.4f}" for k, v in row.items() if isinstance(v, float) and k not in ("seconds",)))
 
     return write
+
+
+def _image_progress(job: Job, total: int) -> Callable[[int], None]:
+    """A `load_arrays` progress callback writing 'preparing images (n/N)' at most twice a second."""
+    last = [0.0]
+
+    def report(n: int) -> None:
+        now = time.time()
+        if n >= total or now - last[0] >= 0.5:
+            last[0] = now
+            _status(job, message=f"preparing images ({n}/{total})")
+
+    return report
+
+
+def _epoch_running(ctx: RunContext, phase: str, epoch: int) -> None:
+    _status(ctx.job, message=f"epoch {epoch}/{ctx.cfg.epochs} running ({phase})")
 
 
 def fit(ctx: RunContext, model: KerasModel) -> FitResult | None:
@@ -228,8 +272,10 @@ def fit(ctx: RunContext, model: KerasModel) -> FitResult | None:
     import keras
 
     cfg, n_cls = ctx.cfg, len(ctx.card.class_names)
-    x_tr, y_tr = load_arrays(ctx.index, ctx.parts["train"], ctx.card)
-    x_va, y_va = load_arrays(ctx.index, ctx.parts["val"], ctx.card)
+    n_tr = len(ctx.parts["train"])
+    report = _image_progress(ctx.job, n_tr + len(ctx.parts["val"]))
+    x_tr, y_tr = load_arrays(ctx.index, ctx.parts["train"], ctx.card, report)
+    x_va, y_va = load_arrays(ctx.index, ctx.parts["val"], ctx.card, lambda n: report(n_tr + n))
     train_ds = pipeline(x_tr, y_tr, cfg.batch_size, cfg.augment, cfg.seed, n_cls)
     val_ds = pipeline(x_va, y_va, cfg.batch_size, None, cfg.seed, n_cls)
     weights = class_weights(y_tr, n_cls)
@@ -250,7 +296,8 @@ def fit(ctx: RunContext, model: KerasModel) -> FitResult | None:
                                                                                                      alpha=0.05)),
                               loss=loss, metrics=[keras.metrics.AUC(name="auc", multi_label=n_cls > 2)],
                               jit_compile=ctx.device.gpus > 0)
-            cb = JobCallback(write, cfg.epochs, lambda: ctx.job.cancel_requested, phase, done, ctx.started)
+            cb = JobCallback(write, cfg.epochs, lambda: ctx.job.cancel_requested, phase, done, ctx.started,
+                             began=functools.partial(_epoch_running, ctx, phase))
             stop = keras.callbacks.EarlyStopping(monitor="val_auc", mode="max", patience=cfg.patience,
                                                  restore_best_weights=True)
             model.fit(train_ds, validation_data=val_ds, epochs=epochs, class_weight=weights, verbose=0,
@@ -285,9 +332,15 @@ def calibrate(ctx: RunContext, model: KerasModel, x_va: np.ndarray, y_va: np.nda
     temperature = metrics.fit_temperature(z_va[:, 0], y_va)
     # nothing of the parent's training (its temperature) carries over
     uncalibrated = dataclasses.replace(ctx.card, training={"temperature": temperature})
-    p_va = Predictor(model, uncalibrated).probabilities(z_va)
-    threshold, method = metrics.choose_threshold(y_va, p_va[:, 1], ctx.cfg.min_sensitivity)
-    return Calibration(dataclasses.replace(uncalibrated, threshold=threshold, threshold_method=method), temperature)
+    p_va = Predictor(model, uncalibrated).probabilities(z_va)[:, 1]
+    threshold, method = metrics.choose_threshold(y_va, p_va, ctx.cfg.min_sensitivity)
+    band = metrics.indeterminate_band(y_va, p_va, threshold)
+    warning = metrics.calibration_check(temperature, p_va)
+    if warning:
+        _log(f"EVALUATION FAILED: {warning}")
+    card = dataclasses.replace(uncalibrated, threshold=threshold, threshold_method=f"{method}; {metrics.BAND_METHOD}",
+                               indeterminate=band)
+    return Calibration(card, temperature, warning)
 
 
 def evaluate(ctx: RunContext, model: KerasModel, card: ModelCard) -> tuple[dict[str, Any], dict[str, Any] | None]:
@@ -319,11 +372,13 @@ def register(ctx: RunContext, fitted: FitResult, cal: Calibration, ev: dict[str,
         cal.card, name=cfg.out, version=next_version(cfg.out, _models_dir(cfg)), classes=cal.card.class_names,
         evaluation=ev, split=f"held-out test split ({ev['n']} images)", threshold=cal.card.threshold,
         threshold_method=cal.card.threshold_method, temperature=cal.temperature,
+        indeterminate=cal.card.indeterminate, calibration_warning=cal.warning,
         parent=ctx.parent.id if ctx.parent else None,
         training_data={"source": ", ".join(str(d) for d in cfg.data), "content_hash": report.content_hash,
                        "counts": report.counts, "patients": report.patients, "grouping": report.grouping,
                        "split_sizes": {k: len(v) for k, v in parts.items()}},
-        training={"config": cfg.to_json(), "device": dev.label, "mixed_precision": dev.mixed_precision,
+        training={"model_plan": ctx.plan.to_json(), "config": cfg.to_json(),
+                  "device": dev.label, "mixed_precision": dev.mixed_precision,
                   "duration_s": round(time.time() - ctx.started), "train_s": round(fitted.train_s),
                   "epochs_run": fitted.epochs_run, "job": ctx.job.id},
         modalities=sorted(seen) if seen and "OT" not in seen else [],  # PNG/JPEG say nothing of modality

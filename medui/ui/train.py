@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ from medui.ai.registry import Entry
 from medui.errors import DatasetError, MedUIError, ServerFolderError
 from medui.training import jobs
 from medui.training.data import DatasetIndex
+from medui.training.plan import ModelPlan
 from medui.usecases.train import (
     ROOTS_VARIABLE,
     StartFrom,
@@ -21,12 +23,16 @@ from medui.usecases.train import (
     allowed_folder,
     check_dataset,
     data_roots,
+    plans,
     stage_upload,
     start,
 )
 
-RECOMMENDED = "Recommended (DenseNet121 on a GPU, MobileNetV2 on a CPU)"
-CURRENT_JOB = "train.job"  # the job this session started last
+RECOMMENDED = "Recommended"  # DenseNet121 on a GPU, MobileNetV2 on a CPU, when ImageNet weights can be had
+CURRENT_JOB = "train.job"  # the job this session started or chose last (kept while the page is left)
+START_FROM = "train.start-from"  # the 'Start from' box
+START_KEPT = "train.start-from.kept"  # its (kind, model or architecture): kept when a new model changes the list
+JOB_CHOICE = "train.job-choice"  # the jobs box (a widget: Streamlit forgets it when the page is left)
 
 
 def server_folder(text: str) -> tuple[Path | None, str | None]:
@@ -81,11 +87,19 @@ def _staged(files: list[Any]) -> Path | None:
         return None
 
 
+@st.cache_data(ttl=300, show_spinner=False)
+def _plans(keras_home: str | None) -> dict[str | None, ModelPlan]:
+    """`plans()` for a few minutes (it may try one connection); per Keras cache folder."""
+    return plans()
+
+
 def _start_choices(entries: list[Entry]) -> dict[str, tuple[StartFrom, str | None]]:
-    """Label -> (start from, model or architecture)."""
-    choices: dict[str, tuple[StartFrom, str | None]] = {RECOMMENDED: ("recommended", None)}
+    """Label -> (start from, model or architecture). Each label says what will be trained on this
+    machine and from which weights, e.g. 'Recommended → MobileNetV2 from ImageNet weights (cached)'."""
+    what = _plans(os.environ.get("KERAS_HOME"))
+    choices: dict[str, tuple[StartFrom, str | None]] = {f"{RECOMMENDED} → {what[None].text()}": ("recommended", None)}
     choices.update({f"Fine-tune {e.id}": ("fine-tune", e.id) for e in entries})
-    choices.update({f"Architecture {a}": ("architecture", a) for a in ARCHITECTURES})
+    choices.update({f"Architecture {a} → {what[a].text()}": ("architecture", a) for a in ARCHITECTURES})
     return choices
 
 
@@ -94,8 +108,13 @@ def start_form(entries: list[Entry], data: Path | None, index: DatasetIndex | No
     """The model and training parameters; 'Start training' starts a background job on the checked data."""
     ready = index is not None
     choices = _start_choices(entries)
+    kept = st.session_state.get(START_KEPT)
+    labels = {v: k for k, v in choices.items()}
+    if kept in labels and st.session_state.get(START_FROM) not in choices:
+        # the widget was forgotten (the page was left) or its label changed: bring the last choice back
+        st.session_state[START_FROM] = labels[kept]
     with st.form("train.form"):
-        start_from = st.selectbox("Start from", list(choices), key="train.start-from")
+        start_from = st.selectbox("Start from", list(choices), key=START_FROM)
         c1, c2, c3, c4 = st.columns(4)
         epochs = c1.number_input("Epochs", 1, 500, 12, key="train.epochs")
         batch = c2.number_input("Batch size", 1, 512, 32, key="train.batch-size")
@@ -105,6 +124,7 @@ def start_form(entries: list[Entry], data: Path | None, index: DatasetIndex | No
         hflip = st.checkbox("Allow horizontal flips", value=False, key="train.hflip",
                             help="Off by default: on a chest X-ray a flip moves the heart to the wrong side.")
         go_ = st.form_submit_button("Start training", type="primary", disabled=not ready)
+    st.session_state[START_KEPT] = choices.get(str(start_from), ("recommended", None))
     if not (go_ and ready and data is not None):
         return
     kind, what = choices.get(str(start_from), ("recommended", None))
@@ -129,9 +149,11 @@ def jobs_panel() -> None:
         return
     ids = [j.id for j in all_jobs]
     outs = {j.id: str(j.params().get("out")) for j in all_jobs}
-    current = st.session_state.get(CURRENT_JOB, ids[0])
-    chosen = st.selectbox("Job", ids, index=ids.index(current) if current in ids else 0, key="train.job-choice",
-                          format_func=lambda i: f"{i} · {outs[i]}")
+    current = st.session_state.get(CURRENT_JOB)
+    # the job just started, else the one chosen last, else the newest; set before the widget exists
+    st.session_state[JOB_CHOICE] = current if current in ids else ids[0]
+    chosen = st.selectbox("Job", ids, key=JOB_CHOICE, format_func=lambda i: f"{i} · {outs[i]}",
+                          on_change=_remember_job)
     job = all_jobs[ids.index(chosen)] if chosen in ids else all_jobs[0]
     if job.status().get("state") in jobs.TERMINAL:
         progress(job)
@@ -140,6 +162,10 @@ def jobs_panel() -> None:
             evaluation(result)
     else:
         _live(str(job.path))
+
+
+def _remember_job() -> None:
+    st.session_state[CURRENT_JOB] = st.session_state.get(JOB_CHOICE)
 
 
 @st.fragment(run_every=2)
@@ -210,8 +236,12 @@ def progress(job: jobs.Job) -> str:
     epochs = int(job.params().get("epochs", 1))
     epoch = int(status.get("epoch", 0))
     eta = status.get("eta_s")
-    label = f"{state} · epoch {epoch}/{epochs}" + (f" · about {int(eta) // 60} min {int(eta) % 60} s left"
+    # early stopping may end training before the last epoch: the estimate is an upper bound
+    label = f"{state} · epoch {epoch}/{epochs}" + (f" · at most {int(eta) // 60} min {int(eta) % 60} s left "
+                                                    "(early stopping may end it sooner)"
                                                     if eta is not None and state == "running" else "")
+    if status.get("plan"):
+        st.caption(f"Training: {status['plan']}")
     st.progress(1.0 if state == "done" else min(epoch / max(epochs, 1), 1.0), text=label)
     if status.get("message"):
         st.caption(status["message"])
@@ -247,7 +277,16 @@ def _r(v: float | None) -> float | None:
 
 def evaluation(result: dict[str, Any]) -> None:
     ev, parent = result["evaluation"], result.get("parent_evaluation")
-    st.success(f"Registered **{result['model']}** — open it on the Diagnose page.", icon=":material/check_circle:")
+    if result.get("evaluation_failed"):
+        st.error(f"**Evaluation failed:** {result.get('calibration_warning')}. **{result['model']}** was registered "
+                 "as a candidate flagged as failed, for inspection only; do not promote it.", icon=":material/error:")
+    else:
+        st.success(f"Registered **{result['model']}** as a candidate; review and promote it on the Models page.",
+                   icon=":material/check_circle:")
+    band = result.get("indeterminate")
+    if band:
+        st.caption(f"Indeterminate band (chosen on the validation split): calibrated probabilities from "
+                   f"{band[0]:.3f} to {band[1]:.3f} around the threshold are reported as indeterminate.")
     table = []
     for name, e in (("new: " + result["model"], ev), (f"parent: {result.get('parent')}", parent)):
         if e:

@@ -19,6 +19,7 @@ from medui.errors import DatasetError, ServerFolderError, TrainingError
 from medui.training import jobs
 from medui.training.data import DatasetIndex, index_dataset, thumbnails
 from medui.training.fit import TrainConfig
+from medui.training.plan import ModelPlan, cached_weights, download_possible, plan_model
 
 ROOTS_VARIABLE = "MEDUI_DATA_ROOTS"
 StartFrom = Literal["recommended", "fine-tune", "architecture"]
@@ -83,6 +84,17 @@ def start(request: TrainRequest, index: DatasetIndex | None = None) -> jobs.Job:
     """Start a background training job (its own process); returns at once. With the index of the
     checked data the job trains on exactly what the user saw and does not read the folder again."""
     return jobs.start(request.config().to_json(), index=index)
+
+
+def plans(gpu: bool | None = None) -> dict[str | None, ModelPlan]:
+    """What each 'Start from' choice trains on this machine (None: the recommended default), with the
+    weights it starts from. One connection check at most, only when some ImageNet weights are not cached."""
+    from medui.ai.device import gpu_present
+
+    gpu = gpu_present() if gpu is None else gpu
+    needs_net = any(spec["pretrained"] and cached_weights(a) is None for a, spec in ARCHITECTURES.items())
+    online = download_possible() if needs_net else True
+    return {a: plan_model(a, None, gpu, online=online) for a in [None, *ARCHITECTURES]}
 
 
 def _relative_parts(name: str) -> tuple[str, ...]:
