@@ -70,6 +70,7 @@ def test_a_promoted_model_replaces_the_demo_as_default(isolated):
     ({"auc": 0.444, "auc_ci": [0.225, 0.643], "split": "test"}, None, "ci-includes-chance"),
     ({"auc": 0.8}, None, "ci-missing"),
     ({**GOOD, "auc": 0.85, "auc_ci": [0.8, 0.9]}, GOOD, "below-parent"),
+    ({**GOOD, "calibration_warning": "the fitted temperature 20.0 flattens every score"}, None, "evaluation-failed"),
 ])
 def test_the_gate_refuses_and_an_override_is_recorded(isolated, metrics, parent_metrics, code):
     root = isolated["models"]

@@ -94,6 +94,9 @@ def gate(entry: Entry, entries: list[Entry]) -> list[Finding]:
         found.append(Finding("ci-includes-chance", f"The AUC 95% confidence interval of {entry.id} "
                                                    f"({ci[0]:.3f}-{ci[1]:.3f}) includes 0.5: on its held-out data it "
                                                    "is not distinguishable from chance."))
+    warning = card.metrics.get("calibration_warning")
+    if warning:
+        found.append(Finding("evaluation-failed", f"{entry.id} failed evaluation: {warning}"))
     parent = parent_of(entry, entries)
     if card.parent and parent is None:
         found.append(Finding("parent-missing", f"Its parent {card.parent} is not in the registry; not compared.",
