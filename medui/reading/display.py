@@ -138,6 +138,14 @@ class PlaneView:
     vertical_up: bool  # True when patient coordinates grow upwards on screen (coronal/sagittal)
     approximate: bool = False  # oblique data shown on the nearest patient axes
     n_slices: int = 1
+    unit: str = "mm"  # of x, y and row/col spacing: 'px' when the file records no pixel spacing
+
+
+def pixel_spacing_known(series: Series) -> bool:
+    """False when the file records no pixel size (a PNG, a CR without Pixel Spacing): its spacing is
+    then a placeholder 1 x 1 and every size must be given in pixels. (The readers say so in a warning
+    starting 'pixel spacing'; a series without orientation may still know its pixel size.)"""
+    return series.has_geometry or not any(w.startswith("pixel spacing") for w in series.warnings)
 
 
 _AXIS_NAMES = ("x (R→L)", "y (A→P)", "z (I→S)")
@@ -163,6 +171,64 @@ def native_plane(series: Series) -> str:
         return "native"
     world = int(np.argmax(np.abs(series.affine[:3, 0])))
     return {2: "axial", 1: "coronal", 0: "sagittal"}[world]
+
+
+_PLANE_AXIS = {"axial": 0, "coronal": 1, "sagittal": 2}
+_AXIS_LETTER = {"axial": "z", "coronal": "y", "sagittal": "x"}
+
+
+def display_order(series: Series) -> np.ndarray:
+    """Native slice indices in the order every page, chart and command numbers them: the Viewer's
+    order of the series' native plane (axial head to feet, coronal front to back, sagittal right to
+    left; file order for a single image, a short stack or one without geometry).
+
+    Display index `d` (slice `d + 1` on screen) is native slice `display_order(series)[d]`."""
+    n = series.n_slices
+    canon = _canonical(series) if series.is_volume else None
+    if canon is None:
+        return np.arange(n)
+    order, flips, _ = canon
+    k = int(np.where(order == 0)[0][0])  # the canonical axis the native slices are stacked along
+    return np.arange(n)[::-1].copy() if flips[k] else np.arange(n)
+
+
+def slice_axis(series: Series) -> str:
+    """The patient axis slice positions are given along: 'z', 'y' or 'x' (the native plane's), or
+    'position' (along the slice normal, for a stack shown in file order); '' without geometry."""
+    if not series.has_geometry:
+        return ""
+    canon = _canonical(series) if series.is_volume else None
+    return "position" if canon is None else _AXIS_LETTER[native_plane(series)]
+
+
+def slice_position_mm(series: Series, display_index: int) -> float | None:
+    """Where slice `display_index` (display numbering) lies, in mm along `slice_axis(series)`: the
+    value the Viewer shows for it. None when the series has no geometry."""
+    if not series.has_geometry:
+        return None
+    n = series.n_slices
+    if not 0 <= display_index < n:
+        raise IndexError(f"slice {display_index + 1} does not exist: the series has {n} slice(s)")
+    native = int(display_order(series)[display_index])
+    pos = series.affine @ np.array([native, 0, 0, 1.0])
+    if slice_axis(series) == "position":  # along the stacking direction, as `_native_view` shows it
+        normal = series.affine[:3, 0]
+        return float(np.dot(pos[:3], normal) / max(float(np.linalg.norm(normal)), 1e-6))
+    return float(pos[{"z": 2, "y": 1, "x": 0}[slice_axis(series)]])
+
+
+def slice_positions_mm(series: Series) -> list[float] | None:
+    """`slice_position_mm` of every slice, in display order (None without geometry)."""
+    if not series.has_geometry:
+        return None
+    return [float(v) for v in (slice_position_mm(series, d) for d in range(series.n_slices)) if v is not None]
+
+
+def slice_label(series: Series, display_index: int) -> str:
+    """'slice 12/255 · z -31.8 mm': the number and position every caption shows for a slice."""
+    text = f"slice {display_index + 1}/{series.n_slices}"
+    pos = slice_position_mm(series, display_index)
+    return text if pos is None else f"{text} · {slice_axis(series)} {pos:.1f} mm"
 
 
 def plane_count(series: Series, plane: str) -> int:
@@ -219,7 +285,8 @@ def _native_view(series: Series, index: int) -> PlaneView:
     x, y = np.arange(cols) * dc, np.arange(rows) * dr
     if not series.has_geometry:
         return PlaneView(image=image, row_spacing=dr, col_spacing=dc, x=x, y=y, labels=("column", "row", "frame"),
-                         fixed=float(index), vertical_up=False, approximate=False, n_slices=series.n_slices)
+                         fixed=float(index), vertical_up=False, approximate=False, n_slices=series.n_slices,
+                         unit="mm" if pixel_spacing_known(series) else "px")
     # In-plane distances from the first pixel; the slice position along the stacking direction.
     pos = series.affine @ np.array([index, 0, 0, 1.0])
     normal = series.affine[:3, 0]

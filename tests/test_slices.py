@@ -1,0 +1,83 @@
+"""One slice numbering everywhere: the Viewer's order of the native plane (`display_order`), with the
+patient position in mm next to every slice number (Viewer, Diagnose, `python -m medui predict`)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from medui.io.loader import load
+from medui.reading.display import display_order, plane_view, slice_label, slice_position_mm, slice_positions_mm
+from tests.synth import phantom_volume, write_series
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+CHEST = SHARED / "ct-chest-covid-255"
+N = 6
+
+
+@pytest.fixture()
+def ascending(tmp_path):
+    """An axial CT whose native order (sorted along the normal) is ascending z: 50, 52.5, ... 62.5 mm."""
+    paths = write_series(tmp_path / "axial", phantom_volume(N, rows=40, cols=40, seed=3), name="ax")
+    return paths, load([tmp_path / "axial"]).series[0]
+
+
+def test_axial_display_order_runs_head_to_feet_and_matches_the_viewer(ascending):
+    _, s = ascending
+    order = display_order(s)
+    assert order.tolist() == list(range(N - 1, -1, -1))  # slice 1 is the highest z
+    assert slice_position_mm(s, 0) == pytest.approx(50 + (N - 1) * 2.5)
+    assert slice_position_mm(s, N - 1) == pytest.approx(50.0)
+    assert slice_positions_mm(s) == pytest.approx([50 + 2.5 * k for k in range(N - 1, -1, -1)])
+    assert slice_label(s, 0) == f"slice 1/{N} · z {50 + (N - 1) * 2.5:.1f} mm"
+    for d in range(N):
+        view = plane_view(s, "axial", d)  # what the Viewer shows as slice d + 1
+        assert np.array_equal(view.image, s.pixels[order[d]])
+        assert view.fixed == pytest.approx(slice_position_mm(s, d))
+
+
+def test_coronal_series_keeps_its_front_to_back_order(tmp_path):
+    write_series(tmp_path, phantom_volume(4, rows=20, cols=24), row_cos=(1, 0, 0), col_cos=(0, 0, -1))
+    s = load([tmp_path]).series[0]
+    assert display_order(s).tolist() == [0, 1, 2, 3]  # native order already anterior to posterior
+    for d in range(4):
+        view = plane_view(s, "coronal", d)
+        assert np.array_equal(view.image, s.pixels[d]) and view.fixed == pytest.approx(slice_position_mm(s, d))
+    assert slice_label(s, 1).startswith("slice 2/4 · y ")
+
+
+def test_short_stack_and_no_geometry_keep_file_order(tmp_path):
+    write_series(tmp_path, phantom_volume(2, rows=20, cols=24))
+    s = load([tmp_path]).series[0]
+    assert display_order(s).tolist() == [0, 1]
+    assert slice_position_mm(s, 1) == pytest.approx(52.5) and slice_label(s, 1).endswith("position 52.5 mm")
+    s.has_geometry = False
+    assert slice_position_mm(s, 0) is None and slice_label(s, 1) == "slice 2/2"
+
+
+@pytest.mark.skipif(not CHEST.is_dir(), reason=f"real scans not present ({CHEST})")
+def test_real_chest_ct_slice_one_is_the_shoulders():
+    s = load([CHEST]).series[0]
+    assert s.n_slices == 255
+    assert slice_label(s, 0) == "slice 1/255 · z -31.8 mm"
+    assert slice_label(s, 254) == "slice 255/255 · z -349.2 mm"
+    assert plane_view(s, "axial", 0).fixed == pytest.approx(-31.75)
+
+
+def _upload(at: AppTest, paths: list[Path]) -> AppTest:
+    at.file_uploader[0].set_value([(p.name, p.read_bytes(), "application/dicom") for p in paths])
+    return at.run()
+
+
+def test_viewer_title_shows_the_slice_label(ascending):
+    paths, s = ascending
+    at = _upload(AppTest.from_file(str(ROOT / "pages" / "viewer.py"), default_timeout=120).run(), paths)
+    assert not at.exception
+    next(sl for sl in at.slider if sl.label == "Slice").set_value(1).run()
+    title = json.loads(at.get("plotly_chart")[0].proto.spec)["layout"]["title"]["text"]
+    assert f"Axial · {slice_label(s, 0)} ·" in title and "z 62.5 mm" in title
