@@ -22,8 +22,12 @@ N = 6
 
 @pytest.fixture()
 def ascending(tmp_path):
-    """An axial CT whose native order (sorted along the normal) is ascending z: 50, 52.5, ... 62.5 mm."""
-    paths = write_series(tmp_path / "axial", phantom_volume(N, rows=40, cols=40, seed=3), name="ax")
+    """An axial CT whose native order (sorted along the normal) is ascending z: 50, 52.5, ... 62.5 mm;
+    chest phantoms, a lesion on native slice 1 only (Viewer slice 5), so the scores tell slices apart."""
+    from medui.synthetic.phantoms import make_phantom
+
+    vol = np.stack([make_phantom(k, size=64, lesion=k == 1).image for k in range(N)]).astype(np.int16)
+    paths = write_series(tmp_path / "axial", vol, name="ax")
     return paths, load([tmp_path / "axial"]).series[0]
 
 
@@ -81,3 +85,52 @@ def test_viewer_title_shows_the_slice_label(ascending):
     next(sl for sl in at.slider if sl.label == "Slice").set_value(1).run()
     title = json.loads(at.get("plotly_chart")[0].proto.spec)["layout"]["title"]["text"]
     assert f"Axial · {slice_label(s, 0)} ·" in title and "z 62.5 mm" in title
+
+
+def _diagnose_with(paths: list[Path]) -> AppTest:
+    at = AppTest.from_file(str(ROOT / "pages" / "diagnose.py"), default_timeout=180).run()
+    return _upload(at, paths)
+
+
+def _slice_chart(at: AppTest) -> dict:
+    charts = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
+    return next(c for c in charts if c["layout"].get("xaxis", {}).get("title", {}).get("text", "").startswith("slice"))
+
+
+def _vline(chart: dict) -> float:
+    return next(sh["x0"] for sh in chart["layout"]["shapes"] if sh.get("x0") == sh.get("x1"))
+
+
+def test_diagnose_numbers_slices_like_the_viewer_and_the_cli(ascending):
+    """Slice k is the same anatomy (the same z) on the Viewer, the Diagnose page and in `predict --json`."""
+    import subprocess
+    import sys
+
+    from medui.usecases.diagnose import load_model, score
+
+    paths, s = ascending
+    native = score(s, load_model("demo-chest-phantom")).prediction.slice_scores
+    assert native is not None
+    in_display = [native[i] for i in display_order(s)]
+    at = _diagnose_with(paths)
+    assert not at.exception
+    slider = next(sl for sl in at.slider if sl.label == "Slice")
+    slider.set_value(1).run()
+    captions = [c.value for c in at.caption]
+    assert f"{slice_label(s, 0)} · score {in_display[0]:.3f}" in captions  # slice 1 = z 62.5 mm = native last
+    chart = _slice_chart(at)
+    assert chart["data"][0]["x"] == list(range(1, N + 1))
+    assert chart["data"][0]["y"] == pytest.approx(in_display, abs=1e-6)
+    assert chart["data"][0]["customdata"][0] == "slice 1/6 · z 62.5 mm" and _vline(chart) == 1
+    peak = int(np.argmax(in_display))
+    assert peak == N - 2 and in_display[peak] > 0.9 > max(in_display[:peak] + in_display[peak + 1:])
+    assert any(f"highest slice score ({slice_label(s, peak)})" in c for c in captions)
+
+    out = subprocess.run([sys.executable, "-m", "medui", "predict", str(paths[0].parent), "--model",
+                          "demo-chest-phantom", "--json"], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    result = json.loads(out.stdout)["results"][0]
+    assert result["slice_scores"] == pytest.approx(in_display, abs=1e-5)
+    assert result["slice_positions_mm"] == pytest.approx([62.5, 60.0, 57.5, 55.0, 52.5, 50.0])
+    assert result["peak_slice"] == peak and result["peak_slice_label"] == slice_label(s, peak)
+    assert result["slice_axis"] == "z"

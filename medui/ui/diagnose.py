@@ -11,6 +11,7 @@ from medui.ai.inference import Prediction
 from medui.ai.overlay import COLORMAPS
 from medui.ai.registry import Entry
 from medui.ai.saliency import METHODS
+from medui.reading.display import slice_axis, slice_label
 from medui.ui import state
 from medui.ui.state import DIAGNOSES, SALIENCY, Loaded
 from medui.usecases.diagnose import Diagnosis, LoadedModel, Style, overlay, saliency, score
@@ -40,8 +41,12 @@ def verdict(pred: Prediction) -> None:
     st.markdown(f"Score is **{above}** the operating threshold ({pred.threshold:.3f}) by {abs(pred.margin):.3f}.")
     st.dataframe([{"class": c, "probability": _probability(v)} for c, v in pred.probabilities.items()],
                  hide_index=True)
-    if pred.slice_scores:
-        st.caption(f"Study score = highest slice score (slice {pred.peak_slice + 1} of {len(pred.slice_scores)}).")
+
+
+def study_score_caption(dx: Diagnosis) -> None:
+    """Which slice gave the study score, in the Viewer's numbering with its position."""
+    if dx.slice_scores:
+        st.caption(f"Study score = highest slice score ({slice_label(dx.series, dx.peak_slice)}).")
 
 
 def _probability(v: float) -> str:
@@ -50,15 +55,17 @@ def _probability(v: float) -> str:
     return "<0.0001" if v < 0.5 else ">0.9999"
 
 
-def slice_picker(pred: Prediction, card: ModelCard, series_id: str) -> int:
-    """Slice slider and the score-by-slice chart (a click on a point moves the slider)."""
-    assert pred.slice_scores is not None
+def slice_picker(dx: Diagnosis, series_id: str) -> int:
+    """Slice slider and the score-by-slice chart, both in display numbering (a click on a point moves the slider)."""
+    scores = dx.slice_scores
+    assert scores is not None
     slider_key, chart_key = f"dx.slice.{series_id}", f"dx.slices.{series_id}"
     picked = picked_slice(chart_key)
     if picked is not None:
         st.session_state[slider_key] = picked
-    index = int(st.slider("Slice", 1, len(pred.slice_scores), pred.peak_slice + 1, key=slider_key)) - 1
-    st.plotly_chart(slice_chart(pred, card, index), width="stretch", key=chart_key, on_select="rerun",
+    index = int(st.slider("Slice", 1, len(scores), dx.peak_slice + 1, key=slider_key)) - 1
+    st.caption(f"{slice_label(dx.series, index)} · score {scores[index]:.3f}")
+    st.plotly_chart(slice_chart(dx, index), width="stretch", key=chart_key, on_select="rerun",
                     selection_mode="points")
     return index
 
@@ -95,20 +102,25 @@ def gauge(pred: Prediction, card: ModelCard) -> go.Figure:
     return fig
 
 
-def slice_chart(pred: Prediction, card: ModelCard, current: int) -> go.Figure:
-    scores = pred.slice_scores or []
-    fig = go.Figure(go.Scatter(x=list(range(1, len(scores) + 1)), y=scores, mode="lines+markers",
-                               marker=dict(size=5), name="score",
-                               hovertemplate="slice %{x}: %{y:.3f}<extra></extra>"))
+def slice_chart(dx: Diagnosis, current: int) -> go.Figure:
+    """Score by slice in display numbering, the position in mm on hover; the current slice marked."""
+    scores = dx.slice_scores or []
+    card = dx.model.entry.card
+    numbers = list(range(1, len(scores) + 1))
+    axis = slice_axis(dx.series)
+    where = [slice_label(dx.series, d) for d in range(len(scores))]
+    fig = go.Figure(go.Scatter(x=numbers, y=scores, mode="lines+markers", marker=dict(size=5), name="score",
+                               customdata=where, hovertemplate="%{customdata}: %{y:.3f}<extra></extra>"))
     fig.add_hline(y=card.threshold, line_dash="dash", annotation_text="threshold", line_color="white")
     fig.add_vline(x=current + 1, line_color="#e4572e")
     fig.update_layout(height=220, margin=dict(l=10, r=10, t=10, b=30), yaxis=dict(range=[0, 1], title="score"),
-                      xaxis=dict(title="slice"), paper_bgcolor="rgba(0,0,0,0)")
+                      xaxis=dict(title=f"slice (1 = first in the Viewer{', ' + axis if axis else ''})"),
+                      paper_bgcolor="rgba(0,0,0,0)")
     return fig
 
 
 def picked_slice(chart_key: str) -> int | None:
-    """The slice number of a newly clicked point on the score chart (each click applied once)."""
+    """The slice number (display numbering) of a newly clicked point on the score chart (each click applied once)."""
     event = st.session_state.get(chart_key)
     points = getattr(getattr(event, "selection", None), "points", None) or (
         event.get("selection", {}).get("points") if isinstance(event, dict) else None)
