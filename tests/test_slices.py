@@ -134,3 +134,50 @@ def test_diagnose_numbers_slices_like_the_viewer_and_the_cli(ascending):
     assert result["slice_positions_mm"] == pytest.approx([62.5, 60.0, 57.5, 55.0, 52.5, 50.0])
     assert result["peak_slice"] == peak and result["peak_slice_label"] == slice_label(s, peak)
     assert result["slice_axis"] == "z"
+
+
+def _click_chart(at: AppTest, x: int) -> AppTest:
+    """What the browser sends when a point of the score chart is clicked: the chart's selection state."""
+    from streamlit.proto.WidgetStates_pb2 import WidgetState
+
+    key = "dx.slices." + at.session_state["medui.series"][0].id
+    chart = next(c for c in at.get("plotly_chart") if c.proto.id.endswith(key))
+    states = at._tree.get_widget_states()
+    point = {"x": x, "y": 0.5, "curve_number": 0, "point_number": x - 1, "point_index": x - 1}
+    selection = {"selection": {"points": [point], "point_indices": [x - 1], "box": [], "lasso": []}}
+    states.widgets.append(WidgetState(id=chart.proto.id, string_value=json.dumps(selection)))
+    return at._run(states)
+
+
+def _slice_shown(at: AppTest) -> tuple[int, float, str]:
+    """(slider value, chart marker x, slice caption) on the Diagnose page."""
+    slider = next(sl for sl in at.slider if sl.label == "Slice").value
+    caption = next(c.value for c in at.caption if c.value.startswith("slice "))
+    return slider, _vline(_slice_chart(at)), caption
+
+
+def test_slider_and_chart_stay_in_step_across_clicks_and_a_model_switch(ascending, isolated):
+    """The slider is the one current slice: chart clicks move it (every click, also one on a point
+    clicked before), a model switch keeps it, and the chart's marker always follows it."""
+    import shutil
+
+    card = json.loads((isolated["models"] / "demo-chest-phantom-v1.json").read_text())
+    card.update(version=2, created="2026-11-25T00:00:00+00:00")
+    (isolated["models"] / "demo-chest-phantom-v2.json").write_text(json.dumps(card))
+    shutil.copy(isolated["models"] / "demo-chest-phantom-v1.keras", isolated["models"] / "demo-chest-phantom-v2.keras")
+    paths, s = ascending
+    at = _diagnose_with(paths)
+    assert not at.exception and at.selectbox(key="dx.model").value == "demo-chest-phantom-v2"
+    assert _slice_shown(at)[:2] == (5, 5) and _slice_shown(at)[2].startswith(slice_label(s, 4))  # the peak
+    at = _click_chart(at, 3)
+    assert _slice_shown(at)[:2] == (3, 3) and _slice_shown(at)[2].startswith(slice_label(s, 2))
+    next(sl for sl in at.slider if sl.label == "Slice").set_value(6).run()
+    assert _slice_shown(at)[:2] == (6, 6)
+    at.selectbox(key="dx.model").set_value("demo-chest-phantom-v1").run()
+    assert not at.exception
+    assert _slice_shown(at)[:2] == (6, 6) and _slice_shown(at)[2].startswith(slice_label(s, 5))
+    at = _click_chart(at, 3)  # the same point as before the switch: it must move the slider again
+    assert not at.exception
+    assert _slice_shown(at)[:2] == (3, 3) and _slice_shown(at)[2].startswith(slice_label(s, 2))
+    at.selectbox(key="dx.model").set_value("demo-chest-phantom-v2").run()
+    assert _slice_shown(at)[:2] == (3, 3)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
@@ -56,18 +58,26 @@ def _probability(v: float) -> str:
 
 
 def slice_picker(dx: Diagnosis, series_id: str) -> int:
-    """Slice slider and the score-by-slice chart, both in display numbering (a click on a point moves the slider)."""
+    """Slice slider and the score-by-slice chart, both in display numbering; a click on a point moves
+    the slider. The slider (one per series, whatever the model) is the one current slice: it stays
+    where it is when the model changes, and the chart's marker is drawn from it."""
     scores = dx.slice_scores
     assert scores is not None
     slider_key, chart_key = f"dx.slice.{series_id}", f"dx.slices.{series_id}"
-    picked = picked_slice(chart_key)
-    if picked is not None:
-        st.session_state[slider_key] = picked
-    index = int(st.slider("Slice", 1, len(scores), dx.peak_slice + 1, key=slider_key)) - 1
+    if slider_key not in st.session_state:
+        st.session_state[slider_key] = dx.peak_slice + 1
+    index = int(st.slider("Slice", 1, len(scores), key=slider_key)) - 1
     st.caption(f"{slice_label(dx.series, index)} · score {scores[index]:.3f}")
-    st.plotly_chart(slice_chart(dx, index), width="stretch", key=chart_key, on_select="rerun",
-                    selection_mode="points")
+    st.plotly_chart(slice_chart(dx, index), width="stretch", key=chart_key, selection_mode="points",
+                    on_select=partial(_on_chart_click, chart_key, slider_key, len(scores)))
     return index
+
+
+def _on_chart_click(chart_key: str, slider_key: str, n: int) -> None:
+    """A click on the chart moves the slider (a callback: each click is applied once, before the run)."""
+    picked = picked_slice(chart_key)
+    if picked is not None and 1 <= picked <= n:
+        st.session_state[slider_key] = picked
 
 
 def card_summary(card: ModelCard) -> None:
@@ -120,18 +130,13 @@ def slice_chart(dx: Diagnosis, current: int) -> go.Figure:
 
 
 def picked_slice(chart_key: str) -> int | None:
-    """The slice number (display numbering) of a newly clicked point on the score chart (each click applied once)."""
+    """The slice number (display numbering) of the point selected on the score chart, if any."""
     event = st.session_state.get(chart_key)
     points = getattr(getattr(event, "selection", None), "points", None) or (
         event.get("selection", {}).get("points") if isinstance(event, dict) else None)
     if not points:
         return None
-    x = int(points[0].get("x", 0))
-    seen_key = f"{chart_key}.applied"
-    if st.session_state.get(seen_key) == x:
-        return None
-    st.session_state[seen_key] = x
-    return x
+    return int(points[0].get("x", 0))
 
 
 def diagnosis(model: LoadedModel, item: Loaded) -> Diagnosis | None:
