@@ -181,3 +181,34 @@ def test_slider_and_chart_stay_in_step_across_clicks_and_a_model_switch(ascendin
     assert _slice_shown(at)[:2] == (3, 3) and _slice_shown(at)[2].startswith(slice_label(s, 2))
     at.selectbox(key="dx.model").set_value("demo-chest-phantom-v2").run()
     assert _slice_shown(at)[:2] == (3, 3)
+
+
+def _head_ct(folder: Path, gaps: list[float]) -> list[str]:
+    """An axial series whose slices are `gaps` mm apart going up (native order, ascending z)."""
+    z = np.concatenate([[0.0], np.cumsum(gaps)])
+    write_series(folder, phantom_volume(len(z), rows=16, cols=16), positions=[(-100.0, -120.0, v) for v in z])
+    return load([folder]).series[0].warnings
+
+
+def test_stepped_spacing_is_reported_in_steps_in_the_viewer_numbering(tmp_path):
+    """A GE head CT: 13 gaps of 4 mm then 13 of 7 mm, the 4 mm section at the top (the Viewer's slice 1)."""
+    warnings = _head_ct(tmp_path / "ge", [7.0] * 13 + [4.0] * 13)
+    assert not any("missing" in w for w in warnings), warnings
+    stepped = [w for w in warnings if w.startswith("variable slice spacing: 4 mm for slices 1–14, 7 mm after;")]
+    assert len(stepped) == 1, warnings
+    assert "mean step of 5.50 mm" in stepped[0] and "up to 19.5 mm" in stepped[0]
+    more = _head_ct(tmp_path / "more", [7.0] * 12 + [4.0] * 14)  # 4 mm the usual step: not 12 missing slices
+    assert not any("missing" in w for w in more) and any("4 mm for slices 1–15, 7 mm after;" in w for w in more)
+    # stored the other way up, the numbering still starts at the top of the head
+    up = _head_ct(tmp_path / "up", [4.0] * 13 + [7.0] * 13)
+    assert any(w.startswith("variable slice spacing: 7 mm for slices 1–14, 4 mm after;") for w in up), up
+
+
+def test_a_missing_slice_in_a_regular_series_is_still_missing(tmp_path):
+    # a slice absent 7.5 mm above the bottom: between the Viewer's slices 7 and 8 of 10 (head first)
+    warnings = _head_ct(tmp_path, [2.5] * 2 + [5.0] + [2.5] * 6)
+    assert [w for w in warnings if "variable" in w] == []
+    assert any(w.startswith("missing slice(s): a gap of 5.00 mm between slices 7 and 8 where 2.50 mm is usual")
+               for w in warnings), warnings
+    two = _head_ct(tmp_path / "two", [3.0] * 5 + [6.0] + [3.0] * 3 + [9.0] + [3.0] * 5)
+    assert [w for w in two if "variable" in w] == [] and len([w for w in two if "missing" in w]) == 2, two

@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from medui.io.geometry import canonical_axes, shown_last_first
 from medui.series import Series, Window
 
 # Common CT windows (center, width) in HU.
@@ -153,16 +154,7 @@ _AXIS_NAMES = ("x (R→L)", "y (A→P)", "z (I→S)")
 
 def _canonical(series: Series) -> tuple[np.ndarray, np.ndarray, bool] | None:
     """Voxel-axis permutation/flips bringing the volume to (toward I, toward P, toward L)."""
-    a = series.affine[:3, :3]
-    dominant = np.argmax(np.abs(a), axis=0)  # world axis of each voxel axis
-    if sorted(dominant.tolist()) != [0, 1, 2]:
-        return None
-    want = {2: -1.0, 1: 1.0, 0: 1.0}  # LPS sign each canonical axis should grow towards
-    order = np.array([int(np.where(dominant == w)[0][0]) for w in (2, 1, 0)])
-    flips = np.array([np.sign(a[w, j]) != want[w] for w, j in zip((2, 1, 0), order, strict=True)])
-    norms = np.linalg.norm(a, axis=0)
-    oblique = bool(np.any(np.abs(a[dominant, range(3)]) < 0.999 * norms))
-    return order, flips, oblique
+    return canonical_axes(series.affine)
 
 
 def native_plane(series: Series) -> str:
@@ -184,12 +176,7 @@ def display_order(series: Series) -> np.ndarray:
 
     Display index `d` (slice `d + 1` on screen) is native slice `display_order(series)[d]`."""
     n = series.n_slices
-    canon = _canonical(series) if series.is_volume else None
-    if canon is None:
-        return np.arange(n)
-    order, flips, _ = canon
-    k = int(np.where(order == 0)[0][0])  # the canonical axis the native slices are stacked along
-    return np.arange(n)[::-1].copy() if flips[k] else np.arange(n)
+    return np.arange(n)[::-1].copy() if series.is_volume and shown_last_first(series.affine) else np.arange(n)
 
 
 def slice_axis(series: Series) -> str:
