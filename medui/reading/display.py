@@ -25,16 +25,33 @@ CT_PRESETS: dict[str, Window] = {
 PLANES = ("axial", "coronal", "sagittal")
 
 
-def auto_window(pixels: np.ndarray, low_pct: float = 1.0, high_pct: float = 99.0) -> Window:
-    """A window spanning the given percentiles of the values (sampled for speed)."""
+BODY_HU = -500.0  # CT 'Auto' looks at voxels above this: the body, not the air, lungs and gaps around it
+
+
+def auto_window(pixels: np.ndarray, low_pct: float = 1.0, high_pct: float = 99.0, above: float | None = None) -> Window:
+    """A window spanning the given percentiles of the values (sampled for speed); `above`: of the
+    values above it only (when at least 1% of the sample is), e.g. the body on CT (`BODY_HU`)."""
     flat = pixels.reshape(-1)
     step = max(1, flat.size // 400_000)
     sample = flat[::step]
+    if above is not None:
+        inside = sample[sample > above]
+        sample = inside if inside.size >= max(1, sample.size // 100) else sample
     lo, hi = np.percentile(sample, [low_pct, high_pct]) if sample.size else (0.0, 1.0)
     if hi <= lo:
         lo, hi = float(np.min(sample)), float(np.max(sample)) if sample.size else 1.0
         hi = hi if hi > lo else lo + 1.0
     return Window((float(lo) + float(hi)) / 2, float(hi) - float(lo))
+
+
+def series_auto_window(series: Series) -> Window:
+    """The Viewer's 'Auto' window: the 1st-99th percentiles of the values. On CT, the 5th-95th
+    percentiles of the voxels above -500 HU only (the body), so a chest CT that is mostly air and
+    table gets a soft-tissue window: W 274 L -19 on a 255-slice chest CT, W 459 L 0 on a 30-slice
+    one (over every voxel: W 3374 L -1337; 1st-99th of the body: W 947 L 65, fat to bone)."""
+    if series.modality == "CT" and not series.is_color:
+        return auto_window(series.pixels, 5.0, 95.0, above=BODY_HU)
+    return auto_window(series.pixels)
 
 
 def default_window(series: Series) -> Window:

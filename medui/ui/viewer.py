@@ -12,12 +12,12 @@ from medui.reading.display import (
     CT_PRESETS,
     PLANES,
     PlaneView,
-    auto_window,
     native_plane,
     pixel_spacing_known,
     plane_count,
     plane_view,
     render,
+    series_auto_window,
     shows_inverted,
     slice_label,
     thumbnail,
@@ -28,6 +28,8 @@ from medui.ui import state
 from medui.ui.figures import slice_figure
 
 UPLOAD_TYPES = None  # any file: DICOM often has no extension
+AUTO = "Auto (1st–99th percentile)"
+AUTO_CT = "Auto (5th–95th percentile of the body, above -500 HU)"
 GENERATION = "viewer.upload-generation"  # bumped to empty the uploaders once their files are read
 
 
@@ -93,7 +95,7 @@ def _presets(item: state.Loaded) -> dict[str, Window | None]:
     out: dict[str, Window | None] = {}
     if s.window is not None or s.voi_lut is not None:
         out["DICOM default"] = s.window
-    out["Auto (1st–99th percentile)"] = None
+    out[AUTO_CT if s.modality == "CT" else AUTO] = None
     if s.modality == "CT":
         out.update(CT_PRESETS)
     return out
@@ -101,7 +103,7 @@ def _presets(item: state.Loaded) -> dict[str, Window | None]:
 
 def _preset_window(item: state.Loaded, name: str) -> Window:
     """The preset's window; 'Auto' (and a VOI-LUT-only 'DICOM default') start the sliders at percentiles."""
-    return _presets(item).get(name) or auto_window(item.series.pixels)
+    return _presets(item).get(name) or series_auto_window(item.series)
 
 
 def _on_preset(item_id: str) -> None:
