@@ -212,3 +212,35 @@ def test_a_missing_slice_in_a_regular_series_is_still_missing(tmp_path):
                for w in warnings), warnings
     two = _head_ct(tmp_path / "two", [3.0] * 5 + [6.0] + [3.0] * 3 + [9.0] + [3.0] * 5)
     assert [w for w in two if "variable" in w] == [] and len([w for w in two if "missing" in w]) == 2, two
+
+
+@pytest.mark.skipif(not CHEST.is_dir(), reason=f"real scans not present ({CHEST})")
+def test_real_chest_ct_slice_one_is_the_same_level_on_both_pages_and_in_predict():
+    """The 255-slice chest CT: slice 1 is z -31.8 mm (the shoulders) on the Viewer, the Diagnose page
+    and in `predict --json`; the chart and the JSON give the same score for it."""
+    import subprocess
+    import sys
+
+    from medui.ui.state import Loaded
+
+    s = load([CHEST]).series[0]
+    label = "slice 1/255 · z -31.8 mm"
+    viewer = AppTest.from_file(str(ROOT / "pages" / "viewer.py"), default_timeout=180)
+    viewer.session_state["medui.series"] = [Loaded(s)]
+    viewer.run()
+    next(sl for sl in viewer.slider if sl.label == "Slice").set_value(1).run()
+    assert label in json.loads(viewer.get("plotly_chart")[0].proto.spec)["layout"]["title"]["text"]
+    dx = AppTest.from_file(str(ROOT / "pages" / "diagnose.py"), default_timeout=300)
+    dx.session_state["medui.series"] = [Loaded(s)]
+    dx.run()
+    next(sl for sl in dx.slider if sl.label == "Slice").set_value(1).run()
+    assert not dx.exception
+    assert any(c.value.startswith(label + " · score") for c in dx.caption)
+    chart = _slice_chart(dx)
+    assert chart["data"][0]["customdata"][0] == label
+    out = subprocess.run([sys.executable, "-m", "medui", "predict", str(CHEST), "--model", "demo-chest-phantom",
+                          "--json"], capture_output=True, text=True, cwd=ROOT, timeout=600)
+    result = json.loads(out.stdout)["results"][0]
+    assert result["slice_positions_mm"][0] == pytest.approx(-31.75)
+    assert result["slice_positions_mm"][-1] == pytest.approx(-349.25)
+    assert result["slice_scores"] == pytest.approx(chart["data"][0]["y"], abs=1e-5)
