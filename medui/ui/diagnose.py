@@ -124,7 +124,7 @@ def slice_chart(dx: Diagnosis, current: int) -> go.Figure:
     fig.add_hline(y=card.threshold, line_dash="dash", annotation_text="threshold", line_color="white")
     fig.add_vline(x=current + 1, line_color="#e4572e")
     fig.update_layout(height=220, margin=dict(l=10, r=10, t=10, b=30), yaxis=dict(range=[0, 1], title="score"),
-                      xaxis=dict(title=f"slice (1 = first in the Viewer{', ' + axis if axis else ''})"),
+                      xaxis=dict(title=f"slice (Viewer numbering{'; ' + axis + ' in mm on hover' if axis else ''})"),
                       paper_bgcolor="rgba(0,0,0,0)")
     return fig
 
