@@ -21,11 +21,22 @@ T = TypeVar("T")
 
 def _cmd_info(args: argparse.Namespace) -> int:
     from medui.io.loader import load
-    from medui.reading.display import pixel_spacing_known, slice_label
+    from medui.reading.display import (
+        display_order,
+        pixel_spacing_known,
+        slice_axis,
+        slice_label,
+        slice_positions_mm,
+    )
 
     result = load(args.paths)
     if args.json:
-        print(json.dumps(result.to_json(), indent=2))
+        doc = result.to_json()
+        for s, js in zip(result.series, doc["series"], strict=True):
+            # `shape` and `affine` are in stored order; pages and `predict` number slices like the Viewer
+            js.update(pixel_spacing_known=pixel_spacing_known(s), slice_axis=slice_axis(s),
+                      display_order=[int(i) for i in display_order(s)], slice_positions_mm=slice_positions_mm(s))
+        print(json.dumps(doc, indent=2))
         return 0 if result.series else 1
     for k, s in enumerate(result.series, 1):
         lo, hi = s.value_range

@@ -161,3 +161,20 @@ def test_viewer_auto_preset_on_ct_uses_the_body(tmp_path):
     center = next(s for s in at.slider if s.label.startswith("Window level")).value
     width = next(s for s in at.slider if s.label == "Window width").value
     assert -50 < center < 200 and width < 600 and center - width / 2 > -300, (center, width)
+
+
+def test_cli_info_gives_the_viewer_numbering_and_unknown_spacing(tmp_path):
+    from tests.synth import png_bytes
+
+    write_series(tmp_path / "ser", phantom_volume(4))  # axial, ascending z from 50 mm
+    (tmp_path / "xray.png").write_bytes(png_bytes(np.zeros((30, 50), np.uint8)))
+    doc = json.loads(subprocess.run([sys.executable, "-m", "medui", "info", str(tmp_path / "ser"), "--json"],
+                                    capture_output=True, text=True, cwd=ROOT, check=True).stdout)
+    series = doc["series"][0]
+    assert series["display_order"] == [3, 2, 1, 0] and series["slice_axis"] == "z"
+    assert series["slice_positions_mm"] == pytest.approx([57.5, 55.0, 52.5, 50.0])
+    text = subprocess.run([sys.executable, "-m", "medui", "info", str(tmp_path / "ser"), str(tmp_path / "xray.png")],
+                          capture_output=True, text=True, cwd=ROOT, check=True).stdout
+    assert "slice 1/4 · z 57.5 mm .. slice 4/4 · z 50.0 mm" in text
+    png = text[text.index("Series 2"):]
+    assert "spacing:      unknown (not recorded): sizes are in pixels" in png and "1 x 1 x 1 mm" not in png
