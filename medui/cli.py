@@ -14,16 +14,29 @@ from medui.errors import DatasetUnavailableError
 
 if TYPE_CHECKING:
     from medui.training.fit import TrainConfig
+    from medui.usecases.diagnose import Diagnosis
 
 T = TypeVar("T")
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
     from medui.io.loader import load
+    from medui.reading.display import (
+        display_order,
+        pixel_spacing_known,
+        slice_axis,
+        slice_label,
+        slice_positions_mm,
+    )
 
     result = load(args.paths)
     if args.json:
-        print(json.dumps(result.to_json(), indent=2))
+        doc = result.to_json()
+        for s, js in zip(result.series, doc["series"], strict=True):
+            # `shape` and `affine` are in stored order; pages and `predict` number slices like the Viewer
+            js.update(pixel_spacing_known=pixel_spacing_known(s), slice_axis=slice_axis(s),
+                      display_order=[int(i) for i in display_order(s)], slice_positions_mm=slice_positions_mm(s))
+        print(json.dumps(doc, indent=2))
         return 0 if result.series else 1
     for k, s in enumerate(result.series, 1):
         lo, hi = s.value_range
@@ -33,7 +46,12 @@ def _cmd_info(args: argparse.Namespace) -> int:
         print(f"  description:  {s.description or '-'}")
         shape = " x ".join(str(n) for n in s.pixels.shape)
         print(f"  shape:        {shape} (slices, rows, cols{', RGB' if s.is_color else ''})")
-        print(f"  spacing:      {sp[0]:.4g} x {sp[1]:.4g} x {sp[2]:.4g} mm (slice, row, col)")
+        if pixel_spacing_known(s):
+            print(f"  spacing:      {sp[0]:.4g} x {sp[1]:.4g} x {sp[2]:.4g} mm (slice, row, col)")
+        else:
+            print("  spacing:      unknown (not recorded): sizes are in pixels")
+        if s.n_slices > 1:
+            print(f"  slices:       {slice_label(s, 0)} .. {slice_label(s, s.n_slices - 1)} (the Viewer's numbering)")
         print(f"  value range:  {lo:g} .. {hi:g}{' HU' if s.modality == 'CT' else ''}")
         print(f"  photometric:  {s.photometric}")
         print("  affine (slice,row,col -> LPS mm):")
@@ -174,7 +192,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
             pred = dx.prediction
             item: dict[str, Any] = {
                 "source": path if len(loaded.series) == 1 else f"{path} [series {k + 1}: {series.summary()}]",
-                **pred.to_json(), "overlays": []}
+                **pred.to_json(), **_slice_json(dx), "overlays": []}
             if warning:  # every result of a candidate or unevaluated model says so
                 item["warnings"] = [warning, *item.get("warnings", [])]
             if args.cam:
@@ -182,8 +200,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
                 out_dir.mkdir(parents=True, exist_ok=True)
                 stem = Path(path).name.replace(".", "_") + (f"_s{k + 1}" if len(loaded.series) > 1 else "")
                 for method in args.cam:
-                    result = overlay(dx, pred.peak_slice, method)
-                    target = out_dir / f"{stem}_{method.replace('+', 'p')}_slice{pred.peak_slice + 1}.png"
+                    result = overlay(dx, dx.peak_slice, method)
+                    target = out_dir / f"{stem}_{method.replace('+', 'p')}_slice{dx.peak_slice + 1}.png"
                     target.write_bytes(result.png())
                     item["overlays"].append(str(target))
                     if result.flat:  # the model's evidence is flat on this image: the PNG shows no map
@@ -211,13 +229,28 @@ def _cmd_predict(args: argparse.Namespace) -> int:
             for w in r.get("warnings", []):
                 print(f"    warning: {w}")
             if "slice_scores" in r:
-                print(f"    {len(r['slice_scores'])} slices, peak at slice {r['peak_slice'] + 1}")
+                print(f"    {len(r['slice_scores'])} slices, peak at {r['peak_slice_label']}")
             for o in r["overlays"]:
                 print(f"    overlay: {o}")
         for s in skipped:
             print(f"  skipped {s['file']}: {s['reason']}")
         print("Decision support only, not a medical device.")
     return 0 if results else 1
+
+
+def _slice_json(dx: Diagnosis) -> dict[str, Any]:
+    """Slice scores, peak and positions in the Viewer's numbering (`display_order`): index 0 is the
+    Viewer's slice 1; `slice_positions_mm` along `slice_axis` (null without geometry)."""
+    from medui.reading.display import slice_axis, slice_label, slice_positions_mm
+
+    scores = dx.slice_scores
+    if scores is None:
+        return {}
+    series = dx.series
+    return {"slice_scores": [round(v, 6) for v in scores], "peak_slice": dx.peak_slice,
+            "peak_slice_label": slice_label(series, dx.peak_slice), "slice_axis": slice_axis(series),
+            "slice_positions_mm": None if (pos := slice_positions_mm(series)) is None else [round(p, 3) for p in pos],
+            "slice_numbering": "the Viewer's: index 0 is slice 1 of the native plane as the Viewer shows it"}
 
 
 def _train_config(args: argparse.Namespace) -> TrainConfig:

@@ -56,8 +56,9 @@ with g:
     st.plotly_chart(diagnose.gauge(pred, entry.card), width="stretch", key="dx.gauge")
 with p:
     diagnose.verdict(pred, entry.card)
-index = 0
-if pred.slice_scores:
-    index = diagnose.slice_picker(pred, entry.card, item.id)
+    diagnose.study_score_caption(dx)
+index = 0  # display numbering (the Viewer's), as every slice index on this page
+if dx.slice_scores:
+    index = diagnose.slice_picker(dx, item.id)
 class_index = diagnose.class_picker(dx, key=f"dx.class.{entry.id}.{item.id}")
 diagnose.overlays(dx, index, item.id, class_index)

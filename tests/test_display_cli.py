@@ -114,3 +114,67 @@ def test_cli_info_json(tmp_path):
                                cwd=ROOT).stdout
     assert "info" in help_text
 
+
+
+def _chest_like(n: int = 8, size: int = 96) -> np.ndarray:
+    """HU of a CT that is mostly air: a body ellipse (soft tissue, fat rim, a bone), lungs, a table."""
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:size, :size]
+    body = ((yy - 44) / 30) ** 2 + ((xx - 48) / 40) ** 2 < 1
+    inner = ((yy - 44) / 26) ** 2 + ((xx - 48) / 36) ** 2 < 1
+    lungs = (((yy - 42) / 14) ** 2 + ((np.abs(xx - 48) - 16) / 10) ** 2) < 1
+    img = np.full((size, size), -1000.0)
+    img[body] = -100.0  # fat
+    img[inner] = 40.0  # soft tissue
+    img[lungs] = -850.0
+    img[(yy - 60) ** 2 + (xx - 48) ** 2 < 16] = 700.0  # a vertebra
+    img[88:91, 4:92] = 300.0  # the table
+    vol = np.repeat(img[None], n, axis=0) + rng.normal(0, 15, (n, size, size))
+    return vol.astype(np.float32)
+
+
+def test_ct_auto_window_looks_at_the_body_not_the_air():
+    from medui.reading.display import series_auto_window
+    from medui.series import Series
+
+    vol = _chest_like()
+    assert np.mean(vol < -500) > 0.5  # mostly air and lung
+    ct = Series(pixels=vol, affine=np.eye(4), modality="CT")
+    w = series_auto_window(ct)
+    assert -50 < w.center < 200 and w.width < 600 and w.low > -300, w  # soft tissue, no air
+    assert auto_window(vol).low < -900  # percentiles over everything: dominated by air
+    mr = Series(pixels=vol + 1000, affine=np.eye(4), modality="MR")  # not CT: all values, as before
+    assert series_auto_window(mr) == auto_window(mr.pixels)
+
+
+def test_viewer_auto_preset_on_ct_uses_the_body(tmp_path):
+    from streamlit.testing.v1 import AppTest
+
+    from medui.ui.viewer import AUTO_CT
+
+    paths = write_series(tmp_path, np.rint(_chest_like() + 1024).astype(np.int16))  # stored = HU + 1024
+    at = AppTest.from_file(str(ROOT / "pages" / "viewer.py"), default_timeout=120).run()
+    at.file_uploader[0].set_value([(p.name, p.read_bytes(), "application/dicom") for p in paths]).run()
+    preset = next(s.key for s in at.selectbox if s.key.startswith("viewer.preset."))
+    at.selectbox(key=preset).set_value(AUTO_CT).run()
+    assert not at.exception
+    center = next(s for s in at.slider if s.label.startswith("Window level")).value
+    width = next(s for s in at.slider if s.label == "Window width").value
+    assert -50 < center < 200 and width < 600 and center - width / 2 > -300, (center, width)
+
+
+def test_cli_info_gives_the_viewer_numbering_and_unknown_spacing(tmp_path):
+    from tests.synth import png_bytes
+
+    write_series(tmp_path / "ser", phantom_volume(4))  # axial, ascending z from 50 mm
+    (tmp_path / "xray.png").write_bytes(png_bytes(np.zeros((30, 50), np.uint8)))
+    doc = json.loads(subprocess.run([sys.executable, "-m", "medui", "info", str(tmp_path / "ser"), "--json"],
+                                    capture_output=True, text=True, cwd=ROOT, check=True).stdout)
+    series = doc["series"][0]
+    assert series["display_order"] == [3, 2, 1, 0] and series["slice_axis"] == "z"
+    assert series["slice_positions_mm"] == pytest.approx([57.5, 55.0, 52.5, 50.0])
+    text = subprocess.run([sys.executable, "-m", "medui", "info", str(tmp_path / "ser"), str(tmp_path / "xray.png")],
+                          capture_output=True, text=True, cwd=ROOT, check=True).stdout
+    assert "slice 1/4 · z 57.5 mm .. slice 4/4 · z 50.0 mm" in text
+    png = text[text.index("Series 2"):]
+    assert "spacing:      unknown (not recorded): sizes are in pixels" in png and "1 x 1 x 1 mm" not in png

@@ -210,3 +210,21 @@ def test_pages_and_ui_use_material_icons_not_emoji():
             for ch in EMOJI.findall(line):
                 found.append(f"{path.relative_to(ROOT)}:{number}: U+{ord(ch):04X} in {line.strip()[:80]}")
     assert not found, "use :material/...: icons instead of emoji:\n" + "\n".join(found)
+
+
+def test_png_without_spacing_is_measured_in_pixels_not_millimetres():
+    """A PNG records no pixel size: the Viewer says so and gives sizes in pixels (caption and hover),
+    never the placeholder '1.000 x 1.000 mm'."""
+    import numpy as np
+
+    from tests.synth import png_bytes
+
+    at = _viewer()
+    img = (np.arange(30 * 50).reshape(30, 50) % 251).astype(np.uint8)
+    at.file_uploader[0].set_value([("xray.png", png_bytes(img), "image/png")]).run()
+    assert not at.exception
+    captions = " ".join(c.value for c in at.caption)
+    assert "Pixel spacing unknown" in captions and "50 x 30 px" in captions
+    assert " mm" not in captions
+    hover = _image_spec(at)["data"][1]["hovertemplate"]
+    assert "px" in hover and "mm" not in hover

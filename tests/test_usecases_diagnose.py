@@ -97,10 +97,10 @@ def test_diagnose_page_picks_the_class_to_explain_for_a_multiclass_model(three_c
     at.selectbox(key="dx.model").set_value("three-v1").run()
     picker = next(s for s in at.selectbox if s.label == "Explain class")
     assert picker.value == 1 and "(predicted)" in picker.format_func(1)
-    assert _overlay_captions(at) == ["Grad-CAM · nodule · slice 1"]
+    assert _overlay_captions(at) == ["Grad-CAM · nodule · slice 1/1"]
     picker.set_value(2).run()
     assert not at.exception
-    assert _overlay_captions(at) == ["Grad-CAM · effusion · slice 1"]
+    assert _overlay_captions(at) == ["Grad-CAM · effusion · slice 1/1"]
 
 
 def _overlay_captions(at) -> list[str]:

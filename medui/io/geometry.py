@@ -96,6 +96,33 @@ def sort_frames(geoms: Sequence[FrameGeom], tie_break: Sequence[float]) -> list[
     return sorted(range(len(geoms)), key=lambda i: (proj[i], tie_break[i]))
 
 
+def canonical_axes(affine: np.ndarray) -> tuple[np.ndarray, np.ndarray, bool] | None:
+    """How the Viewer lays a volume out: the voxel-axis permutation and flips bringing (slice, row,
+    col) to (toward I, toward P, toward L) -- axial head to feet, coronal front to back, sagittal right
+    to left -- and whether the data are oblique; None when two voxel axes share a patient axis."""
+    a = affine[:3, :3]
+    dominant = np.argmax(np.abs(a), axis=0)  # world axis of each voxel axis
+    if sorted(dominant.tolist()) != [0, 1, 2]:
+        return None
+    want = {2: -1.0, 1: 1.0, 0: 1.0}  # LPS sign each canonical axis should grow towards
+    order = np.array([int(np.where(dominant == w)[0][0]) for w in (2, 1, 0)])
+    flips = np.array([np.sign(a[w, j]) != want[w] for w, j in zip((2, 1, 0), order, strict=True)])
+    norms = np.linalg.norm(a, axis=0)
+    oblique = bool(np.any(np.abs(a[dominant, range(3)]) < 0.999 * norms))
+    return order, flips, oblique
+
+
+def shown_last_first(affine: np.ndarray) -> bool:
+    """True when the Viewer shows a volume's stored slices in reverse (e.g. an axial stack sorted
+    feet to head): slice 1 on screen is then the last stored slice. The one rule behind
+    `medui.reading.display.display_order` and the slice numbers in the spacing warnings."""
+    canon = canonical_axes(affine)
+    if canon is None:
+        return False
+    order, flips, _ = canon
+    return bool(flips[int(np.where(order == 0)[0][0])])
+
+
 def stack_affine(geoms: Sequence[FrameGeom]) -> tuple[np.ndarray, list[str], bool]:
     """Affine (slice,row,col)->LPS for frames already in order, warnings, and whether geometry is known."""
     warnings: list[str] = []
@@ -113,12 +140,12 @@ def stack_affine(geoms: Sequence[FrameGeom]) -> tuple[np.ndarray, list[str], boo
     origin = np.asarray(g0.position if g0.position is not None else (0.0, 0.0, 0.0), float)
     n = len(geoms)
     positioned = all(g.position is not None for g in geoms) and g0.orientation is not None
-    if n > 1 and positioned:
+    check = n > 1 and positioned
+    if check:
         first, last = np.asarray(geoms[0].position), np.asarray(geoms[-1].position)
         slice_vec = (last - first) / (n - 1)
         if np.linalg.norm(slice_vec) < 1e-6:
             slice_vec = normal * (g0.thickness or 1.0)
-        warnings += _check_spacing(geoms, normal, slice_vec)
     else:
         slice_vec = normal * (g0.thickness or 1.0)
         if n > 1 and not positioned:
@@ -129,21 +156,64 @@ def stack_affine(geoms: Sequence[FrameGeom]) -> tuple[np.ndarray, list[str], boo
     affine[:3, 1] = col_cos * dr
     affine[:3, 2] = row_cos * dc
     affine[:3, 3] = origin
+    if check:
+        # Slice numbers in the warnings are the Viewer's (Series.is_volume: 3+ slices with geometry).
+        reverse = has_geometry and n >= 3 and shown_last_first(affine)
+        warnings += _check_spacing(geoms, normal, slice_vec, reverse)
     return affine, warnings, has_geometry
 
 
-def _check_spacing(geoms: Sequence[FrameGeom], normal: np.ndarray, slice_vec: np.ndarray) -> list[str]:
+MIN_RUN = 3  # gaps in a row at one spacing that make a section of a variable-spacing series
+
+
+def _runs(steps: np.ndarray, tol: float) -> list[tuple[int, int, float]]:
+    """Consecutive gaps of one size: (first gap, last gap, mean step) each; gap i follows slice i."""
+    runs: list[tuple[int, int, float]] = []
+    start = 0
+    for i in range(1, len(steps) + 1):
+        if i == len(steps) or abs(steps[i] - np.mean(steps[start:i])) > tol:
+            runs.append((start, i - 1, float(np.mean(steps[start:i]))))
+            start = i
+    return runs
+
+
+def _variable_spacing(proj: np.ndarray, runs: list[tuple[int, int, float]], reverse: bool) -> str:
+    """'variable slice spacing: 4 mm for slices 1–14, 7 mm after' in the Viewer's numbering."""
+    n = len(proj)
+
+    def shown(native: int) -> int:
+        return n - native if reverse else native + 1
+
+    sections = sorted((min(shown(a), shown(b + 1)), max(shown(a), shown(b + 1)), step) for a, b, step in runs)
+    parts = [f"{step:.3g} mm for slices {lo}–{hi}" for lo, hi, step in sections[:-1]]
+    parts.append(f"{sections[-1][2]:.3g} mm after")
+    mean = (proj[-1] - proj[0]) / (n - 1)
+    off = float(np.max(np.abs(proj - (proj[0] + mean * np.arange(n)))))
+    return (f"variable slice spacing: {', '.join(parts)}; positions are shown on a mean step of {abs(mean):.2f} mm, "
+            f"up to {off:.1f} mm from where the slices were acquired")
+
+
+def _check_spacing(geoms: Sequence[FrameGeom], normal: np.ndarray, slice_vec: np.ndarray,
+                   reverse: bool = False) -> list[str]:
+    """Missing slices, variable or irregular spacing, gantry tilt. Slice numbers are the Viewer's:
+    `reverse` when it shows the stack last-first (`shown_last_first`)."""
     warnings = []
     pos = np.asarray([g.position for g in geoms], float)
     proj = pos @ normal
     steps = np.diff(proj)
     step = float(np.median(steps)) if steps.size else 0.0
-    if steps.size >= 1 and abs(step) > 1e-6:
+    tol = max(0.02 * abs(step), 0.05)
+    runs = _runs(steps, tol) if steps.size else []
+    sections = [r for r in runs if r[1] - r[0] + 1 >= MIN_RUN]
+    if sections and max(r[2] for r in sections) - min(r[2] for r in sections) > tol:
+        warnings.append(_variable_spacing(proj, runs, reverse))
+    elif steps.size >= 1 and abs(step) > 1e-6:
         big = np.nonzero(steps > 1.5 * step)[0]
         for i in big[:5]:
             missing = int(round(steps[i] / step)) - 1
-            warnings.append(f"missing slice(s): a gap of {steps[i]:.2f} mm after slice {i + 1} where "
-                            f"{step:.2f} mm is usual (about {missing} slice(s) absent)")
+            after = len(steps) - int(i) if reverse else int(i) + 1  # the gap lies between these two slices
+            warnings.append(f"missing slice(s): a gap of {steps[i]:.2f} mm between slices {after} and {after + 1} "
+                            f"where {step:.2f} mm is usual (about {missing} slice(s) absent)")
         if len(big) > 5:
             warnings.append(f"... and {len(big) - 5} more gaps")
         spread = float(steps.max() - steps.min())

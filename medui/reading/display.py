@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from medui.io.geometry import canonical_axes, shown_last_first
 from medui.series import Series, Window
 
 # Common CT windows (center, width) in HU.
@@ -24,16 +25,33 @@ CT_PRESETS: dict[str, Window] = {
 PLANES = ("axial", "coronal", "sagittal")
 
 
-def auto_window(pixels: np.ndarray, low_pct: float = 1.0, high_pct: float = 99.0) -> Window:
-    """A window spanning the given percentiles of the values (sampled for speed)."""
+BODY_HU = -500.0  # CT 'Auto' looks at voxels above this: the body, not the air, lungs and gaps around it
+
+
+def auto_window(pixels: np.ndarray, low_pct: float = 1.0, high_pct: float = 99.0, above: float | None = None) -> Window:
+    """A window spanning the given percentiles of the values (sampled for speed); `above`: of the
+    values above it only (when at least 1% of the sample is), e.g. the body on CT (`BODY_HU`)."""
     flat = pixels.reshape(-1)
     step = max(1, flat.size // 400_000)
     sample = flat[::step]
+    if above is not None:
+        inside = sample[sample > above]
+        sample = inside if inside.size >= max(1, sample.size // 100) else sample
     lo, hi = np.percentile(sample, [low_pct, high_pct]) if sample.size else (0.0, 1.0)
     if hi <= lo:
         lo, hi = float(np.min(sample)), float(np.max(sample)) if sample.size else 1.0
         hi = hi if hi > lo else lo + 1.0
     return Window((float(lo) + float(hi)) / 2, float(hi) - float(lo))
+
+
+def series_auto_window(series: Series) -> Window:
+    """The Viewer's 'Auto' window: the 1st-99th percentiles of the values. On CT, the 5th-95th
+    percentiles of the voxels above -500 HU only (the body), so a chest CT that is mostly air and
+    table gets a soft-tissue window: W 274 L -19 on a 255-slice chest CT, W 459 L 0 on a 30-slice
+    one (over every voxel: W 3374 L -1337; 1st-99th of the body: W 947 L 65, fat to bone)."""
+    if series.modality == "CT" and not series.is_color:
+        return auto_window(series.pixels, 5.0, 95.0, above=BODY_HU)
+    return auto_window(series.pixels)
 
 
 def default_window(series: Series) -> Window:
@@ -138,6 +156,14 @@ class PlaneView:
     vertical_up: bool  # True when patient coordinates grow upwards on screen (coronal/sagittal)
     approximate: bool = False  # oblique data shown on the nearest patient axes
     n_slices: int = 1
+    unit: str = "mm"  # of x, y and row/col spacing: 'px' when the file records no pixel spacing
+
+
+def pixel_spacing_known(series: Series) -> bool:
+    """False when the file records no pixel size (a PNG, a CR without Pixel Spacing): its spacing is
+    then a placeholder 1 x 1 and every size must be given in pixels. (The readers say so in a warning
+    starting 'pixel spacing'; a series without orientation may still know its pixel size.)"""
+    return series.has_geometry or not any(w.startswith("pixel spacing") for w in series.warnings)
 
 
 _AXIS_NAMES = ("x (R→L)", "y (A→P)", "z (I→S)")
@@ -145,16 +171,7 @@ _AXIS_NAMES = ("x (R→L)", "y (A→P)", "z (I→S)")
 
 def _canonical(series: Series) -> tuple[np.ndarray, np.ndarray, bool] | None:
     """Voxel-axis permutation/flips bringing the volume to (toward I, toward P, toward L)."""
-    a = series.affine[:3, :3]
-    dominant = np.argmax(np.abs(a), axis=0)  # world axis of each voxel axis
-    if sorted(dominant.tolist()) != [0, 1, 2]:
-        return None
-    want = {2: -1.0, 1: 1.0, 0: 1.0}  # LPS sign each canonical axis should grow towards
-    order = np.array([int(np.where(dominant == w)[0][0]) for w in (2, 1, 0)])
-    flips = np.array([np.sign(a[w, j]) != want[w] for w, j in zip((2, 1, 0), order, strict=True)])
-    norms = np.linalg.norm(a, axis=0)
-    oblique = bool(np.any(np.abs(a[dominant, range(3)]) < 0.999 * norms))
-    return order, flips, oblique
+    return canonical_axes(series.affine)
 
 
 def native_plane(series: Series) -> str:
@@ -163,6 +180,61 @@ def native_plane(series: Series) -> str:
         return "native"
     world = int(np.argmax(np.abs(series.affine[:3, 0])))
     return {2: "axial", 1: "coronal", 0: "sagittal"}[world]
+
+
+_PLANE_AXIS = {"axial": 0, "coronal": 1, "sagittal": 2}
+_AXIS_LETTER = {"axial": "z", "coronal": "y", "sagittal": "x"}
+
+
+def display_order(series: Series) -> np.ndarray:
+    """Native slice indices in the order every page, chart and command numbers them: the Viewer's
+    order of the series' native plane (axial head to feet, coronal front to back, sagittal right to
+    left; file order for a single image, a short stack or one without geometry).
+
+    Display index `d` (slice `d + 1` on screen) is native slice `display_order(series)[d]`."""
+    n = series.n_slices
+    return np.arange(n)[::-1].copy() if series.is_volume and shown_last_first(series.affine) else np.arange(n)
+
+
+def slice_axis(series: Series) -> str:
+    """The patient axis slice positions are given along: 'z', 'y' or 'x' (the native plane's), or
+    'position' (along the slice normal, for a stack shown in file order); '' without geometry."""
+    if not series.has_geometry:
+        return ""
+    canon = _canonical(series) if series.is_volume else None
+    return "position" if canon is None else _AXIS_LETTER[native_plane(series)]
+
+
+def slice_position_mm(series: Series, display_index: int) -> float | None:
+    """Where slice `display_index` (display numbering) lies, in mm along `slice_axis(series)`: the
+    value the Viewer shows for it. None when the series has no geometry."""
+    if not series.has_geometry:
+        return None
+    n = series.n_slices
+    if not 0 <= display_index < n:
+        raise IndexError(f"slice {display_index + 1} does not exist: the series has {n} slice(s)")
+    native = int(display_order(series)[display_index])
+    pos = series.affine @ np.array([native, 0, 0, 1.0])
+    if slice_axis(series) == "position":  # along the stacking direction, as `_native_view` shows it
+        normal = series.affine[:3, 0]
+        return float(np.dot(pos[:3], normal) / max(float(np.linalg.norm(normal)), 1e-6))
+    return float(pos[{"z": 2, "y": 1, "x": 0}[slice_axis(series)]])
+
+
+def slice_positions_mm(series: Series) -> list[float] | None:
+    """`slice_position_mm` of every slice, in display order (None without geometry)."""
+    if not series.has_geometry:
+        return None
+    return [float(v) for v in (slice_position_mm(series, d) for d in range(series.n_slices)) if v is not None]
+
+
+def slice_label(series: Series, display_index: int) -> str:
+    """'slice 12/255 · z -31.8 mm': the number and position every caption shows for a slice."""
+    text = f"slice {display_index + 1}/{series.n_slices}"
+    if series.n_slices == 1 and slice_axis(series) == "position":
+        return text  # one radiograph: a position along its own normal tells a reader nothing
+    pos = slice_position_mm(series, display_index)
+    return text if pos is None else f"{text} · {slice_axis(series)} {pos:.1f} mm"
 
 
 def plane_count(series: Series, plane: str) -> int:
@@ -219,7 +291,8 @@ def _native_view(series: Series, index: int) -> PlaneView:
     x, y = np.arange(cols) * dc, np.arange(rows) * dr
     if not series.has_geometry:
         return PlaneView(image=image, row_spacing=dr, col_spacing=dc, x=x, y=y, labels=("column", "row", "frame"),
-                         fixed=float(index), vertical_up=False, approximate=False, n_slices=series.n_slices)
+                         fixed=float(index), vertical_up=False, approximate=False, n_slices=series.n_slices,
+                         unit="mm" if pixel_spacing_known(series) else "px")
     # In-plane distances from the first pixel; the slice position along the stacking direction.
     pos = series.affine @ np.array([index, 0, 0, 1.0])
     normal = series.affine[:3, 0]

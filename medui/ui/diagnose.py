@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
@@ -12,6 +14,7 @@ from medui.ai.overlay import COLORMAPS
 from medui.ai.promotion import Status, auc_interval, held_out_auc
 from medui.ai.promotion import default as default_model
 from medui.ai.saliency import METHODS
+from medui.reading.display import slice_axis, slice_label
 from medui.ui import state
 from medui.ui.markdown import md
 from medui.ui.state import DIAGNOSES, SALIENCY, Loaded
@@ -89,8 +92,12 @@ def verdict(pred: Prediction, card: ModelCard) -> None:
         st.markdown(f"Top class **{pred.label}**, ahead of the next by {pred.margin:.{MARGIN_DECIMALS}f}.")
     st.dataframe([{"class": c, "probability": _probability(v)} for c, v in pred.probabilities.items()],
                  hide_index=True)
-    if pred.slice_scores:
-        st.caption(f"Study score = highest slice score (slice {pred.peak_slice + 1} of {len(pred.slice_scores)}).")
+
+
+def study_score_caption(dx: Diagnosis) -> None:
+    """Which slice gave the study score, in the Viewer's numbering with its position."""
+    if dx.slice_scores:
+        st.caption(f"Study score = highest slice score ({slice_label(dx.series, dx.peak_slice)}).")
 
 
 def _probability(v: float) -> str:
@@ -101,17 +108,27 @@ def _probability(v: float) -> str:
     return f"<{tiny:.{MARGIN_DECIMALS}f}" if v < 0.5 else f">{1 - tiny:.{MARGIN_DECIMALS}f}"
 
 
-def slice_picker(pred: Prediction, card: ModelCard, series_id: str) -> int:
-    """Slice slider and the score-by-slice chart (a click on a point moves the slider)."""
-    assert pred.slice_scores is not None
+def slice_picker(dx: Diagnosis, series_id: str) -> int:
+    """Slice slider and the score-by-slice chart, both in display numbering; a click on a point moves
+    the slider. The slider (one per series, whatever the model) is the one current slice: it stays
+    where it is when the model changes, and the chart's marker is drawn from it."""
+    scores = dx.slice_scores
+    assert scores is not None
     slider_key, chart_key = f"dx.slice.{series_id}", f"dx.slices.{series_id}"
-    picked = picked_slice(chart_key)
-    if picked is not None:
-        st.session_state[slider_key] = picked
-    index = int(st.slider("Slice", 1, len(pred.slice_scores), pred.peak_slice + 1, key=slider_key)) - 1
-    st.plotly_chart(slice_chart(pred, card, index), width="stretch", key=chart_key, on_select="rerun",
-                    selection_mode="points")
+    if slider_key not in st.session_state:
+        st.session_state[slider_key] = dx.peak_slice + 1
+    index = int(st.slider("Slice", 1, len(scores), key=slider_key)) - 1
+    st.caption(f"{slice_label(dx.series, index)} · score {scores[index]:.3f}")
+    st.plotly_chart(slice_chart(dx, index), width="stretch", key=chart_key, selection_mode="points",
+                    on_select=partial(_on_chart_click, chart_key, slider_key, len(scores)))
     return index
+
+
+def _on_chart_click(chart_key: str, slider_key: str, n: int) -> None:
+    """A click on the chart moves the slider (a callback: each click is applied once, before the run)."""
+    picked = picked_slice(chart_key)
+    if picked is not None and 1 <= picked <= n:
+        st.session_state[slider_key] = picked
 
 
 def card_summary(card: ModelCard) -> None:
@@ -150,31 +167,31 @@ def gauge(pred: Prediction, card: ModelCard) -> go.Figure:
     return fig
 
 
-def slice_chart(pred: Prediction, card: ModelCard, current: int) -> go.Figure:
-    scores = pred.slice_scores or []
-    fig = go.Figure(go.Scatter(x=list(range(1, len(scores) + 1)), y=scores, mode="lines+markers",
-                               marker=dict(size=5), name="score",
-                               hovertemplate="slice %{x}: %{y:.3f}<extra></extra>"))
+def slice_chart(dx: Diagnosis, current: int) -> go.Figure:
+    """Score by slice in display numbering, the position in mm on hover; the current slice marked."""
+    scores = dx.slice_scores or []
+    card = dx.model.entry.card
+    numbers = list(range(1, len(scores) + 1))
+    axis = slice_axis(dx.series)
+    where = [slice_label(dx.series, d) for d in range(len(scores))]
+    fig = go.Figure(go.Scatter(x=numbers, y=scores, mode="lines+markers", marker=dict(size=5), name="score",
+                               customdata=where, hovertemplate="%{customdata}: %{y:.3f}<extra></extra>"))
     fig.add_hline(y=card.threshold, line_dash="dash", annotation_text="threshold", line_color="white")
     fig.add_vline(x=current + 1, line_color="#e4572e")
     fig.update_layout(height=220, margin=dict(l=10, r=10, t=10, b=30), yaxis=dict(range=[0, 1], title="score"),
-                      xaxis=dict(title="slice"), paper_bgcolor="rgba(0,0,0,0)")
+                      xaxis=dict(title=f"slice (Viewer numbering{'; ' + axis + ' in mm on hover' if axis else ''})"),
+                      paper_bgcolor="rgba(0,0,0,0)")
     return fig
 
 
 def picked_slice(chart_key: str) -> int | None:
-    """The slice number of a newly clicked point on the score chart (each click applied once)."""
+    """The slice number (display numbering) of the point selected on the score chart, if any."""
     event = st.session_state.get(chart_key)
     points = getattr(getattr(event, "selection", None), "points", None) or (
         event.get("selection", {}).get("points") if isinstance(event, dict) else None)
     if not points:
         return None
-    x = int(points[0].get("x", 0))
-    seen_key = f"{chart_key}.applied"
-    if st.session_state.get(seen_key) == x:
-        return None
-    st.session_state[seen_key] = x
-    return x
+    return int(points[0].get("x", 0))
 
 
 def diagnosis(model: LoadedModel, item: Loaded) -> Diagnosis | None:
@@ -241,15 +258,15 @@ def overlays(dx: Diagnosis, index: int, series_id: str, class_index: int | None 
             sal = _saliency_cached(dx, series_id, index, method, cls)
             result = overlay(dx, index, method, style, cls, saliency_map=sal)
         except Exception as exc:  # one failing method must not hide the others
-            col.error(f"{METHODS.get(method, method)} failed on slice {index + 1} ({type(exc).__name__}: {exc})",
-                      icon=":material/error:")
+            col.error(f"{METHODS.get(method, method)} failed on {slice_label(dx.series, index)} "
+                      f"({type(exc).__name__}: {exc})", icon=":material/error:")
             continue
         with col:
             if result.flat:
                 st.info(f"{METHODS[method]}: the model's evidence for '{result.class_name}' is flat on this image "
                         "(the map is empty or constant): nothing to show. Try another method or class.",
                         icon=":material/visibility_off:")
-            st.image(result.rgb, caption=f"{METHODS[method]} · {result.class_name} · slice {index + 1}",
+            st.image(result.rgb, caption=f"{METHODS[method]} · {result.class_name} · {slice_label(dx.series, index)}",
                      width="stretch")
             st.download_button("Download PNG", result.png(), file_name=f"overlay_{method}_slice{index + 1}.png",
                                mime="image/png", key=f"dx.download.{method}", icon=":material/download:")

@@ -38,10 +38,13 @@ def slice_figure(view: PlaneView, u8: np.ndarray, value_label: str = "value", ho
         hx, hy, hv = view.x[::step], view.y[::step], _hover_values(view.image, step)
         h, v, f = view.labels
         approx = "≈" if (view.approximate or step > 1) else ""
+        u = view.unit
+        where = f"{f}: {view.fixed:.1f} mm" if f != "frame" else f"{f} {int(view.fixed) + 1}/{view.n_slices}"
+        fmt = ":.0f" if u == "px" else ":.1f"
         traces.append(dict(
             type="heatmap", z=hv, x=hx, y=hy, opacity=0, showscale=False, colorscale=[[0, "black"], [1, "black"]],
-            hovertemplate=(f"{value_label} {approx}%{{z}}<br>{h}: %{{x:.1f}} mm<br>{v}: %{{y:.1f}} mm"
-                           f"<br>{f}: {view.fixed:.1f} mm<extra></extra>"),
+            hovertemplate=(f"{value_label} {approx}%{{z}}<br>{h}: %{{x{fmt}}} {u}<br>{v}: %{{y{fmt}}} {u}"
+                           f"<br>{where}<extra></extra>"),
         ))
     layout = dict(
         height=height, margin=dict(l=0, r=0, t=30 if title else 0, b=0), dragmode="pan",

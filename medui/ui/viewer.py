@@ -11,20 +11,25 @@ from medui.reading import header as deid
 from medui.reading.display import (
     CT_PRESETS,
     PLANES,
-    auto_window,
+    PlaneView,
     native_plane,
+    pixel_spacing_known,
     plane_count,
     plane_view,
     render,
+    series_auto_window,
     shows_inverted,
+    slice_label,
     thumbnail,
 )
 from medui.reading.samples import SAMPLES, sample_path
-from medui.series import Window
+from medui.series import Series, Window
 from medui.ui import state
 from medui.ui.figures import slice_figure
 
 UPLOAD_TYPES = None  # any file: DICOM often has no extension
+AUTO = "Auto (1st–99th percentile)"
+AUTO_CT = "Auto (5th–95th percentile of the body, above -500 HU)"
 GENERATION = "viewer.upload-generation"  # bumped to empty the uploaders once their files are read
 
 
@@ -90,7 +95,7 @@ def _presets(item: state.Loaded) -> dict[str, Window | None]:
     out: dict[str, Window | None] = {}
     if s.window is not None or s.voi_lut is not None:
         out["DICOM default"] = s.window
-    out["Auto (1st–99th percentile)"] = None
+    out[AUTO_CT if s.modality == "CT" else AUTO] = None
     if s.modality == "CT":
         out.update(CT_PRESETS)
     return out
@@ -98,7 +103,7 @@ def _presets(item: state.Loaded) -> dict[str, Window | None]:
 
 def _preset_window(item: state.Loaded, name: str) -> Window:
     """The preset's window; 'Auto' (and a VOI-LUT-only 'DICOM default') start the sliders at percentiles."""
-    return _presets(item).get(name) or auto_window(item.series.pixels)
+    return _presets(item).get(name) or series_auto_window(item.series)
 
 
 def _on_preset(item_id: str) -> None:
@@ -156,17 +161,32 @@ def slice_viewer(item_id: str) -> None:
     use_lut = preset == "DICOM default" and s.voi_lut is not None and s.window is None
     u8 = render(s, view, Window(center, width), invert, use_voi_lut=use_lut)
     unit = "HU" if s.modality == "CT" else "value"
-    title = f"{plane.capitalize() if plane != 'native' else 'Image'} {index + 1}/{n}"
-    if s.has_geometry and n > 1:
-        title += f" · {view.labels[2]} = {view.fixed:.1f} mm"
+    title = f"{plane.capitalize() if plane != 'native' else 'Image'} · {_where(s, plane, view, index, n)}"
     title += f" · W {width:.0f} L {center:.0f}" if not colour else ""
     with img_col:
         fig = slice_figure(view, u8, unit, hover=hover, title=title)
         config = {"scrollZoom": True, "displaylogo": False, "modeBarButtonsToRemove": ["select2d", "lasso2d"]}
         st.plotly_chart(fig, width="stretch", key=f"viewer.figure.{k}", config=config)
-        sp = s.spacing
-        st.caption(f"Pixel {view.col_spacing:.3f} x {view.row_spacing:.3f} mm · slice spacing {sp[0]:.3f} mm · "
-                   f"{s.photometric}" + (" · oblique: shown on the nearest patient axes" if view.approximate else ""))
+        st.caption(size_caption(s, view))
+
+
+def _where(s: Series, plane: str, view: PlaneView, index: int, n: int) -> str:
+    """The slice number and position: the one numbering (`slice_label`) in the native plane."""
+    if plane in ("native", native_plane(s)):
+        return slice_label(s, index)
+    return f"slice {index + 1}/{n} · {view.labels[2]} = {view.fixed:.1f} mm"
+
+
+def size_caption(s: Series, view: PlaneView) -> str:
+    """Pixel and slice size in mm, or in pixels with 'pixel spacing unknown' when the file has none."""
+    oblique = " · oblique: shown on the nearest patient axes" if view.approximate else ""
+    if not pixel_spacing_known(s):
+        rows, cols = view.image.shape[:2]
+        return f"Pixel spacing unknown: sizes in pixels · {cols} x {rows} px · {s.photometric}"
+    if not s.has_geometry:  # a pixel size but no orientation or positions (a CR): no slice spacing
+        return f"Pixel {view.col_spacing:.3f} x {view.row_spacing:.3f} mm · {s.photometric}"
+    slices = f" · slice spacing {s.spacing[0]:.3f} mm" if s.n_slices > 1 else ""
+    return f"Pixel {view.col_spacing:.3f} x {view.row_spacing:.3f} mm{slices} · {s.photometric}{oblique}"
 
 
 def _step(span: float) -> float:

@@ -4,6 +4,7 @@ load a registered model, score a series, explain one slice as an overlay."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import NamedTuple
 
@@ -15,7 +16,7 @@ from medui.ai.preprocess import Geometry, to_original
 from medui.ai.registry import Entry, find, load_keras, validate
 from medui.ai.saliency import METHODS, Explainer
 from medui.errors import MedUIError
-from medui.reading.display import default_window, plane_view, png_bytes, render, shows_inverted
+from medui.reading.display import default_window, display_order, plane_view, png_bytes, render, shows_inverted
 from medui.series import Series, Window
 
 
@@ -41,7 +42,12 @@ class Style:
 @dataclass(frozen=True, eq=False)
 class Diagnosis:
     """A scored series. It keeps the model inputs (one per slice) and where each slice lies in
-    them, so overlays never prepare the series again."""
+    them, so overlays never prepare the series again.
+
+    `prediction` (and `batch`) hold the slices in native order (as sorted along their normal); every
+    index this class and the functions below take or give is a display index: the Viewer's numbering
+    (`medui.reading.display.display_order`), so slice 12 is the same anatomy on every page and in
+    the command line."""
 
     series: Series
     model: LoadedModel
@@ -52,6 +58,29 @@ class Diagnosis:
     @property
     def class_names(self) -> list[str]:
         return list(self.model.entry.card.class_names)
+
+    @cached_property
+    def order(self) -> np.ndarray:
+        """Native slice index of each display index."""
+        return display_order(self.series)
+
+    @property
+    def slice_scores(self) -> list[float] | None:
+        """The score of each slice in display order (None for a single image)."""
+        scores = self.prediction.slice_scores
+        return None if scores is None else [scores[int(i)] for i in self.order]
+
+    @property
+    def peak_slice(self) -> int:
+        """The display index of the slice whose score is the study score."""
+        return int(np.nonzero(self.order == self.prediction.peak_slice)[0][0])
+
+    def native_index(self, index: int) -> int:
+        """The native slice (row of `batch`) shown as display index `index`."""
+        n = len(self.geometries)
+        if not 0 <= index < n:
+            raise MedUIError(f"slice {index + 1} does not exist: the series has {n} slice(s); choose 1 to {n}")
+        return int(self.order[index])
 
     @property
     def predicted_class(self) -> int:
@@ -70,7 +99,7 @@ FLAT_RANGE = 1e-3  # a normalised map whose values span less than this shows not
 class OverlayResult:
     """One saliency overlay: the map on the slice's native grid, and the blended RGB picture."""
 
-    index: int
+    index: int  # display numbering
     method: str
     class_index: int
     class_name: str
@@ -111,21 +140,19 @@ def _class_index(diagnosis: Diagnosis, class_index: int | None) -> int:
 
 
 def saliency(diagnosis: Diagnosis, index: int, method: str, class_index: int | None = None) -> np.ndarray:
-    """The map of `method` for slice `index` on the slice's native grid, in [0, 1]; it explains
-    `class_index`, by default the predicted class (`Diagnosis.predicted_class`)."""
-    n = len(diagnosis.geometries)
-    if not 0 <= index < n:
-        raise MedUIError(f"slice {index + 1} does not exist: the series has {n} slice(s)")
+    """The map of `method` for slice `index` (display numbering) on the slice's native grid, in
+    [0, 1]; it explains `class_index`, by default the predicted class (`Diagnosis.predicted_class`)."""
+    native = diagnosis.native_index(index)
     if method not in METHODS:
         raise MedUIError(f"unknown saliency method '{method}'; choose one of {', '.join(METHODS)}")
     cls = _class_index(diagnosis, class_index)
-    cam = diagnosis.model.explainer.explain(method, diagnosis.batch[index:index + 1], cls)[0]
-    return to_original(cam, diagnosis.geometries[index])
+    cam = diagnosis.model.explainer.explain(method, diagnosis.batch[native:native + 1], cls)[0]
+    return to_original(cam, diagnosis.geometries[native])
 
 
 def overlay(diagnosis: Diagnosis, index: int, method: str, style: Style = Style(), class_index: int | None = None,
             saliency_map: np.ndarray | None = None) -> OverlayResult:
-    """The saliency of `method` for slice `index` blended over the windowed slice.
+    """The saliency of `method` for slice `index` (display numbering) blended over the windowed slice.
 
     `saliency_map`: a map `saliency()` computed before for the same slice, method and class (a
     display change then costs no new computation)."""
@@ -134,7 +161,7 @@ def overlay(diagnosis: Diagnosis, index: int, method: str, style: Style = Style(
     cls = _class_index(diagnosis, class_index)
     sal = saliency(diagnosis, index, method, cls) if saliency_map is None else saliency_map
     series = diagnosis.series
-    base = render(series, plane_view(series, "native", index), style.window or default_window(series),
-                  shows_inverted(series))
+    view = plane_view(series, "native", diagnosis.native_index(index))
+    base = render(series, view, style.window or default_window(series), shows_inverted(series))
     rgb = overlay_rgb(base, sal, style.opacity, style.colormap, style.contour)
     return OverlayResult(index, method, cls, diagnosis.class_names[cls], sal, rgb)
