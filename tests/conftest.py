@@ -47,8 +47,14 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="session")
-def app_url(tmp_path_factory):
-    """Start `streamlit run app.py` headless on a free port; stop it after the session."""
+def app_url(medui_server) -> str:
+    return str(medui_server["url"])
+
+
+@pytest.fixture(scope="session")
+def medui_server(tmp_path_factory):
+    """Start `streamlit run app.py` headless on a free port with its own registry and jobs folder
+    ({"url", "models", "jobs"}); stop it after the session."""
     port = _free_port()
     server = tmp_path_factory.mktemp("server")
     log = server / "streamlit.log"
@@ -73,7 +79,7 @@ def app_url(tmp_path_factory):
     else:
         proc.kill()
         raise RuntimeError(f"streamlit did not start in 90 s:\n{log.read_text()}")
-    yield url
+    yield {"url": url, "models": models, "jobs": server / "jobs"}
     proc.terminate()
     try:
         proc.wait(10)

@@ -84,10 +84,10 @@ def verdict(pred: Prediction, card: ModelCard) -> None:
     if card.task == "binary":
         score = pred.probabilities[card.positive_class]
         side = "at or above" if pred.margin >= 0 else "below"
+        low = (f" The threshold was chosen on held-out data, so the label is '{card.positive_class}' whenever the "
+               "score reaches it, even below 0.5." if pred.threshold < 0.5 else "")
         st.markdown(f"P({card.positive_class}) = **{_probability(score)}**, {side} the operating threshold "
-                    f"{pred.threshold:.{MARGIN_DECIMALS}f} (margin {pred.margin:+.{MARGIN_DECIMALS}f}). The threshold "
-                    f"was chosen on held-out data, so the label is '{card.positive_class}' whenever the score "
-                    "reaches it — even below 0.5.")
+                    f"{pred.threshold:.{MARGIN_DECIMALS}f} (margin {pred.margin:+.{MARGIN_DECIMALS}f}).{low}")
     else:
         st.markdown(f"Top class **{pred.label}**, ahead of the next by {pred.margin:.{MARGIN_DECIMALS}f}.")
     st.dataframe([{"class": c, "probability": _probability(v)} for c, v in pred.probabilities.items()],
