@@ -53,3 +53,11 @@ class TrainingError(MedUIError):
 
 class ServerFolderError(MedUIError):
     """A folder on the server that this server does not let users train from (or that is missing)."""
+
+
+class LoadBudgetError(ImageTooLargeError):
+    """One load would hold more memory than its budget (all series, archives and inflated files)."""
+
+
+class InvalidHeaderError(UnreadableFileError):
+    """A header value (named by its tag or field) that cannot be used as it is."""

@@ -29,8 +29,9 @@ import numpy as np
 import pydicom
 
 from medui.io import codecs
+from medui.io.budget import FATAL
 from medui.io.decode import PixelHint, Target, alloc_volume, decode_dicom, write_frames
-from medui.io.sources import SourceFile
+from medui.io.sources import Skipped, SourceFile
 from medui.io.workers import context as worker_context
 
 # Below this many compressed bytes a pool costs more than it saves.
@@ -107,7 +108,18 @@ class _Volume:
 
 
 def _fill(task: Task, window: Callable[[int, int, int], np.ndarray], max_bytes: int, fast: bool) -> Outcome:
-    """Decode a task's file and write its frames; `window(volume, lo, hi)` gives the slots."""
+    """Decode a task's file and write its frames; `window(volume, lo, hi)` gives the slots.
+    Never raises for a bad file (in a worker, that would cost the other files of its chunk)."""
+    try:
+        return _fill_unchecked(task, window, max_bytes, fast)
+    except FATAL:
+        raise
+    except BaseException as exc:
+        return f"its pixels could not be written ({type(exc).__name__}: {str(exc)[:200]})"
+
+
+def _fill_unchecked(task: Task, window: Callable[[int, int, int], np.ndarray], max_bytes: int,
+                    fast: bool) -> Outcome:
     result = decode_dicom(task.src, max_bytes, fast, task.hint)
     if isinstance(result, str):
         return result
@@ -200,8 +212,9 @@ class Decoder:
     """
 
     def __init__(self, sources: Sequence[SourceFile], max_image_bytes: int = 2**62,
-                 workers: int | None = None) -> None:
+                 workers: int | None = None, timeout_s: float = 0.0) -> None:
         self.sources = list(sources)
+        self.timeout_s = timeout_s  # per file, in worker processes (0: no limit)
         self.max_bytes = max_image_bytes
         self.fast = codecs.enabled()  # decided here: workers may have started with another environment
         self._volumes: list[_Volume] = []
@@ -260,7 +273,7 @@ class Decoder:
         `fn` must be a module-level function and its results small (headers, not pixels).
         """
         return self._chunked(_map_sources, (fn, *args), lambda chunk: [fn(src, *args) for src in chunk],
-                             self.sources)
+                             self.sources, lambda src: Skipped(src.name, self._too_slow()))
 
     def run(self) -> dict[int, str]:
         """Decode every task. Returns the error text of each source that failed."""
@@ -268,7 +281,8 @@ class Decoder:
         self._tasks = {}
         if all(vol.file is not None for vol in self._volumes):
             here = self.stats["here"]
-            results = self._chunked(_run_tasks, (self._refs(), self.max_bytes, self.fast), self._here, tasks)
+            results = self._chunked(_run_tasks, (self._refs(), self.max_bytes, self.fast), self._here, tasks,
+                                    lambda task: self._too_slow())
             if self.pooled:
                 self.stats["in_workers"] += len(tasks) - (self.stats["here"] - here)
         else:
@@ -286,13 +300,19 @@ class Decoder:
         self.stats["here"] += len(tasks)
         return [_fill(t, lambda v, lo, hi: self._volumes[v].window(lo, hi), self.max_bytes, self.fast) for t in tasks]
 
+    def _too_slow(self) -> str:
+        return (f"took longer than {self.timeout_s:g} s to read or decode and was given up (a damaged or hostile "
+                "file?); raise MEDUI_DECODE_TIMEOUT_S if it is a real, very large image")
+
     def _chunked(self, remote: Callable[..., list[Any]], args: tuple[Any, ...], local: Callable[[list[Any]], list[Any]],
-                 items: Sequence[Any]) -> list[Any]:
+                 items: Sequence[Any], too_slow: Callable[[Any], Any]) -> list[Any]:
         """`local(items)`, split into chunks that the workers run as `remote(chunk, *args)`.
 
         While the workers are still starting, this process runs chunks from the back of the
         queue; once they run, it stays out of their way (3 processes on 2 cores are slower). A
-        chunk whose worker fails (died, could not open a volume) is run here.
+        chunk whose worker fails (died, could not open a volume) is run here; one that runs past
+        `timeout_s` per item gets `too_slow(item)` for each item, and the workers are stopped (the
+        chunks still queued then run here).
         """
         items = list(items)
         if self._pool is None or not items:
@@ -311,11 +331,21 @@ class Decoder:
                 back -= 1
                 continue
             try:
-                results[front] = futures[front].result()
+                results[front] = futures[front].result(timeout=self.timeout_s * len(chunks[front]) or None)
+            except TimeoutError:
+                results[front] = [too_slow(item) for item in chunks[front]]
+                self._stop_workers()
             except Exception:
                 results[front] = local(chunks[front])
             front += 1
         return [r for chunk in results for r in chunk]  # type: ignore[union-attr]
+
+    def _stop_workers(self) -> None:
+        """Kill the worker processes (one is stuck): the pool breaks and what is left runs here."""
+        processes: dict[int, Any] = getattr(self._pool, "_processes", None) or {}
+        for proc in list(processes.values()):
+            with contextlib.suppress(Exception):
+                proc.kill()
 
     def _workers_up(self) -> bool:
         return all(f.done() for f in self._started)
