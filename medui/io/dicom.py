@@ -82,6 +82,9 @@ def read_header(src: SourceFile, limits: Limits) -> Instance:
             offset = fp.tell()  # pydicom stops at the start of the Pixel Data element
     except MedUIError:
         raise
+    except RecursionError as exc:
+        raise InvalidHeaderError("nests sequences (SQ) deeper than MedUI reads: a damaged or hostile file. "
+                                 "Re-export it from the PACS") from exc
     except Exception as exc:
         raise UnreadableFileError(f"is a damaged or truncated DICOM file ({_first_line(exc)}); "
                                   "re-export it from the PACS") from exc

@@ -37,7 +37,7 @@ def _get(ds: Any, keyword: str, default: Any = None) -> Any:
     """An attribute's value; text that pydicom cannot convert to its VR is an InvalidHeaderError."""
     try:
         return ds.get(keyword, default)
-    except (TypeError, ValueError, OverflowError) as exc:
+    except Exception as exc:  # pydicom's conversions raise ValueError, BytesLengthException, ...
         raise InvalidHeaderError(f"has a {tag_name(ds, keyword)} that is not a valid value ({exc}). {_REDO}") from exc
 
 
@@ -123,7 +123,7 @@ def _transfer_syntax(ds: Any) -> Any:
     tsyntax = meta.get("TransferSyntaxUID") if meta is not None else None
     if tsyntax is not None and not tsyntax.is_transfer_syntax:
         raise InvalidHeaderError(
-            f"has TransferSyntaxUID (0002,0010) = '{_shown(str(tsyntax))}', a transfer syntax MedUI does not know; "
+            f"has TransferSyntaxUID (0002,0010) = {_shown(str(tsyntax))}, a transfer syntax MedUI does not know; "
             "export the image as standard DICOM (uncompressed, JPEG, JPEG-LS, JPEG 2000 or RLE)")
     return tsyntax
 
