@@ -272,3 +272,10 @@ def test_duplicate_sop_instance_uids_are_reported():
     one = dicom(_set(SOPInstanceUID="1.2.3.4.5.6"))
     result = load([("a.dcm", one), ("b.dcm", one)])
     assert len(result.series) == 1 and "SOPInstanceUID (0008,0018)" in _reason(result, "b.dcm")
+
+
+@pytest.mark.parametrize("iop", [[0, 0, 0, 0, 0, 0], [1, 0, 0, 1, 0, 0], [2, 0, 0, 0, 1, 0]])
+def test_degenerate_orientation_is_dropped_with_a_warning_not_a_singular_affine(iop):
+    series = load([("o.dcm", dicom(_set(ImageOrientationPatient=iop)))]).series[0]
+    assert not series.has_geometry and abs(np.linalg.det(series.affine[:3, :3])) > 0
+    assert any("ImageOrientationPatient (0020,0037)" in w for w in series.warnings)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
+
+import numpy as np
 
 from medui.errors import ImageTooLargeError, InvalidHeaderError, MedUIError, UnreadableFileError, UnsupportedImageError
 from medui.io.budget import FATAL
@@ -97,7 +100,22 @@ def read_header(src: SourceFile, limits: Limits) -> Instance:
         raise InvalidHeaderError(
             f"has a position, orientation, spacing or rescale value that is no number ({_first_line(exc)}), in its "
             "per-frame functional groups (5200,9230) or shared ones (5200,9229). Re-export it from the PACS") from exc
-    return Instance(src, ds, geoms, n_frames, hint=_pixel_hint(ds, offset))
+    return Instance(src, ds, [_checked_orientation(g) for g in geoms], n_frames, hint=_pixel_hint(ds, offset))
+
+
+_BAD_ORIENTATION = ("ImageOrientationPatient (0020,0037) is not two unit, perpendicular direction cosines: the "
+                    "image is shown without orientation (no reslicing or millimetre positions)")
+
+
+def _checked_orientation(g: FrameGeom) -> FrameGeom:
+    """The frame's geometry, without an orientation that is no pair of unit, perpendicular cosines
+    (all zero, parallel, ...): such a one would make a singular affine downstream."""
+    if g.orientation is None:
+        return g
+    row, col = np.asarray(g.orientation[:3], float), np.asarray(g.orientation[3:6], float)
+    if abs(np.linalg.norm(row) - 1) < 0.01 and abs(np.linalg.norm(col) - 1) < 0.01 and abs(row @ col) < 0.01:
+        return g
+    return dataclasses.replace(g, orientation=None)
 
 
 def _check_is_image(ds: Any) -> None:
@@ -294,6 +312,10 @@ def build_series(plan: _Plan, decoder: Decoder, errors: dict[int, str]) -> tuple
     files = list(dict.fromkeys(f.inst.src.name for f in kept))
     voi = voi_module(ds)
     warnings += window_warnings(ds)
+    if kept[0].geom.orientation is None and ("ImageOrientationPatient" in ds or "PerFrameFunctionalGroupsSequence" in ds
+                                             or "SharedFunctionalGroupsSequence" in ds):
+        warnings.append(_BAD_ORIENTATION)
+        has_geometry = False
     return Series(
         pixels=pixels, affine=affine, modality=modality, photometric=photometric,
         window=window(ds), voi_lut=voi_lut(voi), voi=voi, body_part=str(ds.get("BodyPartExamined", "") or ""),
