@@ -279,3 +279,18 @@ def test_degenerate_orientation_is_dropped_with_a_warning_not_a_singular_affine(
     series = load([("o.dcm", dicom(_set(ImageOrientationPatient=iop)))]).series[0]
     assert not series.has_geometry and abs(np.linalg.det(series.affine[:3, :3])) > 0
     assert any("ImageOrientationPatient (0020,0037)" in w for w in series.warnings)
+
+
+def test_nifti_on_disk_is_mapped_not_read_whole(tmp_path, monkeypatch):
+    path = tmp_path / "vol.nii"
+    path.write_bytes(_nifti(shape=(8, 8, 4, 6)))  # 6 volumes: only the first is shown
+    monkeypatch.setattr(SourceFile, "read", mock.Mock(side_effect=AssertionError("read whole")))
+    series = load([path]).series[0]
+    assert series.pixels.shape[0] > 0
+
+
+def test_a_zip_on_disk_is_read_member_by_member(tmp_path, monkeypatch):
+    path = tmp_path / "a.zip"
+    path.write_bytes(_zip({"s/1.dcm": dicom()}))
+    monkeypatch.setattr(SourceFile, "read", mock.Mock(side_effect=AssertionError("read whole")))
+    assert load([path]).series

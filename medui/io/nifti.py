@@ -62,25 +62,37 @@ def _image(src: SourceFile, limits: Limits) -> Any:
     it promises) before any voxel is read, and gzip is inflated only as far as the header declares."""
     import nibabel as nib
 
-    raw = src.read()
-    if raw[:2] == b"\x1f\x8b":
-        with gzip.GzipFile(fileobj=io.BytesIO(raw)) as gz:
+    if src.head(2) == b"\x1f\x8b":
+        with src.open() as fh, gzip.GzipFile(fileobj=fh) as gz:
             head = gz.read(540)
             header = _header(head)
             _check_size(tuple(header.get_data_shape()), limits, _is_rgb(header))
             end = int(header.get_data_offset()) + _data_bytes(header)
             raw = head + read_bounded(gz, max(end + GZIP_MARGIN - len(head), 0), limits, f"inflating {src.name}")
-    header = _header(raw[:540])
+        _check_extent(_header(raw[:540]), len(raw), limits)
+        return nib.Nifti2Image.from_bytes(raw) if raw[:4] == _NIFTI2 else nib.Nifti1Image.from_bytes(raw)
+    head = src.head(540)
+    _check_extent(_header(head), src.size, limits)
+    if src.data is None and src.path is not None:  # on disk: mapped, only the first volume is read
+        from nibabel.fileholders import FileHolder
+
+        cls: Any = nib.Nifti2Image if head[:4] == _NIFTI2 else nib.Nifti1Image
+        return cls.from_file_map({"image": FileHolder(filename=src.path), "header": FileHolder(filename=src.path)})
+    raw = src.read()
+    return nib.Nifti2Image.from_bytes(raw) if raw[:4] == _NIFTI2 else nib.Nifti1Image.from_bytes(raw)
+
+
+def _check_extent(header: Any, size: int, limits: Limits) -> None:
+    """The memory check, and that the file holds the voxels its header promises (`size` bytes)."""
     _check_size(tuple(header.get_data_shape()), limits, _is_rgb(header))
     offset = int(header.get_data_offset())
-    if offset > len(raw):
-        raise InvalidHeaderError(f"has vox_offset = {offset}, past the end of the file ({len(raw)} bytes); the file "
+    if offset > size:
+        raise InvalidHeaderError(f"has vox_offset = {offset}, past the end of the file ({size} bytes); the file "
                                  "is truncated or its header is wrong. Save it again")
-    if len(raw) < _declared_end(header):
+    if size < _declared_end(header):
         raise InvalidHeaderError(
-            f"holds {len(raw) - offset} bytes of voxel data where its header (dim, bitpix) promises "
+            f"holds {size - offset} bytes of voxel data where its header (dim, bitpix) promises "
             f"{_declared_end(header) - offset} for the first volume; the file is truncated. Save or copy it again")
-    return nib.Nifti2Image.from_bytes(raw) if raw[:4] == _NIFTI2 else nib.Nifti1Image.from_bytes(raw)
 
 
 def _data_bytes(header: Any) -> int:

@@ -315,8 +315,7 @@ def _safe_member_name(name: str) -> str | None:
 
 def read_zip(src: SourceFile, limits: Limits) -> list[SourceFile]:
     """Read every file of a zip archive into memory after checking it is safe to inflate."""
-    data = src.read()
-    with zipfile.ZipFile(io.BytesIO(data)) as zf:
+    with src.open() as fh, zipfile.ZipFile(fh) as zf:  # read from the file: never the whole archive at once
         infos = [i for i in zf.infolist() if not i.is_dir()]
         if len(infos) > limits.max_files:
             raise UnsafeArchiveError(
