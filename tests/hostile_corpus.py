@@ -236,6 +236,8 @@ def _dicom_values() -> Iterator[Case]:
         ("frames_million_no_data", dicom(_raw(0x00280008, "IS", "1000000"), rows=1, cols=1), "skip"),
         ("frames_million_1x1", dicom(_set(BitsAllocated=8, BitsStored=8, HighBit=7, PixelRepresentation=0),
                                      rows=1, cols=1, frames=200000, pixel=b"\x01" * 200000), "skip"),
+        ("frames_at_cap_1x1", dicom(_set(BitsAllocated=8, BitsStored=8, HighBit=7, PixelRepresentation=0),
+                                    rows=1, cols=1, frames=20000, pixel=b"\x01" * 20000), "load"),
         ("frames_more_than_data", dicom(_raw(0x00280008, "IS", "3")), "skip"),
         ("bits_12", dicom(_set(BitsAllocated=12)), "skip"),
         ("bits_7", dicom(_set(BitsAllocated=7)), "skip"),
@@ -388,6 +390,14 @@ def _png_header_only(width: int, height: int, colour: int = 2) -> bytes:
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + idat + chunk(b"IEND", b"")
 
 
+def _tiff_ifd_loop() -> bytes:
+    """A 1x1 page whose next-IFD offset points back to itself."""
+    tags = [(256, 3, 1, 1), (257, 3, 1, 1), (258, 3, 1, 8), (259, 3, 1, 1), (262, 3, 1, 1), (273, 4, 1, 8),
+            (277, 3, 1, 1), (278, 3, 1, 1), (279, 4, 1, 1)]
+    ifd = struct.pack("<H", len(tags)) + b"".join(struct.pack("<HHII", *t) for t in tags) + struct.pack("<I", 10)
+    return b"II*\x00" + struct.pack("<I", 10) + b"\x7f\x00" + ifd
+
+
 def _raster_cases() -> Iterator[Case]:
     import cv2
 
@@ -414,6 +424,10 @@ def _raster_cases() -> Iterator[Case]:
         ("gif.gif", b"GIF89a" + b"\x00" * 100, "skip"),
         ("empty.png", b"", "skip"),
         ("seven_bytes.jpg", b"\xff\xd8\xff\x00\x00\x00\x00", "skip"),
+        ("tiff_ifd_loop.tiff", _tiff_ifd_loop(), "any"),
+        ("jpeg_sof_65000.jpg", b"\xff\xd8\xff\xc0" + struct.pack(">HBHHB", 17, 8, 65000, 65000, 3)
+         + b"\x01\x11\x00\x02\x11\x00\x03\x11\x00" + b"\xff\xd9", "skip"),
+        ("png_13000_rgb_no_suffix", _png_header_only(13000, 13000), "skip"),
     ]
     for k, (what, data, expect) in enumerate(cases):
         yield Case(f"raster{k:03d}_{what}", "raster", data, expect)
@@ -454,6 +468,7 @@ def _zip_cases() -> Iterator[Case]:
         ("not_really_zip.zip", b"PK\x03\x04" + b"\x00" * 60, "skip"),
         ("duplicate_sop_uid.zip", _zip({"x/1.dcm": same_uid, "x/2.dcm": dup}), "load"),
         ("mixed_members.zip", _zip({"x/1.dcm": one, "x/readme.txt": b"hello" * 10, "x/empty.dcm": b""}), "load"),
+        ("with_dcm_gz_member.zip", _zip({"x/1.dcm.gz": gzip.compress(one)}), "load"),
         ("macosx_junk_only.zip", _zip({"__MACOSX/._a.dcm": b"junk", ".DS_Store": b"junk"}), "skip"),
     ]
     for k, (what, data, expect) in enumerate(cases):
