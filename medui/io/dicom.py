@@ -14,7 +14,7 @@ import numpy as np
 from medui.errors import ImageTooLargeError, InvalidHeaderError, MedUIError, UnreadableFileError, UnsupportedImageError
 from medui.io.budget import FATAL
 from medui.io.decode import PixelHint, Target
-from medui.io.dicom_checks import DeadlineReader, check_header, window_warnings
+from medui.io.dicom_checks import DEADLINE_FROM_BYTES, DeadlineReader, check_header, window_warnings
 from medui.io.dicom_header import header_rows
 from medui.io.dicom_voi import voi_lut, voi_module, window
 from medui.io.geometry import FrameGeom, frame_geometries, sort_frames, stack_affine
@@ -73,7 +73,7 @@ def read_header(src: SourceFile, limits: Limits) -> Instance:
 
     try:
         with src.open() as raw:
-            fp: Any = DeadlineReader(raw, limits.header_seconds)
+            fp: Any = raw if src.size < DEADLINE_FROM_BYTES else DeadlineReader(raw, limits.header_seconds)
             try:
                 ds = pydicom.dcmread(fp, stop_before_pixels=True)
             except InvalidDicomError as exc:

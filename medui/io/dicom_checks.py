@@ -180,6 +180,11 @@ def _check_palette(ds: Any) -> None:
         _lut_entries(ds, ds, f"{colour}PaletteColorLookupTableDescriptor", f"{colour}PaletteColorLookupTableData")
 
 
+# Files smaller than this are parsed without a deadline: their header holds at most ~130 000
+# elements (well under a second), and most images are this small (a CT slice: 0.5 MB or less).
+DEADLINE_FROM_BYTES = 1024**2
+
+
 class DeadlineReader:
     """A file object for pydicom that gives up once `seconds` have passed: a header of millions of
     tiny elements (megabytes of zeros after the preamble) would otherwise take minutes to parse."""
@@ -190,6 +195,8 @@ class DeadlineReader:
         self._deadline = time.monotonic() + seconds
         self._calls = 0
         self.name = getattr(fp, "name", "<upload>")
+        self.seek = fp.seek  # no wrapper: pydicom calls these for every element
+        self.tell = fp.tell
 
     def read(self, size: int = -1, /) -> bytes:
         self._calls += 1
@@ -198,9 +205,3 @@ class DeadlineReader:
                 f"took more than {self._seconds:g} s to parse its header (about {self._calls // 2} elements read, "
                 "none of them pixels): a damaged or hostile file. Raise MEDUI_HEADER_TIMEOUT_S if it is a real image")
         return self._fp.read(size)
-
-    def seek(self, offset: int, whence: int = 0, /) -> int:
-        return self._fp.seek(offset, whence)
-
-    def tell(self) -> int:
-        return self._fp.tell()
