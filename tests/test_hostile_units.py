@@ -294,3 +294,17 @@ def test_a_zip_on_disk_is_read_member_by_member(tmp_path, monkeypatch):
     path.write_bytes(_zip({"s/1.dcm": dicom()}))
     monkeypatch.setattr(SourceFile, "read", mock.Mock(side_effect=AssertionError("read whole")))
     assert load([path]).series
+
+
+def test_a_folder_that_cannot_be_listed_is_reported(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    folder = tmp_path / "locked"
+    folder.mkdir()
+
+    def denied(self, pattern):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(Path, "rglob", denied)
+    result = load([folder, ("good.dcm", dicom())])
+    assert result.series and "could not be listed (Permission denied)" in result.skipped[0].reason

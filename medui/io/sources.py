@@ -164,7 +164,13 @@ def expand(inputs: Iterable[Input], limits: Limits | None = None) -> tuple[list[
     files: list[SourceFile] = []
     skipped: list[Skipped] = []
     for item in inputs:
-        for src in _to_sources(item, skipped):
+        try:
+            sources = _to_sources(item, skipped)
+        except OSError as exc:  # a folder that cannot be listed (permissions, a vanished mount, ...)
+            skipped.append(Skipped(printable(str(item))[:200], f"could not be listed ({exc.strerror or exc}); "
+                                                               "check that the folder can be read"))
+            continue
+        for src in sources:
             _add(src, files, skipped, limits, depth=0)
     if len(files) > limits.max_files:
         skipped.append(Skipped(f"{len(files) - limits.max_files} more files",
@@ -234,6 +240,10 @@ def _add(src: SourceFile, files: list[SourceFile], skipped: list[Skipped], limit
     except (zipfile.BadZipFile, OSError, RuntimeError, NotImplementedError, EOFError, ValueError,
             zlib_error()) as exc:
         skipped.append(Skipped(src.name, f"is not a readable zip archive ({exc}); "
+                                         "re-create it with a standard zip tool"))
+        return
+    except Exception as exc:  # anything zipfile did not foresee: this archive only
+        skipped.append(Skipped(src.name, f"is not a readable zip archive ({type(exc).__name__}: {exc}); "
                                          "re-create it with a standard zip tool"))
         return
     if not members:
