@@ -110,13 +110,14 @@ def test_cli_info_json_on_a_sample_of_the_corpus(corpus, good_series):
 
 
 _PEAK = """
-import json, resource, sys
+import json, sys
 sys.path.insert(0, {root!r})
 from medui.io.loader import load
 paths = sys.argv[1:]
 result = load(paths)
-print(json.dumps({{"rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-                  "series": len(result.series), "skipped": len(result.skipped)}}))
+# VmHWM, not ru_maxrss: after subprocess's vfork+exec that would still hold pytest's own peak
+hwm = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:"))
+print(json.dumps({{"rss_mb": hwm / 1024, "series": len(result.series), "skipped": len(result.skipped)}}))
 """
 
 
@@ -130,10 +131,14 @@ def _peak(paths: list[Path], budget_mb: int) -> dict[str, float]:
     return out
 
 
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads VmHWM from /proc")
 def test_peak_memory_of_the_whole_corpus_stays_within_the_budget(corpus, good_series):
-    baseline = _peak([good_series], BUDGET_MB)
+    # the baseline reads one good file of each reader, so that what differs is not the libraries imported
+    goods = [corpus[name] for name in ("raster000_good.png", "nifti000_good.nii", "nifti001_good.nii.gz",
+                                       "zip000_good.zip", "gzip000_good.dcm.gz")]
+    baseline = _peak([good_series, *goods], BUDGET_MB)
     everything = _peak([good_series, *corpus.values()], BUDGET_MB)
     assert everything["series"] >= 1
     # inputs are read one at a time and every kept byte is charged: what the corpus adds over loading
     # one small series is the budget, plus buffers that are freed as each file is done
-    assert everything["rss_mb"] - baseline["rss_mb"] < BUDGET_MB + 80, (baseline, everything)
+    assert everything["rss_mb"] - baseline["rss_mb"] < BUDGET_MB + 16, (baseline, everything)
