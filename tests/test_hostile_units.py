@@ -308,3 +308,32 @@ def test_a_folder_that_cannot_be_listed_is_reported(tmp_path, monkeypatch):
     monkeypatch.setattr(Path, "rglob", denied)
     result = load([folder, ("good.dcm", dicom())])
     assert result.series and "could not be listed (Permission denied)" in result.skipped[0].reason
+
+
+def _dies_on_bad(src: SourceFile, main_pid: int) -> str:
+    """In a worker: a native crash on files named 'bad' (never in the test's own process)."""
+    import os
+
+    if "bad" in src.name:
+        if os.getpid() == main_pid:
+            raise AssertionError("a crashing file was run in the main process")
+        os._exit(134)  # what a segfault or an abort in a native decoder looks like to the pool
+    return src.name
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "memfd_create"), reason="worker processes need Linux")
+def test_a_worker_killed_by_a_file_costs_that_file_only(monkeypatch):
+    import os
+
+    from medui.io.pool import CRASHED
+
+    names = [f"f{k}.dcm" for k in range(12)]
+    names[5] = "bad5.dcm"
+    srcs = [SourceFile(n, data=b"x") for n in names]
+    monkeypatch.setattr(parallel, "worth_a_pool", lambda s, n: True)
+    with parallel.Decoder(srcs, workers=2) as dec:
+        time.sleep(1.0)  # workers up: every chunk goes to them
+        out = dec.map(_dies_on_bad, os.getpid())
+    assert [o for o in out if isinstance(o, str)] == [n for n in names if n != "bad5.dcm"]
+    (crashed,) = [o for o in out if not isinstance(o, str)]
+    assert crashed.file == "bad5.dcm" and crashed.reason == CRASHED

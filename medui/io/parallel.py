@@ -21,7 +21,8 @@ import mmap
 import os
 import sys
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import Future
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -31,8 +32,8 @@ import pydicom
 from medui.io import codecs
 from medui.io.budget import FATAL
 from medui.io.decode import PixelHint, Target, alloc_volume, decode_dicom, write_frames
+from medui.io.pool import WorkerPool
 from medui.io.sources import Skipped, SourceFile
-from medui.io.workers import context as worker_context
 
 # Below this many compressed bytes a pool costs more than it saves.
 PARALLEL_MIN_BYTES = 8 * 1024**2
@@ -219,18 +220,14 @@ class Decoder:
         self.fast = codecs.enabled()  # decided here: workers may have started with another environment
         self._volumes: list[_Volume] = []
         self._tasks: dict[int, Task] = {}
-        self._pool: ProcessPoolExecutor | None = None
-        self._started: list[Future[int]] = []
+        self._pool: WorkerPool | None = None
         # worker processes started; files decoded by them / by this process
         self.stats = {"workers": 0, "in_workers": 0, "here": 0}
         ncpu = workers or int(os.environ.get("MEDUI_DECODE_WORKERS", "0") or 0) or _cpu_count()
         self._ncpu = ncpu
         if worth_a_pool(self.sources, ncpu):
             try:
-                self._pool = ProcessPoolExecutor(max_workers=ncpu, mp_context=worker_context(),
-                                                 initializer=_worker_init)
-                # start the workers now, while the headers are read
-                self._started = [self._pool.submit(_ready) for _ in range(ncpu)]
+                self._pool = WorkerPool(ncpu, _worker_init, _ready)  # workers start now, while headers are read
                 self.stats["workers"] = ncpu
             except Exception:
                 self.close()
@@ -273,7 +270,7 @@ class Decoder:
         `fn` must be a module-level function and its results small (headers, not pixels).
         """
         return self._chunked(_map_sources, (fn, *args), lambda chunk: [fn(src, *args) for src in chunk],
-                             self.sources, lambda src: Skipped(src.name, self._too_slow()))
+                             self.sources, lambda src, why: Skipped(src.name, why))
 
     def run(self) -> dict[int, str]:
         """Decode every task. Returns the error text of each source that failed."""
@@ -282,7 +279,7 @@ class Decoder:
         if all(vol.file is not None for vol in self._volumes):
             here = self.stats["here"]
             results = self._chunked(_run_tasks, (self._refs(), self.max_bytes, self.fast), self._here, tasks,
-                                    lambda task: self._too_slow())
+                                    lambda task, why: why)
             if self.pooled:
                 self.stats["in_workers"] += len(tasks) - (self.stats["here"] - here)
         else:
@@ -305,50 +302,48 @@ class Decoder:
                 "file?); raise MEDUI_DECODE_TIMEOUT_S if it is a real, very large image")
 
     def _chunked(self, remote: Callable[..., list[Any]], args: tuple[Any, ...], local: Callable[[list[Any]], list[Any]],
-                 items: Sequence[Any], too_slow: Callable[[Any], Any]) -> list[Any]:
+                 items: Sequence[Any], failure: Callable[[Any, str], Any]) -> list[Any]:
         """`local(items)`, split into chunks that the workers run as `remote(chunk, *args)`.
 
         While the workers are still starting, this process runs chunks from the back of the
         queue; once they run, it stays out of their way (3 processes on 2 cores are slower). A
-        chunk whose worker fails (died, could not open a volume) is run here; one that runs past
-        `timeout_s` per item gets `too_slow(item)` for each item, and the workers are stopped (the
-        chunks still queued then run here).
+        chunk that runs past `timeout_s` per item gets `failure(item, why)` for each item and its
+        workers are killed; a chunk whose worker died is re-run a file at a time to find the one
+        that kills it (`WorkerPool.isolate`); either way fresh workers take the chunks left. A chunk
+        that fails otherwise (a volume a worker could not open, ...) is run here.
         """
         items = list(items)
-        if self._pool is None or not items:
+        pool = self._pool
+        if pool is None or not items:
             return local(items)
         size = max(2, len(items) // (self._ncpu * 16))
         chunks = [items[i:i + size] for i in range(0, len(items), size)]
         try:
-            futures: list[Future[list[Any]]] = [self._pool.submit(remote, c, *args) for c in chunks]
+            futures: list[Future[list[Any]]] = [pool.submit(remote, c, *args) for c in chunks]
         except Exception:
             return local(items)
         results: list[list[Any] | None] = [None] * len(chunks)
         front, back = 0, len(chunks) - 1
         while front <= back:
-            if not futures[front].done() and not self._workers_up() and futures[back].cancel():
+            if not futures[front].done() and not pool.up() and futures[back].cancel():
                 results[back] = local(chunks[back])
                 back -= 1
                 continue
             try:
                 results[front] = futures[front].result(timeout=self.timeout_s * len(chunks[front]) or None)
             except TimeoutError:
-                results[front] = [too_slow(item) for item in chunks[front]]
-                self._stop_workers()
+                results[front] = [failure(item, self._too_slow()) for item in chunks[front]]
+                pool.kill()
+                pool.crashes += 1
+                if pool.restart():
+                    pool.resubmit(futures, chunks, front + 1, back, remote, args)
+            except BrokenProcessPool:
+                results[front] = pool.isolate(remote, args, chunks[front], failure, self.timeout_s, self._too_slow())
+                pool.resubmit(futures, chunks, front + 1, back, remote, args)
             except Exception:
                 results[front] = local(chunks[front])
             front += 1
         return [r for chunk in results for r in chunk]  # type: ignore[union-attr]
-
-    def _stop_workers(self) -> None:
-        """Kill the worker processes (one is stuck): the pool breaks and what is left runs here."""
-        processes: dict[int, Any] = getattr(self._pool, "_processes", None) or {}
-        for proc in list(processes.values()):
-            with contextlib.suppress(Exception):
-                proc.kill()
-
-    def _workers_up(self) -> bool:
-        return all(f.done() for f in self._started)
 
     def _refs(self) -> dict[int, VolumeRef]:
         pid = os.getpid()
@@ -358,7 +353,7 @@ class Decoder:
     def close(self) -> None:
         """Stop the workers and release the shared-memory handles (the arrays stay valid)."""
         if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool.shutdown()
             self._pool = None
         for v, vol in enumerate(self._volumes):
             if vol.file is not None:
