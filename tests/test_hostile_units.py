@@ -337,3 +337,14 @@ def test_a_worker_killed_by_a_file_costs_that_file_only(monkeypatch):
     assert [o for o in out if isinstance(o, str)] == [n for n in names if n != "bad5.dcm"]
     (crashed,) = [o for o in out if not isinstance(o, str)]
     assert crashed.file == "bad5.dcm" and crashed.reason == CRASHED
+
+
+def test_raster_and_nifti_images_add_up_in_the_budget():
+    import cv2
+
+    png = cv2.imencode(".png", (np.arange(64 * 48) % 255).astype(np.uint8).reshape(64, 48))[1].tobytes()
+    nii = _nifti(shape=(8, 8, 4))  # 1 KiB of float32
+    inputs = [("n.nii", nii), ("a.png", png), ("b.png", png), ("c.png", png)]
+    result = load(inputs, Limits(max_load_bytes=1024 + 2 * 64 * 48 * 4 + 100))
+    assert sorted(s.files[0] for s in result.series) == ["a.png", "b.png", "n.nii"]
+    assert "memory budget" in _reason(result, "c.png")

@@ -147,9 +147,8 @@ def read_nifti(src: SourceFile, limits: Limits) -> Series:
         if len(shape) > 3 and int(np.prod(shape[3:])) > 1:
             warnings.append(f"4-D image of {int(np.prod(shape[3:]))} volumes: showing the first")
         colour = img.get_data_dtype().names is not None
-        need = int(np.prod(shape[:3], dtype=np.int64)) * 4 * (3 if colour else 1)
-        limits.charge(need, f"the NIfTI image {src.name}")
-        data = _voxels(img, shape)
+        data = _voxels(img, shape)  # its size was checked against the limits with the header
+        limits.charge(data.nbytes, f"the NIfTI image {src.name}")  # what the load keeps
     except MedUIError:
         raise
     except Exception as exc:

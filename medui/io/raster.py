@@ -55,7 +55,6 @@ def read_raster(src: SourceFile, limits: Limits) -> Series:
     # float32 result; colour also holds the decoded 8-bit page and its RGB copy while decoding
     need = pixels_total * (3 * (4 + 2) if bands >= 3 else 4)
     limits.check_image(need, f"{n_pages} page(s), {pixels_total} pixels")
-    limits.charge(need, f"the image {src.name}")
     buf = np.frombuffer(data, np.uint8)
     pages: list[np.ndarray] = []
     if data[:4] in (b"II*\x00", b"MM\x00*"):
@@ -80,6 +79,7 @@ def read_raster(src: SourceFile, limits: Limits) -> Series:
     if len(pages) > 1:
         warnings.append("multi-page image: pages are shown as frames without positions")
     base = src.name.rsplit("/", 1)[-1]
+    limits.charge(pixels.nbytes, f"the image {src.name}")  # what the load keeps (checked above before decoding)
     return Series(
         pixels=pixels, affine=np.eye(4), modality="OT", photometric="RGB" if colour else "MONOCHROME2",
         description=base, source_format=base.rsplit(".", 1)[-1].upper() if "." in base else "image",
