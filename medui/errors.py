@@ -61,3 +61,11 @@ class PromotionRefusedError(MedUIError):
 
 class RegistryStateError(MedUIError):
     """The registry's promotion state (promotions.json) or audit log cannot be read or written."""
+
+
+class LoadBudgetError(ImageTooLargeError):
+    """One load would hold more memory than its budget (all series, archives and inflated files)."""
+
+
+class InvalidHeaderError(UnreadableFileError):
+    """A header value (named by its tag or field) that cannot be used as it is."""

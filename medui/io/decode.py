@@ -16,6 +16,7 @@ import pydicom
 from pydicom.pixels.processing import apply_color_lut, apply_modality_lut
 
 from medui.io import codecs
+from medui.io.budget import FATAL
 from medui.io.sources import SourceFile
 
 # Imported here so that worker processes (forked from a server that preloads this module) start
@@ -95,19 +96,73 @@ def decode_dicom(src: SourceFile, max_bytes: int = 2**62, fast: bool = True,
             _ensure_transfer_syntax(ds)
         if int(ds.Rows) * int(ds.Columns) * int(ds.get("NumberOfFrames", 1) or 1) * 4 > max_bytes:
             return "its decoded image would exceed the memory limit"
+        refused = check_j2k_size(ds, max_bytes)
+        if refused:
+            return refused
         arr = codecs.pixel_array(ds, fast)
-    except Exception as exc:  # decoders raise many types; report them all the same way
+    except FATAL:
+        raise
+    except BaseException as exc:  # decoders raise many types, native ones even panics: report them alike
         return _decode_error(src, exc)
     n = int(ds.get("NumberOfFrames", 1) or 1)
     samples = int(ds.get("SamplesPerPixel", 1))
     pi = str(ds.get("PhotometricInterpretation", "")).upper()
-    if n == 1 or arr.ndim == (3 if samples > 1 else 2):
+    if arr.ndim == (4 if samples > 1 else 3) and arr.shape[0] > n:
+        arr = arr[:n]  # more pixel data than the header's frames (trailing bytes): the header wins
+    if arr.ndim == (3 if samples > 1 else 2):
         arr = arr[np.newaxis]
     if samples > 1 or pi == "PALETTE COLOR":
         return Decoded(_as_rgb_float(arr, ds), rescale=False)
     if ds.get("ModalityLUTSequence"):
         return Decoded(np.asarray(apply_modality_lut(arr, ds), dtype=np.float32), rescale=False)
     return Decoded(arr, rescale=True)
+
+
+_J2K = ("1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.4.91", "1.2.840.10008.1.2.4.201",
+        "1.2.840.10008.1.2.4.202", "1.2.840.10008.1.2.4.203")
+
+
+def j2k_size(codestream: bytes) -> tuple[int, int, int] | None:
+    """(columns, rows, components) from the SIZ marker of a JPEG 2000 codestream, or None."""
+    at = codestream.find(b"\xff\x4f\xff\x51", 0, 4096)  # SOC then SIZ (also inside a JP2 box)
+    if at < 0 or len(codestream) < at + 42:
+        return None
+    x, y, x0, y0 = (int.from_bytes(codestream[at + k:at + k + 4], "big") for k in (8, 12, 16, 20))
+    components = int.from_bytes(codestream[at + 40:at + 42], "big")
+    return x - x0, y - y0, components
+
+
+def _first_fragment(data: bytes, head: int = 4096) -> bytes:
+    """Up to `head` bytes of the first fragment after the Basic Offset Table ('' when malformed)."""
+    at = 0
+    for _ in range(2):  # the offset table item, then the first fragment
+        if len(data) < at + 8 or data[at:at + 4] != b"\xfe\xff\x00\xe0":
+            return b""
+        length = int.from_bytes(data[at + 4:at + 8], "little")
+        if _ == 1:
+            return data[at + 8:at + 8 + min(length, head)]
+        at += 8 + length
+    return b""
+
+
+def check_j2k_size(ds: Any, max_bytes: int) -> str | None:
+    """Why a JPEG 2000 file is refused before decoding: its first codestream declares another size
+    than Rows/Columns, or more pixels than the limit. None when it may be decoded."""
+    meta = getattr(ds, "file_meta", None)
+    tsyntax = str(meta.get("TransferSyntaxUID", "")) if meta is not None else ""
+    if tsyntax not in _J2K or "PixelData" not in ds:
+        return None
+    size = j2k_size(_first_fragment(ds.PixelData))
+    if size is None:
+        return None
+    cols, rows, comps = size
+    if cols * rows * max(comps, 1) * 4 > max_bytes:
+        return (f"its JPEG 2000 codestream declares {cols}x{rows} pixels ({comps} components), more than the "
+                "memory limit allows; it was not decoded")
+    if (cols, rows) != (int(ds.Columns), int(ds.Rows)):
+        return (f"its JPEG 2000 codestream declares {cols}x{rows} pixels but Rows (0028,0010) x Columns "
+                f"(0028,0011) say {int(ds.Columns)}x{int(ds.Rows)}; the file is inconsistent. Re-export it")
+    return None
 
 
 def _ensure_transfer_syntax(ds) -> None:  # type: ignore[no-untyped-def]
@@ -126,8 +181,10 @@ def _ensure_transfer_syntax(ds) -> None:  # type: ignore[no-untyped-def]
         meta.TransferSyntaxUID = ExplicitVRLittleEndian if ds.original_encoding[1] else ExplicitVRBigEndian
 
 
-def _decode_error(src: SourceFile, exc: Exception) -> str:
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+def _decode_error(src: SourceFile, exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+    if not isinstance(exc, Exception):  # a native decoder's panic: name it
+        text = f"{type(exc).__name__}: {text}"
     if "plugin" in text.lower() or "decoder" in text.lower() or "no pixel data handlers" in text.lower():
         return (f"its pixel data could not be decoded ({text}). Install the decoders in requirements.txt "
                 "(pylibjpeg with libjpeg, openjpeg and rle) or convert the file to uncompressed DICOM")

@@ -2,20 +2,25 @@
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
-from medui.errors import ImageTooLargeError, MedUIError, UnreadableFileError, UnsupportedImageError
+from medui.errors import ImageTooLargeError, InvalidHeaderError, MedUIError, UnreadableFileError, UnsupportedImageError
+from medui.io.budget import FATAL
 from medui.io.decode import PixelHint, Target
+from medui.io.dicom_checks import DEADLINE_FROM_BYTES, DeadlineReader, check_header, window_warnings
 from medui.io.dicom_header import header_rows
+from medui.io.dicom_voi import voi_lut, voi_module, window
 from medui.io.geometry import FrameGeom, frame_geometries, sort_frames, stack_affine
 from medui.io.parallel import Decoder
 from medui.io.sources import Limits, Skipped, SourceFile
-from medui.series import Series, VoiLut, Window
+from medui.series import Series
 
 # SOP classes that hold no displayable image, by UID prefix, with the words a user understands.
 _NON_IMAGE = {
@@ -45,10 +50,16 @@ class Instance:
 
 def parse(src: SourceFile, limits: Limits) -> Instance | Skipped:
     """Read the header of one file; say plainly why it is skipped when it is no usable image."""
+    from medui.io.readers import unexpected
+
     try:
         return read_header(src, limits)
     except MedUIError as exc:
         return Skipped.because(src.name, exc)
+    except FATAL:
+        raise
+    except BaseException as exc:  # a parser bug or a native library's panic: this file only
+        return Skipped(src.name, unexpected(exc))
 
 
 def read_header(src: SourceFile, limits: Limits) -> Instance:
@@ -61,7 +72,8 @@ def read_header(src: SourceFile, limits: Limits) -> Instance:
     from pydicom.errors import InvalidDicomError
 
     try:
-        with src.open() as fp:
+        with src.open() as raw:
+            fp: Any = raw if src.size < DEADLINE_FROM_BYTES else DeadlineReader(raw, limits.header_seconds)
             try:
                 ds = pydicom.dcmread(fp, stop_before_pixels=True)
             except InvalidDicomError as exc:
@@ -73,16 +85,37 @@ def read_header(src: SourceFile, limits: Limits) -> Instance:
             offset = fp.tell()  # pydicom stops at the start of the Pixel Data element
     except MedUIError:
         raise
+    except RecursionError as exc:
+        raise InvalidHeaderError("nests sequences (SQ) deeper than MedUI reads: a damaged or hostile file. "
+                                 "Re-export it from the PACS") from exc
     except Exception as exc:
         raise UnreadableFileError(f"is a damaged or truncated DICOM file ({_first_line(exc)}); "
                                   "re-export it from the PACS") from exc
     _check_is_image(ds)
-    try:
-        n_frames = int(ds.get("NumberOfFrames", 1) or 1)
-    except (TypeError, ValueError):
-        n_frames = 1
+    n_frames = check_header(ds, src.size, offset, limits)
     limits.check_image(decoded_bytes(ds, n_frames), f"{ds.Rows}x{ds.Columns}, {n_frames} frame(s)")
-    return Instance(src, ds, frame_geometries(ds, n_frames), n_frames, hint=_pixel_hint(ds, offset))
+    try:
+        geoms = frame_geometries(ds, n_frames)
+    except (TypeError, ValueError, IndexError, AttributeError, OverflowError) as exc:
+        raise InvalidHeaderError(
+            f"has a position, orientation, spacing or rescale value that is no number ({_first_line(exc)}), in its "
+            "per-frame functional groups (5200,9230) or shared ones (5200,9229). Re-export it from the PACS") from exc
+    return Instance(src, ds, [_checked_orientation(g) for g in geoms], n_frames, hint=_pixel_hint(ds, offset))
+
+
+_BAD_ORIENTATION = ("ImageOrientationPatient (0020,0037) is not two unit, perpendicular direction cosines: the "
+                    "image is shown without orientation (no reslicing or millimetre positions)")
+
+
+def _checked_orientation(g: FrameGeom) -> FrameGeom:
+    """The frame's geometry, without an orientation that is no pair of unit, perpendicular cosines
+    (all zero, parallel, ...): such a one would make a singular affine downstream."""
+    if g.orientation is None:
+        return g
+    row, col = np.asarray(g.orientation[:3], float), np.asarray(g.orientation[3:6], float)
+    if abs(np.linalg.norm(row) - 1) < 0.01 and abs(np.linalg.norm(col) - 1) < 0.01 and abs(row @ col) < 0.01:
+        return g
+    return dataclasses.replace(g, orientation=None)
 
 
 def _check_is_image(ds: Any) -> None:
@@ -120,7 +153,7 @@ def _pixel_hint(ds: Any, offset: int) -> PixelHint | None:
 
 
 # What grouping, sorting and memory checks read from an instance's header.
-_GROUPING = ("SeriesInstanceUID", "Rows", "Columns", "SamplesPerPixel", "PhotometricInterpretation",
+_GROUPING = ("SOPInstanceUID", "SeriesInstanceUID", "Rows", "Columns", "SamplesPerPixel", "PhotometricInterpretation",
              "InstanceNumber", "NumberOfFrames")
 
 
@@ -225,77 +258,6 @@ def _split_duplicates(frames: list[_Frame]) -> list[list[_Frame]]:
     return stacks
 
 
-def _window(ds: Any) -> Window | None:
-    from medui.io.geometry import functional_value
-
-    center = ds.get("WindowCenter", functional_value(ds, 0, "FrameVOILUTSequence", "WindowCenter"))
-    width = ds.get("WindowWidth", functional_value(ds, 0, "FrameVOILUTSequence", "WindowWidth"))
-    try:
-        c, w = _first_float(center), _first_float(width)
-    except (TypeError, ValueError, IndexError):
-        return None
-    return Window(c, w) if w > 0 else None
-
-
-def _first_float(value: Any) -> float:
-    if isinstance(value, (str, bytes, int, float)):
-        return float(value)
-    return float(value[0])
-
-
-def _lut_table(item: Any, little_endian: bool) -> np.ndarray:
-    """A LUT item's entries as uint16, whether LUT Data was stored as US values or OW bytes."""
-    data = item.LUTData
-    if isinstance(data, bytes):
-        return np.frombuffer(data, dtype="<u2" if little_endian else ">u2").astype(np.uint16)
-    return np.atleast_1d(np.asarray(data, dtype=np.uint16))
-
-
-def _voi_module(ds: Any) -> Any:
-    """What the VOI stage needs from the first instance, as a small pydicom Dataset (or None).
-
-    Holds VOILUTSequence (first item, LUT Data as US values), WindowCenter, WindowWidth,
-    VOILUTFunction, BitsStored, PixelRepresentation and PhotometricInterpretation: the input
-    of `pydicom.pixels.apply_voi_lut` / `apply_windowing` on pixels already in modality units.
-    """
-    from pydicom.dataset import Dataset
-
-    from medui.io.geometry import functional_value
-
-    seq = ds.get("VOILUTSequence")
-    function = ds.get("VOILUTFunction", functional_value(ds, 0, "FrameVOILUTSequence", "VOILUTFunction"))
-    if not seq and not function:
-        return None
-    module = Dataset()
-    module.PhotometricInterpretation = "MONOCHROME2"  # inversion (MONOCHROME1) is the display's job
-    module.BitsStored = int(ds.get("BitsStored", 16) or 16)
-    module.PixelRepresentation = int(ds.get("PixelRepresentation", 0) or 0)
-    if function:
-        module.VOILUTFunction = str(function).strip().upper()
-    if seq:
-        try:
-            item = seq[0]
-            n, first, bits = (int(v) for v in item.LUTDescriptor)
-            table = _lut_table(item, ds.original_encoding[1] is not False)[: (n or 65536)]
-            lut = Dataset()
-            lut.add_new(0x00283002, "SS" if first < 0 else "US", [len(table) % 65536, first, min(bits, 16)])
-            lut.add_new(0x00283006, "US", table.tolist())
-            lut.LUTExplanation = str(item.get("LUTExplanation", ""))
-            module.VOILUTSequence = [lut]
-        except Exception:  # malformed LUT: the linear window is used instead
-            pass
-    return module
-
-
-def _voi_lut(module: Any) -> VoiLut | None:
-    """A typed summary of the VOI LUT in a module made by `_voi_module`."""
-    if module is None or "VOILUTSequence" not in module:
-        return None
-    item = module.VOILUTSequence[0]
-    _, first, bits = (int(v) for v in item.LUTDescriptor)
-    return VoiLut(float(first), np.asarray(item.LUTData, np.float32), bits, str(item.get("LUTExplanation", "")))
-
-
 @dataclass
 class _Plan:
     """A stack waiting for its pixels: the output volume and the instances that fill it."""
@@ -305,15 +267,17 @@ class _Plan:
     volume: int
 
 
-def plan_stack(stack: list[_Frame], limits: Limits, decoder: Decoder) -> _Plan | Skipped:
-    """Check a stack against the memory limit, make its volume and queue its decoding."""
+def plan_stack(stack: list[_Frame], limits: Limits, decoder: Decoder) -> _Plan | list[Skipped]:
+    """Check a stack against the memory limits (the series cap, then the load's budget, which it
+    is charged to), make its volume and queue its decoding. Refused: every file of it, with why."""
     first = stack[0].inst
     insts: list[Instance] = list(dict.fromkeys(f.inst for f in stack))
+    need = sum(decoded_bytes(i.ds, i.n_frames) for i in insts)
     try:
-        limits.check_series(sum(decoded_bytes(i.ds, i.n_frames) for i in insts),
-                            f"its whole series of {len(stack)} frame(s); upload fewer slices")
+        limits.check_series(need, f"its whole series of {len(stack)} frame(s); upload fewer slices")
+        limits.charge(need, f"a series of {len(stack)} frame(s)")
     except ImageTooLargeError as exc:
-        return Skipped.because(first.src.name, exc)
+        return [Skipped.because(i.src.name, exc) for i in insts]
     ds = first.ds
     samples = 3 if decoded_bytes(ds, 1) > int(ds.Rows) * int(ds.Columns) * 4 else 1
     shape = (len(stack), int(ds.Rows), int(ds.Columns)) + ((3,) if samples == 3 else ())
@@ -346,10 +310,15 @@ def build_series(plan: _Plan, decoder: Decoder, errors: dict[int, str]) -> tuple
         photometric = "RGB"
     modality = str(ds.get("Modality", "OT") or "OT")
     files = list(dict.fromkeys(f.inst.src.name for f in kept))
-    voi = _voi_module(ds)
+    voi = voi_module(ds)
+    warnings += window_warnings(ds)
+    if kept[0].geom.orientation is None and ("ImageOrientationPatient" in ds or "PerFrameFunctionalGroupsSequence" in ds
+                                             or "SharedFunctionalGroupsSequence" in ds):
+        warnings.append(_BAD_ORIENTATION)
+        has_geometry = False
     return Series(
         pixels=pixels, affine=affine, modality=modality, photometric=photometric,
-        window=_window(ds), voi_lut=_voi_lut(voi), voi=voi, body_part=str(ds.get("BodyPartExamined", "") or ""),
+        window=window(ds), voi_lut=voi_lut(voi), voi=voi, body_part=str(ds.get("BodyPartExamined", "") or ""),
         description=str(ds.get("SeriesDescription", "") or ds.get("StudyDescription", "") or ""),
         uid=str(ds.get("SeriesInstanceUID", "")), source_format="DICOM", header=header_rows(ds),
         files=files, warnings=warnings, has_geometry=has_geometry,
@@ -359,30 +328,68 @@ def build_series(plan: _Plan, decoder: Decoder, errors: dict[int, str]) -> tuple
 
 def read_dicom(sources: Sequence[SourceFile], limits: Limits) -> tuple[list[Series], list[Skipped], dict[str, int]]:
     """All series in a set of DICOM files, with a reason for each file left out, and how the
-    pixels were decoded (`Decoder.stats`: worker processes, files decoded in them / here)."""
-    instances: list[Instance] = []
+    pixels were decoded (`Decoder.stats`: worker processes, files decoded in them / here).
+
+    Every stage is contained per file (headers, duplicates) or per stack (planning, assembly):
+    what fails is skipped with its reason and the rest of the batch still loads."""
     skipped: list[Skipped] = []
-    with Decoder(sources, max_image_bytes=limits.max_image_bytes) as decoder:  # workers start now
+    with Decoder(sources, max_image_bytes=limits.max_image_bytes,
+                 timeout_s=limits.decode_seconds) as decoder:  # workers start now
         headers = decoder.map(parse_detached, limits) if decoder.pooled else [parse(s, limits) for s in sources]
-        for k, parsed in enumerate(headers):
-            if isinstance(parsed, Skipped):
-                skipped.append(parsed)
-            else:
-                parsed.src, parsed.index = sources[k], k
-                instances.append(parsed)
+        instances = _kept(headers, sources, skipped)
         plans: list[_Plan] = []
         for stack in group(instances):
-            plan = plan_stack(stack, limits, decoder)
-            if isinstance(plan, Skipped):
-                skipped.append(plan)
+            plan = _contained(functools.partial(plan_stack, stack, limits, decoder), stack)
+            if isinstance(plan, list):
+                skipped += plan
             else:
                 plans.append(plan)
         errors = decoder.run()
     stats = dict(decoder.stats)
     series: list[Series] = []
     for plan in plans:
-        s, sk = build_series(plan, decoder, errors)
+        built = _contained(functools.partial(build_series, plan, decoder, errors), plan.stack)
+        if isinstance(built, list):
+            skipped += built
+            continue
+        s, sk = built
         skipped += sk
         if s is not None:
             series.append(s)
     return series, skipped, stats
+
+
+T = TypeVar("T")
+
+
+def _contained(step: Callable[[], T], stack: list[_Frame]) -> T | list[Skipped]:
+    """`step()`, or when it fails in a way no check foresaw, a skip entry for each file of the stack."""
+    from medui.io.readers import unexpected
+
+    try:
+        return step()
+    except FATAL:
+        raise
+    except BaseException as exc:
+        return [Skipped(i.src.name, unexpected(exc)) for i in dict.fromkeys(f.inst for f in stack)]
+
+
+def _kept(headers: Sequence[Instance | Skipped], sources: Sequence[SourceFile],
+          skipped: list[Skipped]) -> list[Instance]:
+    """The parsed instances, less duplicates (a SOP Instance UID seen before) which are skipped."""
+    instances: list[Instance] = []
+    seen: dict[str, str] = {}
+    for k, parsed in enumerate(headers):
+        if isinstance(parsed, Skipped):
+            skipped.append(parsed)
+            continue
+        parsed.src, parsed.index = sources[k], k
+        uid = str(parsed.ds.get("SOPInstanceUID", "") or "")
+        if uid and uid in seen:
+            skipped.append(Skipped(parsed.src.name, f"has the same SOPInstanceUID (0008,0018) as {seen[uid]}; "
+                                                    "the duplicate was not used"))
+            continue
+        if uid:
+            seen[uid] = parsed.src.name
+        instances.append(parsed)
+    return instances

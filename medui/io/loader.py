@@ -15,6 +15,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from medui.io.budget import FATAL
 from medui.io.readers import REGISTRY, Reader, ReadResult
 from medui.io.sources import Input, Limits, Skipped, SourceFile, expand
 from medui.series import Series
@@ -70,9 +71,13 @@ def _batches(files: Sequence[SourceFile], readers: Sequence[Reader],
 
 def _read(reader: Reader, batch: list[SourceFile], limits: Limits) -> ReadResult:
     """A reader's batch; a reader that breaks costs its own files, never the other readers' series."""
+    if limits.exhausted and limits.budget is not None:
+        return ReadResult(skipped=[Skipped(src.name, limits.budget.message("this file")) for src in batch])
     try:
         return reader.read(batch, limits)
-    except Exception as exc:  # a bug or an unforeseen file: report it and keep the rest of the load
+    except FATAL:
+        raise
+    except BaseException as exc:  # a bug, or a native decoder's panic: report it, keep the rest of the load
         reason = f"could not be read by the {reader.name} reader ({type(exc).__name__}: {exc}); please report it"
         return ReadResult(skipped=[Skipped(src.name, reason) for src in batch])
 
@@ -85,7 +90,7 @@ def load(inputs: Iterable[Input], limits: Limits | None = None,
     come in the order of their first file among the inputs.
     """
     start = time.perf_counter()
-    limits = limits or Limits()
+    limits = (limits or Limits()).for_load()
     files, skipped = expand(inputs, limits)
     result = LoadResult(skipped=skipped)
     for reader, batch in _batches(files, readers, result.skipped).values():

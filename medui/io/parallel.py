@@ -21,7 +21,8 @@ import mmap
 import os
 import sys
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import Future
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -29,9 +30,10 @@ import numpy as np
 import pydicom
 
 from medui.io import codecs
+from medui.io.budget import FATAL
 from medui.io.decode import PixelHint, Target, alloc_volume, decode_dicom, write_frames
-from medui.io.sources import SourceFile
-from medui.io.workers import context as worker_context
+from medui.io.pool import WorkerPool
+from medui.io.sources import Skipped, SourceFile
 
 # Below this many compressed bytes a pool costs more than it saves.
 PARALLEL_MIN_BYTES = 8 * 1024**2
@@ -107,7 +109,18 @@ class _Volume:
 
 
 def _fill(task: Task, window: Callable[[int, int, int], np.ndarray], max_bytes: int, fast: bool) -> Outcome:
-    """Decode a task's file and write its frames; `window(volume, lo, hi)` gives the slots."""
+    """Decode a task's file and write its frames; `window(volume, lo, hi)` gives the slots.
+    Never raises for a bad file (in a worker, that would cost the other files of its chunk)."""
+    try:
+        return _fill_unchecked(task, window, max_bytes, fast)
+    except FATAL:
+        raise
+    except BaseException as exc:
+        return f"its pixels could not be written ({type(exc).__name__}: {str(exc)[:200]})"
+
+
+def _fill_unchecked(task: Task, window: Callable[[int, int, int], np.ndarray], max_bytes: int,
+                    fast: bool) -> Outcome:
     result = decode_dicom(task.src, max_bytes, fast, task.hint)
     if isinstance(result, str):
         return result
@@ -200,24 +213,21 @@ class Decoder:
     """
 
     def __init__(self, sources: Sequence[SourceFile], max_image_bytes: int = 2**62,
-                 workers: int | None = None) -> None:
+                 workers: int | None = None, timeout_s: float = 0.0) -> None:
         self.sources = list(sources)
+        self.timeout_s = timeout_s  # per file, in worker processes (0: no limit)
         self.max_bytes = max_image_bytes
         self.fast = codecs.enabled()  # decided here: workers may have started with another environment
         self._volumes: list[_Volume] = []
         self._tasks: dict[int, Task] = {}
-        self._pool: ProcessPoolExecutor | None = None
-        self._started: list[Future[int]] = []
+        self._pool: WorkerPool | None = None
         # worker processes started; files decoded by them / by this process
         self.stats = {"workers": 0, "in_workers": 0, "here": 0}
         ncpu = workers or int(os.environ.get("MEDUI_DECODE_WORKERS", "0") or 0) or _cpu_count()
         self._ncpu = ncpu
         if worth_a_pool(self.sources, ncpu):
             try:
-                self._pool = ProcessPoolExecutor(max_workers=ncpu, mp_context=worker_context(),
-                                                 initializer=_worker_init)
-                # start the workers now, while the headers are read
-                self._started = [self._pool.submit(_ready) for _ in range(ncpu)]
+                self._pool = WorkerPool(ncpu, _worker_init, _ready)  # workers start now, while headers are read
                 self.stats["workers"] = ncpu
             except Exception:
                 self.close()
@@ -260,7 +270,7 @@ class Decoder:
         `fn` must be a module-level function and its results small (headers, not pixels).
         """
         return self._chunked(_map_sources, (fn, *args), lambda chunk: [fn(src, *args) for src in chunk],
-                             self.sources)
+                             self.sources, lambda src, why: Skipped(src.name, why))
 
     def run(self) -> dict[int, str]:
         """Decode every task. Returns the error text of each source that failed."""
@@ -268,7 +278,8 @@ class Decoder:
         self._tasks = {}
         if all(vol.file is not None for vol in self._volumes):
             here = self.stats["here"]
-            results = self._chunked(_run_tasks, (self._refs(), self.max_bytes, self.fast), self._here, tasks)
+            results = self._chunked(_run_tasks, (self._refs(), self.max_bytes, self.fast), self._here, tasks,
+                                    lambda task, why: why)
             if self.pooled:
                 self.stats["in_workers"] += len(tasks) - (self.stats["here"] - here)
         else:
@@ -286,39 +297,53 @@ class Decoder:
         self.stats["here"] += len(tasks)
         return [_fill(t, lambda v, lo, hi: self._volumes[v].window(lo, hi), self.max_bytes, self.fast) for t in tasks]
 
+    def _too_slow(self) -> str:
+        return (f"took longer than {self.timeout_s:g} s to read or decode and was given up (a damaged or hostile "
+                "file?); raise MEDUI_DECODE_TIMEOUT_S if it is a real, very large image")
+
     def _chunked(self, remote: Callable[..., list[Any]], args: tuple[Any, ...], local: Callable[[list[Any]], list[Any]],
-                 items: Sequence[Any]) -> list[Any]:
+                 items: Sequence[Any], failure: Callable[[Any, str], Any]) -> list[Any]:
         """`local(items)`, split into chunks that the workers run as `remote(chunk, *args)`.
 
         While the workers are still starting, this process runs chunks from the back of the
         queue; once they run, it stays out of their way (3 processes on 2 cores are slower). A
-        chunk whose worker fails (died, could not open a volume) is run here.
+        chunk that runs past `timeout_s` per item gets `failure(item, why)` for each item and its
+        workers are killed; a chunk whose worker died is re-run a file at a time to find the one
+        that kills it (`WorkerPool.isolate`); either way fresh workers take the chunks left. A chunk
+        that fails otherwise (a volume a worker could not open, ...) is run here.
         """
         items = list(items)
-        if self._pool is None or not items:
+        pool = self._pool
+        if pool is None or not items:
             return local(items)
         size = max(2, len(items) // (self._ncpu * 16))
         chunks = [items[i:i + size] for i in range(0, len(items), size)]
         try:
-            futures: list[Future[list[Any]]] = [self._pool.submit(remote, c, *args) for c in chunks]
+            futures: list[Future[list[Any]]] = [pool.submit(remote, c, *args) for c in chunks]
         except Exception:
             return local(items)
         results: list[list[Any] | None] = [None] * len(chunks)
         front, back = 0, len(chunks) - 1
         while front <= back:
-            if not futures[front].done() and not self._workers_up() and futures[back].cancel():
+            if not futures[front].done() and not pool.up() and futures[back].cancel():
                 results[back] = local(chunks[back])
                 back -= 1
                 continue
             try:
-                results[front] = futures[front].result()
+                results[front] = futures[front].result(timeout=self.timeout_s * len(chunks[front]) or None)
+            except TimeoutError:
+                results[front] = [failure(item, self._too_slow()) for item in chunks[front]]
+                pool.kill()
+                pool.crashes += 1
+                if pool.restart():
+                    pool.resubmit(futures, chunks, front + 1, back, remote, args)
+            except BrokenProcessPool:
+                results[front] = pool.isolate(remote, args, chunks[front], failure, self.timeout_s, self._too_slow())
+                pool.resubmit(futures, chunks, front + 1, back, remote, args)
             except Exception:
                 results[front] = local(chunks[front])
             front += 1
         return [r for chunk in results for r in chunk]  # type: ignore[union-attr]
-
-    def _workers_up(self) -> bool:
-        return all(f.done() for f in self._started)
 
     def _refs(self) -> dict[int, VolumeRef]:
         pid = os.getpid()
@@ -328,7 +353,7 @@ class Decoder:
     def close(self) -> None:
         """Stop the workers and release the shared-memory handles (the arrays stay valid)."""
         if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool.shutdown()
             self._pool = None
         for v, vol in enumerate(self._volumes):
             if vol.file is not None:

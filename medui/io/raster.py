@@ -6,7 +6,7 @@ import io
 
 import numpy as np
 
-from medui.errors import UnreadableFileError
+from medui.errors import ImageTooLargeError, UnreadableFileError
 from medui.io.sources import Limits, SourceFile
 from medui.series import Series
 
@@ -18,7 +18,7 @@ def looks_like_raster(head: bytes, name: str) -> bool:
     return head.startswith(_MAGIC) or name.lower().endswith(RASTER_SUFFIXES)
 
 
-def _declared_size(data: bytes) -> tuple[int, int, int, int] | None:
+def _declared_size(data: bytes, max_pages: int) -> tuple[int, int, int, int] | None:
     """(pixels over all pages, pages, first page's width x height, bands) from the headers only."""
     from PIL import Image
 
@@ -27,11 +27,17 @@ def _declared_size(data: bytes) -> tuple[int, int, int, int] | None:
             bands = len(im.getbands())
             first, pixels = im.width * im.height, 0
             pages = int(getattr(im, "n_frames", 1))
+            if pages > max_pages:
+                raise ImageTooLargeError(f"has {pages} pages; at most {max_pages} are read (MEDUI_MAX_FRAMES)")
             for page in range(pages):  # every page of a multi-page TIFF
                 im.seek(page)
                 pixels += im.width * im.height
                 bands = max(bands, len(im.getbands()))
             return pixels, pages, first, bands
+    except ImageTooLargeError:
+        raise
+    except Image.DecompressionBombError as exc:
+        raise ImageTooLargeError(f"declares more pixels than any image MedUI reads ({exc})") from exc
     except Exception:
         return None
 
@@ -41,12 +47,14 @@ def read_raster(src: SourceFile, limits: Limits) -> Series:
     import cv2
 
     data = src.read()
-    declared = _declared_size(data)
+    declared = _declared_size(data, limits.max_frames)
     if declared is None:
         raise UnreadableFileError("is not a readable PNG/JPEG/TIFF image (damaged or another format); "
                                   "re-save it as PNG")
     pixels_total, n_pages, _, bands = declared
-    limits.check_image(pixels_total * (3 if bands >= 3 else 1) * 4, f"{n_pages} page(s), {pixels_total} pixels")
+    # float32 result; colour also holds the decoded 8-bit page and its RGB copy while decoding
+    need = pixels_total * (3 * (4 + 2) if bands >= 3 else 4)
+    limits.check_image(need, f"{n_pages} page(s), {pixels_total} pixels")
     buf = np.frombuffer(data, np.uint8)
     pages: list[np.ndarray] = []
     if data[:4] in (b"II*\x00", b"MM\x00*"):
@@ -71,6 +79,7 @@ def read_raster(src: SourceFile, limits: Limits) -> Series:
     if len(pages) > 1:
         warnings.append("multi-page image: pages are shown as frames without positions")
     base = src.name.rsplit("/", 1)[-1]
+    limits.charge(pixels.nbytes, f"the image {src.name}")  # what the load keeps (checked above before decoding)
     return Series(
         pixels=pixels, affine=np.eye(4), modality="OT", photometric="RGB" if colour else "MONOCHROME2",
         description=base, source_format=base.rsplit(".", 1)[-1].upper() if "." in base else "image",

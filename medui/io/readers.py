@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from medui.errors import MedUIError
+from medui.io.budget import FATAL
 from medui.io.sources import Limits, Skipped, SourceFile
 from medui.series import Series
 
@@ -38,14 +39,29 @@ class Reader(Protocol):
 
 def read_each(sources: Sequence[SourceFile], limits: Limits,
               read_one: Callable[[SourceFile, Limits], Series]) -> ReadResult:
-    """A reader's batch read file by file: a MedUIError skips that file with its message."""
+    """A reader's batch read file by file: a MedUIError skips that file with its message; any other
+    failure (a bug, a native decoder's panic) skips it too, with the error named."""
     result = ReadResult()
     for src in sources:
+        if limits.exhausted and limits.budget is not None:
+            result.skipped.append(Skipped(src.name, limits.budget.message("this file")))
+            continue
         try:
             result.series.append(read_one(src, limits))
         except MedUIError as exc:
             result.skipped.append(Skipped.because(src.name, exc))
+        except FATAL:
+            raise
+        except BaseException as exc:
+            result.skipped.append(Skipped(src.name, unexpected(exc)))
     return result
+
+
+def unexpected(exc: BaseException) -> str:
+    """The reason given for a file whose reading failed in a way no check foresaw."""
+    text = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+    return (f"could not be read ({type(exc).__name__}{': ' + text if text else ''}); the file is probably "
+            "damaged. Re-export it; if it opens elsewhere, please report it")
 
 
 @dataclass(frozen=True)
