@@ -73,6 +73,9 @@ class Series:
     has_geometry: bool = True
     # DICOM PatientID: for grouping only, never logged or shown unmasked
     patient_id: str = field(default="", repr=False)
+    # False when the file records no pixel size (PNG, a CR without Pixel Spacing): `spacing` is then a
+    # placeholder of 1 and every size is given in pixels.
+    pixel_spacing_known: bool = True
 
     @property
     def spacing(self) -> tuple[float, float, float]:
@@ -110,6 +113,8 @@ class Series:
         size = f"{self.n_slices} x {shape}" if self.n_slices > 1 else shape
         desc = self.description or self.body_part or self.source_format
         colour = " colour" if self.is_color else ""
+        if not self.pixel_spacing_known:
+            return f"{self.modality} · {desc} · {size}{colour} px · pixel spacing unknown"
         return f"{self.modality} · {desc} · {size}{colour} · {sp[1]:.2f}x{sp[2]:.2f}x{sp[0]:.2f} mm"
 
     def to_json(self) -> dict[str, Any]:

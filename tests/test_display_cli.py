@@ -178,3 +178,15 @@ def test_cli_info_gives_the_viewer_numbering_and_unknown_spacing(tmp_path):
     assert "slice 1/4 · z 57.5 mm .. slice 4/4 · z 50.0 mm" in text
     png = text[text.index("Series 2"):]
     assert "spacing:      unknown (not recorded): sizes are in pixels" in png and "1 x 1 x 1 mm" not in png
+
+
+def test_a_png_is_described_in_pixels_everywhere(tmp_path):
+    import cv2
+
+    from medui.io.loader import load
+
+    path = tmp_path / "cxr.png"
+    cv2.imwrite(str(path), np.zeros((30, 50), np.uint8))
+    s = load([path]).series[0]
+    assert not s.pixel_spacing_known
+    assert s.summary().endswith("30x50 px · pixel spacing unknown") and "mm" not in s.summary()

@@ -323,6 +323,7 @@ def build_series(plan: _Plan, decoder: Decoder, errors: dict[int, str]) -> tuple
         uid=str(ds.get("SeriesInstanceUID", "")), source_format="DICOM", header=header_rows(ds),
         files=files, warnings=warnings, has_geometry=has_geometry,
         patient_id=str(ds.get("PatientID", "") or "").strip(),
+        pixel_spacing_known=kept[0].geom.pixel_spacing is not None,
     ), skipped
 
 

@@ -83,7 +83,7 @@ def read_raster(src: SourceFile, limits: Limits) -> Series:
     return Series(
         pixels=pixels, affine=np.eye(4), modality="OT", photometric="RGB" if colour else "MONOCHROME2",
         description=base, source_format=base.rsplit(".", 1)[-1].upper() if "." in base else "image",
-        files=[src.name], warnings=warnings, has_geometry=False,
+        files=[src.name], warnings=warnings, has_geometry=False, pixel_spacing_known=False,
     )
 
 

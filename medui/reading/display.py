@@ -161,9 +161,9 @@ class PlaneView:
 
 def pixel_spacing_known(series: Series) -> bool:
     """False when the file records no pixel size (a PNG, a CR without Pixel Spacing): its spacing is
-    then a placeholder 1 x 1 and every size must be given in pixels. (The readers say so in a warning
-    starting 'pixel spacing'; a series without orientation may still know its pixel size.)"""
-    return series.has_geometry or not any(w.startswith("pixel spacing") for w in series.warnings)
+    then a placeholder 1 x 1 and every size must be given in pixels. The readers set it; a series
+    without orientation may still know its pixel size."""
+    return series.pixel_spacing_known
 
 
 _AXIS_NAMES = ("x (R→L)", "y (A→P)", "z (I→S)")
