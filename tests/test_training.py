@@ -186,6 +186,18 @@ def test_fine_tune_from_the_demo_model_compares_with_its_parent(env):
     assert result["parent_evaluation"]["n"] == result["evaluation"]["n"]
     card = json.loads((env / "models" / "ft-v1.json").read_text())
     assert card["parent"] == result["parent"] and card["cam_layer"] == "evidence"
+    # The parent (here also the promoted model of the task) measured on the very same held-out images.
+    parent_here = card["metrics"]["compared"][result["parent"]]
+    assert parent_here["n"] == card["metrics"]["n"] and parent_here["auc"] == pytest.approx(
+        result["parent_evaluation"]["auc"], abs=1e-3)
+    from medui.usecases.models import compare
+
+    cmp = compare("ft-v1", env / "models")
+    assert cmp.same_data and [s.entry.id for s in cmp.columns] == ["ft-v1", result["parent"]]
+    shown = {row["metric"]: row for row in cmp.rows()}["held-out data"]
+    assert "the same images as ft-v1" in str(shown[f"{result['parent']}: parent, promoted (demo)"])
+    if parent_here["auc"] > card["metrics"]["auc"]:  # the usual outcome of one epoch on 60 images
+        assert any(f.code == "below-parent" and "same held-out images" in f.message for f in cmp.findings)
 
 
 def test_pneumoniamnist_from_a_local_npz(tmp_path):

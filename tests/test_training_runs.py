@@ -81,7 +81,11 @@ def test_cli_and_page_jobs_share_one_layout_and_results_count_epochs_run(tmp_pat
     # time to the END of the first epoch, not of the whole phase (the second epoch took > 1 s more)
     assert result["time_to_first_epoch_s"] == pytest.approx(rows[0]["elapsed_s"], abs=0.2)
     assert result["time_to_first_epoch_s"] < rows[1]["elapsed_s"] - 0.9
-    assert set(json.loads((isolated["models"] / "cli-v1.json").read_text())["metrics"]) == SCHEMA
+    card_metrics = json.loads((isolated["models"] / "cli-v1.json").read_text())["metrics"]
+    assert set(card_metrics) - {"compared"} == SCHEMA
+    # trained from scratch, so no parent: the task's promoted model (the demo) is measured on the same images
+    assert set(card_metrics["compared"]) == {"demo-chest-phantom-v1"}
+    assert set(card_metrics["compared"]["demo-chest-phantom-v1"]) == SCHEMA
 
     page_job = jobs.start({**cli_job.params(), "out": "page", "epochs": 1})
     assert _wait(page_job)["state"] == "done", page_job.log_tail()

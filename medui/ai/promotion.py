@@ -102,14 +102,22 @@ def gate(entry: Entry, entries: list[Entry]) -> list[Finding]:
         found.append(Finding("parent-missing", f"Its parent {card.parent} is not in the registry; not compared.",
                              blocking=False))
     elif parent is not None:
+        compared = card.metrics.get("compared")
+        same_images = compared.get(parent.id) if isinstance(compared, dict) else None
+        measured: object = same_images.get("auc") if isinstance(same_images, dict) else None
+        same = False
         parent_auc = held_out_auc(parent.card)
+        if isinstance(measured, (int, float)) and not isinstance(measured, bool):
+            same, parent_auc = True, float(measured)  # the run measured its parent on its own held-out images
         if parent_auc is None:
             found.append(Finding("parent-unevaluated", f"Its parent {parent.id} has no held-out AUC; not compared.",
                                  blocking=False))
         elif auc is not None and auc < parent_auc:
+            where = " on the same held-out images" if same else ""
             found.append(Finding("below-parent", f"Its held-out AUC {auc:.3f} is below its parent {parent.id}'s "
-                                                 f"{parent_auc:.3f}."))
-        if parent_auc is not None and auc is not None and card.metrics.get("split") != parent.card.metrics.get("split"):
+                                                 f"{parent_auc:.3f}{where}."))
+        if (not same and parent_auc is not None and auc is not None
+                and card.metrics.get("split") != parent.card.metrics.get("split")):
             found.append(Finding("other-data", f"{entry.id} and its parent {parent.id} were evaluated on different "
                                                f"held-out data ({card.metrics.get('split') or 'not described'} vs "
                                                f"{parent.card.metrics.get('split') or 'not described'}); evaluate both "

@@ -48,11 +48,14 @@ def card_for_run(template: ModelCard, *, name: str, version: int, classes: list[
                  training_data: dict[str, Any], training: dict[str, Any], parent: str | None = None,
                  modalities: list[str] | None = None, limitations: str | None = None,
                  intended_use: str | None = None, demo: bool = False, indeterminate: list[float] | None = None,
-                 calibration_warning: str | None = None) -> ModelCard:
+                 calibration_warning: str | None = None,
+                 compared: dict[str, dict[str, Any]] | None = None) -> ModelCard:
     """A new card from `template` (architecture, input, preprocessing, CAM layer) and what the run
     measured. `temperature` (binary models) rescales logits before the sigmoid in inference;
     `indeterminate` is the validation band around the threshold (`metrics.indeterminate_band`); a
-    `calibration_warning` (evaluation failed) goes into the metrics and heads the limitations."""
+    `calibration_warning` (evaluation failed) goes into the metrics and heads the limitations;
+    `compared` ({model id: metrics}) holds other models (the parent, the promoted model of the task)
+    evaluated on the very same held-out images, for a fair side-by-side comparison."""
     extra = {"temperature": float(temperature)} if temperature is not None else {}
     limits = template.limitations if limitations is None else limitations
     if calibration_warning:
@@ -63,7 +66,8 @@ def card_for_run(template: ModelCard, *, name: str, version: int, classes: list[
         threshold_method=threshold_method, parent=parent, demo=demo,
         created=time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime()),
         indeterminate=[float(v) for v in indeterminate] if indeterminate is not None else None,
-        metrics=run_metrics(evaluation, split, calibration_warning), training_data=jsonable(training_data),
+        metrics={**run_metrics(evaluation, split, calibration_warning),
+                 **({"compared": jsonable(compared)} if compared else {})}, training_data=jsonable(training_data),
         training=jsonable({**extra, **training}),
         modalities=template.modalities if modalities is None else list(modalities),
         limitations=limits,

@@ -28,7 +28,7 @@ from medui.ai.card import ModelCard, Preprocessing
 from medui.ai.kerastypes import KerasModel
 from medui.errors import TrainingError
 from medui.training import metrics
-from medui.training.cards import card_for_run, jsonable
+from medui.training.cards import card_for_run, jsonable, run_metrics
 from medui.training.data import DatasetIndex, index_dataset, load_arrays, order_classes, split
 from medui.training.fit import (
     DeviceInfo,
@@ -144,9 +144,9 @@ def train(job: Job, cfg: TrainConfig, started: float) -> dict[str, Any] | None:
     cal = calibrate(ctx, fitted.model, x_va, y_va)
     del x_va, y_va
     _status(job, message="evaluating on the held-out test split")
-    ev, parent_ev = evaluate(ctx, fitted.model, cal.card)
+    ev, parent_ev, compared = evaluate(ctx, fitted.model, cal.card)
     _status(job, message="registering the model")
-    entry = register(ctx, fitted, cal, ev)
+    entry = register(ctx, fitted, cal, ev, compared)
     result: dict[str, Any] = jsonable({
         "model": entry.id, "path": str(entry.path), "model_plan": ctx.plan.to_json(),
         "evaluation_failed": cal.warning is not None, "calibration_warning": cal.warning,
@@ -343,25 +343,41 @@ def calibrate(ctx: RunContext, model: KerasModel, x_va: np.ndarray, y_va: np.nda
     return Calibration(card, temperature, warning)
 
 
-def evaluate(ctx: RunContext, model: KerasModel, card: ModelCard) -> tuple[dict[str, Any], dict[str, Any] | None]:
-    """The held-out test split, for the new model and (same classes) its parent."""
+def evaluate(ctx: RunContext, model: KerasModel, card: ModelCard
+             ) -> tuple[dict[str, Any], dict[str, Any] | None, dict[str, dict[str, Any]]]:
+    """The held-out test split, for the new model and, on the same images, its parent and the model
+    promoted for the task (same classes): (evaluation, parent's evaluation, {model id: summary})."""
     from medui.ai.inference import Predictor
+    from medui.ai.promotion import default, statuses, task_of
+    from medui.ai.registry import list_models, load_keras
 
     classes = card.class_names
     x_te, y_te = load_arrays(ctx.index, ctx.parts["test"], card)
     ev = evaluate_arrays(Predictor(model, card).probabilities(_logits(model, x_te)), y_te, classes, card.threshold)
+    others: dict[str, Entry] = {}
+    if ctx.parent is not None:
+        others[ctx.parent.id] = ctx.parent
+    models_dir = _models_dir(ctx.cfg)
+    same_task = [s for s in statuses(list_models(models_dir), models_dir) if s.task == task_of(card)]
+    promoted = default([s for s in same_task if s.promoted])
+    if promoted is not None:
+        others.setdefault(promoted.entry.id, promoted.entry)
+    compared: dict[str, dict[str, Any]] = {}
     parent_ev = None
-    parent = ctx.parent
-    if parent is not None and parent.card.class_names == classes:
-        from medui.ai.registry import load_keras
+    for model_id, entry in others.items():
+        if entry.card.class_names != classes:
+            continue
+        other = Predictor(load_keras(entry.path), entry.card)
+        xo, yo = load_arrays(ctx.index, ctx.parts["test"], entry.card)  # its own preprocessing, the same images
+        oev = evaluate_arrays(other.probabilities(other.logits(xo)), yo, classes, entry.card.threshold)
+        compared[model_id] = run_metrics(oev, f"held-out test split ({oev['n']} images)")
+        if ctx.parent is not None and model_id == ctx.parent.id:
+            parent_ev = oev
+    return ev, parent_ev, compared
 
-        ppred = Predictor(load_keras(parent.path), parent.card)
-        xp, yp = load_arrays(ctx.index, ctx.parts["test"], parent.card)  # the parent's preprocessing, same images
-        parent_ev = evaluate_arrays(ppred.probabilities(ppred.logits(xp)), yp, classes, parent.card.threshold)
-    return ev, parent_ev
 
-
-def register(ctx: RunContext, fitted: FitResult, cal: Calibration, ev: dict[str, Any]) -> Entry:
+def register(ctx: RunContext, fitted: FitResult, cal: Calibration, ev: dict[str, Any],
+             compared: dict[str, dict[str, Any]] | None = None) -> Entry:
     """The final card (`card_for_run`) and the model into the registry."""
     from medui.ai.registry import next_version
     from medui.ai.registry import register as add
@@ -372,7 +388,7 @@ def register(ctx: RunContext, fitted: FitResult, cal: Calibration, ev: dict[str,
         cal.card, name=cfg.out, version=next_version(cfg.out, _models_dir(cfg)), classes=cal.card.class_names,
         evaluation=ev, split=f"held-out test split ({ev['n']} images)", threshold=cal.card.threshold,
         threshold_method=cal.card.threshold_method, temperature=cal.temperature,
-        indeterminate=cal.card.indeterminate, calibration_warning=cal.warning,
+        indeterminate=cal.card.indeterminate, calibration_warning=cal.warning, compared=compared,
         parent=ctx.parent.id if ctx.parent else None,
         training_data={"source": ", ".join(str(d) for d in cfg.data), "content_hash": report.content_hash,
                        "counts": report.counts, "patients": report.patients, "grouping": report.grouping,

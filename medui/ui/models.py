@@ -107,7 +107,9 @@ def promotion_panel(cmp: Comparison) -> None:
     st.dataframe(cmp.rows(), hide_index=True, width="stretch")
     if len(cmp.columns) > 1:
         if cmp.same_data:
-            st.caption("All of them were evaluated on the same described held-out data.")
+            how = ("measured side by side by this model's training run" if cmp.compared
+                   else "as their cards describe it")
+            st.caption(f"All of them were evaluated on the same held-out images ({how}).")
         else:
             st.caption(":material/warning: Evaluated on different (or undescribed) held-out data: compare them on the "
                        f"same data with `python -m medui evaluate DATA --model {model.id}` and the same for the "

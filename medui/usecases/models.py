@@ -4,10 +4,12 @@ default model, compare a candidate with the promoted model and its parent, promo
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from medui.ai import promotion
 from medui.ai.card import ModelCard, Preprocessing
@@ -152,10 +154,28 @@ class Comparison:
     findings: list[Finding]
 
     @property
+    def compared(self) -> dict[str, dict[str, Any]]:
+        """Other models' metrics measured by this model's training run on its own held-out images."""
+        found = self.model.entry.card.metrics.get("compared")
+        return found if isinstance(found, dict) else {}
+
+    @property
     def same_data(self) -> bool:
-        """Whether every model shown was evaluated on the same described held-out data."""
+        """Whether every model shown was evaluated on the same held-out images: measured side by side
+        by this model's training run, or cards that describe the same held-out data."""
+        others = [s for s in self.columns if s is not self.model]
+        if others and all(s.entry.id in self.compared for s in others):
+            return True
         splits = {s.entry.card.metrics.get("split") for s in self.columns}
         return len(splits) == 1 and None not in splits and "" not in splits
+
+    def card_for(self, column: Status) -> ModelCard:
+        """The card whose metrics the table shows for a column: the same-images measurement when there is one."""
+        measured = self.compared.get(column.entry.id)
+        if column is self.model or not isinstance(measured, dict):
+            return column.entry.card
+        split = f"the same images as {self.model.entry.id}: {measured.get('split', '')}".rstrip(": ")
+        return dataclasses.replace(column.entry.card, metrics={**measured, "split": split})
 
     @property
     def columns(self) -> list[Status]:
@@ -190,7 +210,7 @@ class Comparison:
                             ("n (held-out images)", lambda c: str(c.metrics.get("n", "—"))),
                             ("held-out data", lambda c: str(c.metrics.get("split") or "—"))):
             row: dict[str, object] = {"metric": metric}
-            row.update({h: get(s.entry.card) for h, s in zip(heads, self.columns, strict=True)})
+            row.update({h: get(self.card_for(s)) for h, s in zip(heads, self.columns, strict=True)})
             out.append(row)
         return out
 
