@@ -40,7 +40,12 @@ class WeightsUnavailableError(MedUIError):
 
 
 class DatasetError(MedUIError):
-    """A dataset that cannot be trained on, with what was found and what would work."""
+    """A dataset that cannot be trained on, with what was found and what would work; `unreadable`
+    lists the files that could not be used ({"file", "reason"}), for the page to show."""
+
+    def __init__(self, message: str, unreadable: list[dict[str, str]] | None = None) -> None:
+        super().__init__(message)
+        self.unreadable = list(unreadable or [])
 
 
 class DatasetUnavailableError(MedUIError):

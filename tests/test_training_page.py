@@ -126,3 +126,17 @@ def test_a_model_that_failed_evaluation_is_shown_as_failed_with_its_band(no_laun
     text = " ".join(e.value for e in at.error)
     assert "Evaluation failed" in text and "temperature is 20.1" in text and "do not promote it" in text
     assert any("0.410 to 0.470" in c.value for c in at.caption)
+
+
+def test_a_folder_with_nothing_readable_shows_the_unreadable_files(tmp_path):
+    for label in ("normal", "lesion"):
+        (tmp_path / "junk" / label).mkdir(parents=True)
+        for k in range(3):
+            (tmp_path / "junk" / label / f"notes_{k}.txt").write_text("not an image")
+    at = AppTest.from_file(str(ROOT / "pages" / "train.py"), default_timeout=120).run()
+    at.text_input(key="train.path").set_value(str(tmp_path / "junk")).run()
+    assert not at.exception
+    assert any("See the list of unreadable files" in e.value for e in at.error)
+    listed = [m.value for m in at.expander[0].markdown]  # markdown-escaped: notes\_0\.txt
+    assert at.expander[0].label == "Unreadable files (6)" and len(listed) == 6
+    assert all("notes" in m and "is not a DICOM file" in m for m in listed), listed

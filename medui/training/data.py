@@ -179,7 +179,7 @@ def index_dataset(inputs: Iterable[Input], patient_pattern: str | None = None, m
         del result  # nothing of the decoded volume outlives this loop
     if not samples:
         raise DatasetError(f"nothing readable: none of {len(files)} file(s) is an image MedUI reads "
-                           "(DICOM, PNG, JPEG, TIFF, NIfTI). See the list of unreadable files.")
+                           "(DICOM, PNG, JPEG, TIFF, NIfTI). See the list of unreadable files.", unreadable)
     counts = Counter(s.label for s in samples)
     classes = order_classes(counts)
     if len(classes) < 2:

@@ -16,6 +16,7 @@ from medui.errors import DatasetError, MedUIError, ServerFolderError
 from medui.training import jobs
 from medui.training.data import DatasetIndex
 from medui.training.plan import ModelPlan
+from medui.ui.markdown import md
 from medui.usecases.train import (
     ROOTS_VARIABLE,
     StartFrom,
@@ -176,21 +177,34 @@ def _live(job_path: str) -> None:
 
 
 @st.cache_data(show_spinner="Checking the dataset…", max_entries=4)
-def _check(path: str, pattern: str | None, min_per_class: int) -> tuple[DatasetIndex | None, str | None,
-                                                                         dict[str, list[np.ndarray]]]:
-    """The dataset's index (no pixels), an error text, and a few thumbnails per class. Cached per folder."""
+def _check(path: str, pattern: str | None, min_per_class: int) -> tuple[
+        DatasetIndex | None, tuple[str, list[dict[str, str]]] | None, dict[str, list[np.ndarray]]]:
+    """The dataset's index (no pixels), or why not (the error and the unreadable files), and a few
+    thumbnails per class. Cached per folder."""
     try:
         index, thumbs = check_dataset(Path(path), pattern, min_per_class)
     except DatasetError as exc:
-        return None, str(exc), {}
+        return None, (str(exc), exc.unreadable), {}
     return index, None, thumbs
+
+
+def _unreadable(files: list[dict[str, str]], expanded: bool = False) -> None:
+    """The files that could not be used, each with its reason (the first 200)."""
+    if not files:
+        return
+    with st.expander(f"Unreadable files ({len(files)})", expanded=expanded, icon=":material/report:"):
+        for u in files[:200]:
+            st.markdown(f"- **{md(u['file'])}** {md(u['reason'])}")
+        if len(files) > 200:
+            st.caption(f"… and {len(files) - 200} more")
 
 
 def dataset_report(path: Path, pattern: str | None, min_per_class: int) -> DatasetIndex | None:
     """What the check found, shown in words, counts and thumbnails; the index when it can be trained on."""
-    index, error, thumbs = _check(str(path), pattern or None, min_per_class)
-    if error:
-        st.error(f"This dataset cannot be trained on: {error}", icon=":material/error:")
+    index, problem, thumbs = _check(str(path), pattern or None, min_per_class)
+    if problem:
+        st.error(f"This dataset cannot be trained on: {problem[0]}", icon=":material/error:")
+        _unreadable(problem[1], expanded=True)
         return None
     assert index is not None
     report = index.report.to_json()
@@ -203,10 +217,7 @@ def dataset_report(path: Path, pattern: str | None, min_per_class: int) -> Datas
         col.image(imgs, width=90, caption=[label] * len(imgs))
     for w in report["warnings"]:
         st.warning(w)
-    if report["unreadable"]:
-        with st.expander(f"{len(report['unreadable'])} file(s) skipped"):
-            for u in report["unreadable"][:200]:
-                st.markdown(f"- **{u['file']}** {u['reason']}")
+    _unreadable(report["unreadable"])
     if report["duplicates"]:
         with st.expander(f"{len(report['duplicates'])} group(s) of exact duplicates"):
             for g in report["duplicates"][:50]:
