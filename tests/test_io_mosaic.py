@@ -139,3 +139,36 @@ def test_mosaics_decoded_in_worker_processes_match_one_process(tmp_path, monkeyp
     for pooled, one in zip(result.series, single, strict=True):
         np.testing.assert_array_equal(pooled.pixels, one.pixels)
         np.testing.assert_array_equal(pooled.affine, one.affine)
+
+
+def test_oblique_csa_mosaic_header_placed_like_nibabel():
+    """csa_slice_norm.dcm: an oblique 32-slice mosaic header (no pixels) with a CSA SliceNormalVector."""
+    import pydicom
+
+    from medui.io.geometry import frame_geometries, stack_affine
+    from medui.io.mosaic import layout
+
+    path = NIBABEL_DATA / "csa_slice_norm.dcm"
+    ds = pydicom.dcmread(path)
+    mosaic, geoms, notes = layout(ds, 1, frame_geometries(ds, 1))
+    assert mosaic is not None and (mosaic.n, mosaic.tile_rows, mosaic.tile_cols, mosaic.grid) == (32, 64, 64, 6)
+    assert notes == []
+    affine, _, _ = stack_affine(geoms)
+    np.testing.assert_allclose(affine[:3, [1, 2, 0, 3]], _wrapper(path).affine[:3], atol=1e-4)
+    # the whole load reports the missing pixels instead of failing
+    result = load([path])
+    assert result.series == [] and "no Pixel Data" in result.skipped[0].reason
+
+
+def test_garbage_csa_header_falls_back_to_the_private_tag(tmp_path):
+    import pydicom
+
+    tiles = np.stack([np.full((4, 6), k, np.int16) for k in range(4)])
+    path = write_mosaic(tmp_path / "m.dcm", tiles)
+    ds = pydicom.dcmread(path)
+    ds.add_new((0x0029, 0x0010), "LO", "SIEMENS CSA HEADER")
+    ds.add_new((0x0029, 0x1010), "OB", b"SV10\x04\x03\x02\x01" + bytes(range(256)) * 3)
+    ds.save_as(path)
+    s = load([path]).series[0]
+    assert s.pixels.shape == (4, 4, 6)
+    assert [float(s.pixels[k, 0, 0]) for k in range(4)] == [0.0, 1.0, 2.0, 3.0]
