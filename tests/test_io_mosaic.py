@@ -172,3 +172,33 @@ def test_garbage_csa_header_falls_back_to_the_private_tag(tmp_path):
     s = load([path]).series[0]
     assert s.pixels.shape == (4, 4, 6)
     assert [float(s.pixels[k, 0, 0]) for k in range(4)] == [0.0, 1.0, 2.0, 3.0]
+
+
+def test_csa_normal_against_the_orientation_is_placed_like_dcm2niix_and_nibabel(tmp_path):
+    """SliceNormalVector opposite to the cross product of ImageOrientationPatient (dcm2niix's
+    'negative determinant' mosaics, e.g. Siemens sagittal): tile k lies k spacings along the CSA normal."""
+    import pydicom
+
+    folder = _siemens(tmp_path, DWI[1:])
+    path = folder / "siemens_dwi_1000.dcm"
+    ds = pydicom.dcmread(path)
+    csa = ds[0x0029, 0x1010].value  # the CSA items are text: negate the normal in place (same lengths)
+    assert csa.count(b"0.00523632") == 1 and csa.count(b"0.99998629") == 1
+    ds[0x0029, 0x1010].value = csa.replace(b"0.00523632", b"-0.0052363").replace(b"0.99998629", b"-0.9999863")
+    ds.save_as(path)
+    ours = load([folder]).series[0]
+    assert ours.pixels.shape == (48, 128, 128) and ours.warnings == []
+    our_data, our_aff = _canonical(ours.pixels, LPS @ ours.affine)
+    w = _wrapper(path)
+    assert w.slice_normal[2] < 0
+    nib_data, nib_aff = _canonical(np.asarray(w.get_data(), np.float32), LPS @ w.affine)
+    np.testing.assert_allclose(our_aff, nib_aff, atol=1e-4)
+    np.testing.assert_array_equal(our_data, nib_data)
+    out = tmp_path / "nii"
+    out.mkdir()
+    subprocess.run([_dcm2niix(), "-z", "n", "-b", "n", "-f", "vol", "-o", str(out), str(folder)],
+                   check=True, capture_output=True)
+    ref = nib.load(next(out.glob("*.nii")))
+    ref_data, ref_aff = _canonical(np.squeeze(ref.get_fdata(dtype=np.float32)), ref.affine)
+    np.testing.assert_allclose(our_aff, ref_aff, atol=1e-3)
+    np.testing.assert_array_equal(our_data, ref_data)
