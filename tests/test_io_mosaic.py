@@ -202,3 +202,18 @@ def test_csa_normal_against_the_orientation_is_placed_like_dcm2niix_and_nibabel(
     ref_data, ref_aff = _canonical(np.squeeze(ref.get_fdata(dtype=np.float32)), ref.affine)
     np.testing.assert_allclose(our_aff, ref_aff, atol=1e-3)
     np.testing.assert_array_equal(our_data, ref_data)
+
+
+def test_mosaic_without_position_is_cut_in_tile_order(tmp_path):
+    import pydicom
+
+    tiles = np.stack([np.full((4, 6), 7 - k, np.int16) for k in range(5)])
+    path = write_mosaic(tmp_path / "m.dcm", tiles)
+    ds = pydicom.dcmread(path)
+    del ds.ImagePositionPatient
+    ds.save_as(path)
+    s = load([path]).series[0]
+    assert s.pixels.shape == (5, 4, 6)
+    assert [float(s.pixels[k, 1, 1]) for k in range(5)] == [7.0, 6.0, 5.0, 4.0, 3.0]
+    assert "MR · mosaic (mosaic of 5 slices) · 5 x 4x6" in s.summary()
+    assert any("no slice positions" in w for w in s.warnings), s.warnings
