@@ -168,3 +168,41 @@ def jpeg_lossless_copy(src: Path, dst: Path, syntax: str = "JPEGLosslessProcess1
     if not writer.Write():
         raise RuntimeError(f"GDCM could not write {dst}")
     return dst
+
+
+def write_mosaic(path: Path, tiles: np.ndarray, *, n_declared: int | None = None, grid: int | None = None,
+                 spacing: Sequence[float] = (2.0, 2.0), slice_step: float | None = 3.0,
+                 row_cos: Sequence[float] = (1, 0, 0), col_cos: Sequence[float] = (0, 1, 0),
+                 ipp: Sequence[float] = (-100.0, -80.0, 20.0), orientation: bool = True,
+                 series_uid: str | None = None, instance: int = 1, rows_cols: tuple[int, int] | None = None) -> Path:
+    """A Siemens-style MOSAIC MR file: `tiles` (n, r, c) laid out row-major on a grid x grid mosaic
+    (grid = ceil(sqrt(n)) unless given), NumberOfImagesInMosaic in the private tag (0019,100A)
+    (`n_declared` overrides it), ImagePositionPatient at the top-left of the whole mosaic."""
+    n, r, c = tiles.shape
+    grid = grid or int(np.ceil(np.sqrt(n)))
+    plane = np.zeros((grid * r, grid * c), np.int16)
+    for k in range(n):
+        plane[(k // grid) * r:(k // grid + 1) * r, (k % grid) * c:(k % grid + 1) * c] = tiles[k]
+    if rows_cols is not None:
+        plane = np.resize(plane, rows_cols)
+    ds = _base(generate_uid(), series_uid or generate_uid(), "MR")
+    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.4"
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    del ds.RescaleSlope, ds.RescaleIntercept, ds.WindowCenter, ds.WindowWidth
+    ds.Manufacturer = "SIEMENS"
+    ds.ImageType = ["ORIGINAL", "PRIMARY", "M", "ND", "MOSAIC"]
+    ds.SeriesDescription = "mosaic"
+    ds.InstanceNumber = instance
+    ds.Rows, ds.Columns = plane.shape
+    ds.PixelSpacing = list(spacing)
+    if slice_step is not None:
+        ds.SpacingBetweenSlices = slice_step
+        ds.SliceThickness = slice_step
+    if orientation:
+        ds.ImageOrientationPatient = [f"{v:.6f}" for v in list(row_cos) + list(col_cos)]
+    ds.ImagePositionPatient = [f"{v:.6f}" for v in ipp]
+    ds.add_new((0x0019, 0x0010), "LO", "SIEMENS MR HEADER")
+    ds.add_new((0x0019, 0x100A), "US", n if n_declared is None else n_declared)
+    ds.PixelData = plane.astype("<i2").tobytes()
+    ds.save_as(path, enforce_file_format=True)
+    return path

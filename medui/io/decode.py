@@ -17,6 +17,7 @@ from pydicom.pixels.processing import apply_color_lut, apply_modality_lut
 
 from medui.io import codecs
 from medui.io.budget import FATAL
+from medui.io.mosaic import detile
 from medui.io.sources import SourceFile
 
 # Imported here so that worker processes (forked from a server that preloads this module) start
@@ -211,9 +212,16 @@ def alloc_volume(shape: tuple[int, ...], dtype: type = np.float32) -> np.ndarray
 def write_frames(result: Decoded, out: np.ndarray, targets: Sequence[Target]) -> str | list[int]:
     """Write decoded frames to their slots of `out`, rescaled to modality values (float32).
 
+    A negative frame -1-k means tile k of a mosaic's one frame (`medui.io.mosaic`).
     Returns the slots written, or why none could be (pixels of another size than the header's).
     """
     arr = result.array
+    if targets and targets[0][0] < 0:  # a mosaic: frame -1-k is tile k of its one frame (mosaic.tile_frame)
+        tiles = detile(arr[0], *out.shape[1:3]) if arr.ndim == 3 and out.ndim == 3 else (
+            "its pixel data is not one greyscale frame, so the mosaic cannot be cut into slices")
+        if isinstance(tiles, str):
+            return tiles
+        arr, targets = tiles, [(-1 - frame, slot, slope, intercept) for frame, slot, slope, intercept in targets]
     if arr.shape[1:] != out.shape[1:]:
         return (f"its pixel data decoded to {'x'.join(map(str, arr.shape[1:]))}, not the "
                 f"{'x'.join(map(str, out.shape[1:]))} its header states")

@@ -18,6 +18,7 @@ from medui.io.dicom_checks import DEADLINE_FROM_BYTES, DeadlineReader, check_hea
 from medui.io.dicom_header import header_rows
 from medui.io.dicom_voi import voi_lut, voi_module, window
 from medui.io.geometry import FrameGeom, frame_geometries, sort_frames, stack_affine
+from medui.io.mosaic import Mosaic, described, is_mosaic, layout, tile_frame, volume_labels
 from medui.io.parallel import Decoder
 from medui.io.sources import Limits, Skipped, SourceFile
 from medui.series import Series
@@ -46,6 +47,9 @@ class Instance:
     index: int = -1  # position in the list given to the Decoder
     slim: bool = False  # `ds` holds only what grouping needs (parsed in a worker); see full_header
     hint: PixelHint | None = None  # where the pixel data starts, for compressed files
+    mosaic: Mosaic | None = None  # a Siemens MOSAIC: `geoms` has one entry per tile (medui.io.mosaic)
+    notes: tuple[str, ...] = ()  # warnings found while reading the header
+    label: str = ""  # 'volume k of N' for one of several mosaic files of a series
 
 
 def parse(src: SourceFile, limits: Limits) -> Instance | Skipped:
@@ -100,7 +104,12 @@ def read_header(src: SourceFile, limits: Limits) -> Instance:
         raise InvalidHeaderError(
             f"has a position, orientation, spacing or rescale value that is no number ({_first_line(exc)}), in its "
             "per-frame functional groups (5200,9230) or shared ones (5200,9229). Re-export it from the PACS") from exc
-    return Instance(src, ds, [_checked_orientation(g) for g in geoms], n_frames, hint=_pixel_hint(ds, offset))
+    geoms = [_checked_orientation(g) for g in geoms]
+    mosaic: Mosaic | None = None
+    notes: list[str] = []
+    if is_mosaic(ds):
+        mosaic, geoms, notes = layout(ds, n_frames, geoms)
+    return Instance(src, ds, geoms, n_frames, hint=_pixel_hint(ds, offset), mosaic=mosaic, notes=tuple(notes))
 
 
 _BAD_ORIENTATION = ("ImageOrientationPatient (0020,0037) is not two unit, perpendicular direction cosines: the "
@@ -214,8 +223,8 @@ def _stack_key(inst: Instance, g: FrameGeom) -> tuple[Any, ...]:
     iop = tuple(round(v, 3) for v in g.orientation) if g.orientation else None
     key: tuple[Any, ...] = (str(ds.get("SeriesInstanceUID", inst.src.name)), iop, int(ds.Rows), int(ds.Columns),
                   int(ds.get("SamplesPerPixel", 1) or 1))
-    if inst.n_frames > 1 or g.position is None:
-        key += (inst.src.name,)  # a multi-frame object, or an image without position, stands alone
+    if inst.n_frames > 1 or g.position is None or inst.mosaic is not None:
+        key += (inst.src.name,)  # a multi-frame object or mosaic, or an image without position, stands alone
     return key
 
 
@@ -228,7 +237,19 @@ def group(instances: Sequence[Instance]) -> list[list[_Frame]]:
     stacks = []
     for frames in groups.values():
         stacks.extend(_split_duplicates(frames))
+    _label_mosaic_volumes(stacks)
     return stacks
+
+
+def _label_mosaic_volumes(stacks: list[list[_Frame]]) -> None:
+    """Each mosaic file is a volume of its own (a b-value, a time point): 'volume k of N' in order."""
+    at = [i for i, s in enumerate(stacks) if s[0].inst.mosaic is not None]
+    insts = [stacks[i][0].inst for i in at]
+    labels, order = volume_labels([(str(i.ds.get("SeriesInstanceUID", "")), _instance_number(_Frame(i, 0)))
+                                   for i in insts])
+    moved = [stacks[at[j]] for j in order]
+    for i, inst, label, stack in zip(at, insts, labels, moved, strict=True):
+        inst.label, stacks[i] = label, stack
 
 
 def _instance_number(f: _Frame) -> float:
@@ -280,11 +301,13 @@ def plan_stack(stack: list[_Frame], limits: Limits, decoder: Decoder) -> _Plan |
         return [Skipped.because(i.src.name, exc) for i in insts]
     ds = first.ds
     samples = 3 if decoded_bytes(ds, 1) > int(ds.Rows) * int(ds.Columns) * 4 else 1
-    shape = (len(stack), int(ds.Rows), int(ds.Columns)) + ((3,) if samples == 3 else ())
+    plane = (first.mosaic.tile_rows, first.mosaic.tile_cols) if first.mosaic else (int(ds.Rows), int(ds.Columns))
+    shape = (len(stack), *plane) + ((3,) if samples == 3 else ())
     volume = decoder.volume(shape)
     targets: dict[int, list[Target]] = defaultdict(list)
     for slot, f in enumerate(stack):
-        targets[f.inst.index].append((f.index, slot, float(f.geom.slope), float(f.geom.intercept)))
+        frame = tile_frame(f.index) if f.inst.mosaic else f.index
+        targets[f.inst.index].append((frame, slot, float(f.geom.slope), float(f.geom.intercept)))
     for inst in insts:
         decoder.add(inst.index, volume, targets[inst.index], inst.hint)
     return _Plan(stack, insts, volume)
@@ -312,6 +335,7 @@ def build_series(plan: _Plan, decoder: Decoder, errors: dict[int, str]) -> tuple
     files = list(dict.fromkeys(f.inst.src.name for f in kept))
     voi = voi_module(ds)
     warnings += window_warnings(ds)
+    warnings += list(dict.fromkeys(note for i in plan.insts for note in i.notes))
     if kept[0].geom.orientation is None and ("ImageOrientationPatient" in ds or "PerFrameFunctionalGroupsSequence" in ds
                                              or "SharedFunctionalGroupsSequence" in ds):
         warnings.append(_BAD_ORIENTATION)
@@ -319,7 +343,7 @@ def build_series(plan: _Plan, decoder: Decoder, errors: dict[int, str]) -> tuple
     return Series(
         pixels=pixels, affine=affine, modality=modality, photometric=photometric,
         window=window(ds), voi_lut=voi_lut(voi), voi=voi, body_part=str(ds.get("BodyPartExamined", "") or ""),
-        description=str(ds.get("SeriesDescription", "") or ds.get("StudyDescription", "") or ""),
+        description=described(ds, stack[0].inst.mosaic, stack[0].inst.label),
         uid=str(ds.get("SeriesInstanceUID", "")), source_format="DICOM", header=header_rows(ds),
         files=files, warnings=warnings, has_geometry=has_geometry,
         patient_id=str(ds.get("PatientID", "") or "").strip(),
