@@ -72,6 +72,7 @@ def test_no_identifier_reaches_any_file_medui_writes(tmp_path, isolated, monkeyp
     cli = _medui(["train", str(data), "--arch", "seed_cnn", "--epochs", "1", "--batch-size", "8", "--out",
                   "private-cli", "--min-per-class", "5", "--weights", "none", "--json"], env, work)
     assert json.loads(cli.stdout)["state"] == "done", cli.stderr[-3000:]
+    assert json.loads((isolated["models"] / "private-v1.json").read_text())["training_data"]["source"] == str(data)
     evaluate = _medui(["evaluate", str(data), "--model", "private-v1", "--json"], env, work)
     assert evaluate.returncode == 0, evaluate.stderr
 
@@ -95,3 +96,22 @@ def test_the_leak_search_finds_what_it_is_meant_to(tmp_path):
     found = leaks([out], forms)
     assert any("a.txt" in f for f in found) and any("qzpid1x77.log" in f for f in found)
     assert any("b.bin" in f for f in found) and not any("clean.txt" in f for f in found)
+
+
+def test_a_dataset_path_that_names_a_patient_is_withheld_from_the_card(tmp_path, isolated):
+    """The card keeps the dataset folder as the user gave it, unless that path names one of its patients
+    (an export of one patient's studies): then the card says it was withheld."""
+    from medui.training import runs
+    from medui.training.fit import TrainConfig
+    from medui.usecases.train import check_dataset
+
+    data, texts = identified_dataset(tmp_path / "QZPID3X77 export", per_class=10)
+    index, _ = check_dataset(data, min_per_class=5)
+    assert index.report.source_names_patient
+    cfg = TrainConfig(data=[str(data)], out="named", arch="seed_cnn", epochs=1, batch_size=8, min_per_class=5,
+                      weights=None, val_fraction=0.25, test_fraction=0.25)
+    job = jobs.create(cfg.to_json(), index=index)
+    assert runs.run_job(job.path) == 0, job.status()
+    card = json.loads((isolated["models"] / "named-v1.json").read_text())
+    assert "withheld" in card["training_data"]["source"]
+    assert not leaks([isolated["models"]], identifier_forms(texts))

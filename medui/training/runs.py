@@ -361,6 +361,14 @@ def evaluate(ctx: RunContext, model: KerasModel, card: ModelCard) -> tuple[dict[
     return ev, parent_ev
 
 
+def _source(cfg: TrainConfig, names_patient: bool) -> str:
+    """The dataset as the card names it: the folders the user gave, unless one of them names a patient."""
+    if names_patient:
+        return (f"(withheld: the dataset path names one of its patients; {len(cfg.data)} folder(s), "
+                "see the content hash)")
+    return ", ".join(str(d) for d in cfg.data)
+
+
 def register(ctx: RunContext, fitted: FitResult, cal: Calibration, ev: dict[str, Any]) -> Entry:
     """The final card (`card_for_run`) and the model into the registry."""
     from medui.ai.registry import next_version
@@ -374,10 +382,12 @@ def register(ctx: RunContext, fitted: FitResult, cal: Calibration, ev: dict[str,
         threshold_method=cal.card.threshold_method, temperature=cal.temperature,
         indeterminate=cal.card.indeterminate, calibration_warning=cal.warning,
         parent=ctx.parent.id if ctx.parent else None,
-        training_data={"source": ", ".join(str(d) for d in cfg.data), "content_hash": report.content_hash,
+        training_data={"source": _source(cfg, report.source_names_patient), "content_hash": report.content_hash,
                        "counts": report.counts, "patients": report.patients, "grouping": report.grouping,
                        "split_sizes": {k: len(v) for k, v in parts.items()}},
-        training={"model_plan": ctx.plan.to_json(), "config": cfg.to_json(),
+        training={"model_plan": ctx.plan.to_json(),
+                  "config": {**cfg.to_json(),
+                             **({"data": [_source(cfg, True)]} if report.source_names_patient else {})},
                   "device": dev.label, "mixed_precision": dev.mixed_precision,
                   "duration_s": round(time.time() - ctx.started), "train_s": round(fitted.train_s),
                   "epochs_run": fitted.epochs_run, "job": ctx.job.id},
