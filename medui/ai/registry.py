@@ -1,13 +1,24 @@
 """The model registry on disk: `models/<name>-v<version>.keras` with `<name>-v<version>.json` beside it.
 
 Models are always loaded with `safe_mode=True`; nothing ever overwrites an existing model.
+
+A model appears atomically, whenever the writing process dies: both files are first written in full
+under hidden temporary names (`.<id>.<tag>.partial`, `.<id>.<tag>.card.partial`), then hard-linked to
+their names, the `.keras` first and the card last (a link never replaces a file). A model is registered
+when its card is in place. A process killed between the two links leaves a `.keras` whose complete card
+is staged beside it: the next `list_models` links that card (rolls the registration forward). Temporaries
+of a dead registration are removed after `STALE_S`; a `.keras` without any card is ignored (and its
+version is never reused), never deleted.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import re
 import shutil
+import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +31,8 @@ from medui.errors import CardError, MedUIError, ModelExistsError, ModelLoadError
 
 DEFAULT_DIR = Path(__file__).resolve().parents[2] / "models"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+STALE_S = 600.0  # a registration's temporaries untouched this long belong to a dead process
+PAUSE_VARIABLE = "MEDUI_TEST_PAUSE_AT"  # tests only: "<point>:<marker file>" (see `pause_point`)
 
 
 def models_dir() -> Path:
@@ -36,9 +49,50 @@ class Entry:
         return self.card.id
 
 
+def pause_point(point: str) -> None:
+    """Tests only: with MEDUI_TEST_PAUSE_AT=<point>:<marker file>, create the marker and wait here (for a
+    SIGKILL) instead of going on; with the variable unset (always, outside tests) do nothing."""
+    wanted, _, marker = os.environ.get(PAUSE_VARIABLE, "").partition(":")
+    if wanted != point or not marker:
+        return
+    Path(marker).write_text(str(os.getpid()))
+    time.sleep(600)
+
+
+def _staged_card(keras_file: Path) -> Path | None:
+    """The complete card that the registration which linked `keras_file` staged (found by the `.keras`
+    temporary that is the same file), when that registration was killed before linking it."""
+    for tmp in keras_file.parent.glob(f".{keras_file.stem}.*.partial"):
+        tag = tmp.name[len(keras_file.stem) + 2:-len(".partial")]
+        if "." in tag:  # a card temporary, or another model's (a name with '.')
+            continue
+        card = tmp.with_name(f".{keras_file.stem}.{tag}.card.partial")
+        with contextlib.suppress(OSError):
+            if card.exists() and os.path.samefile(tmp, keras_file):
+                return card
+    return None
+
+
+def _tidy(root: Path) -> None:
+    """Roll forward registrations that linked their `.keras` but not their card; remove stale temporaries."""
+    for keras_file in root.glob("*.keras"):
+        staged = None if keras_file.with_suffix(".json").exists() else _staged_card(keras_file)
+        if staged is not None:
+            with contextlib.suppress(OSError):  # FileExistsError: another process rolled it forward
+                os.link(staged, keras_file.with_suffix(".json"))
+    now = time.time()
+    for tmp in root.glob(".*.partial"):
+        try:
+            if now - tmp.stat().st_mtime > STALE_S:
+                tmp.unlink()
+        except OSError:
+            continue  # another process tidied it, or the folder is read-only: listing still works
+
+
 def list_models(root: Path | None = None) -> list[Entry]:
     """Registered models, newest first (creation date, then version)."""
     root = Path(root or models_dir())
+    _tidy(root)
     entries = []
     for keras_file in sorted(root.glob("*.keras")):
         card_file = keras_file.with_suffix(".json")
@@ -63,7 +117,13 @@ def find(name: str, root: Path | None = None) -> Entry:
 
 
 def next_version(name: str, root: Path | None = None) -> int:
-    return 1 + max((e.card.version for e in list_models(root) if e.card.name == name), default=0)
+    """One more than any version of `name` registered or with a file in the registry (a `.keras` without
+    card, a card without `.keras`): a version number is never given twice."""
+    root = Path(root or models_dir())
+    own = re.compile(rf"^{re.escape(name)}-v([0-9]+)\.(keras|json)$")
+    taken = [int(m.group(1)) for p in (root.iterdir() if root.is_dir() else []) if (m := own.match(p.name))]
+    registered = [e.card.version for e in list_models(root) if e.card.name == name]
+    return 1 + max(registered + taken, default=0)
 
 
 def load_keras(path: Path, display_name: str | None = None) -> KerasModel:
@@ -139,6 +199,24 @@ def _copy_with_umask(source: Path, target: Path) -> None:
     fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     with os.fdopen(fd, "wb") as dst, open(source, "rb") as src:
         shutil.copyfileobj(src, dst, 1 << 20)
+        dst.flush()
+        os.fsync(dst.fileno())
+
+
+def _write_new(target: Path, text: str) -> None:
+    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    with os.fdopen(fd, "w") as dst:
+        dst.write(text)
+        dst.flush()
+        os.fsync(dst.fileno())
+
+
+def _link_new(source: Path, target: Path, what: str) -> None:
+    try:
+        os.link(source, target)  # atomic, and never replaces an existing file
+    except FileExistsError as exc:
+        raise ModelExistsError(f"{target.name} already exists; models are never overwritten. Use version "
+                               f"{next_version(what, target.parent)}") from exc
 
 
 def register(model_file: Path, card: ModelCard, root: Path | None = None, move: bool = False,
@@ -158,13 +236,23 @@ def register(model_file: Path, card: ModelCard, root: Path | None = None, move: 
     if target.exists() or target.with_suffix(".json").exists():
         raise ModelExistsError(f"{target.name} already exists; models are never overwritten. Use version "
                                f"{next_version(card.name, root)}")
-    tmp = root / f".{card.id}.{uuid.uuid4().hex[:8]}.partial"
+    tag = uuid.uuid4().hex[:8]
+    tmp, card_tmp = root / f".{card.id}.{tag}.partial", root / f".{card.id}.{tag}.card.partial"
     try:
         _copy_with_umask(Path(model_file), tmp)
-        os.replace(tmp, target)
+        _write_new(card_tmp, json.dumps(card.to_json(), indent=2) + "\n")
+        pause_point("register")
+        _link_new(tmp, target, card.name)
+        pause_point("card")
+        try:
+            _link_new(card_tmp, target.with_suffix(".json"), card.name)
+        except ModelExistsError:
+            if not os.path.samefile(card_tmp, target.with_suffix(".json")):  # else `_tidy` rolled us forward
+                target.unlink(missing_ok=True)  # only this registration linked it: no card, not a model
+                raise
     finally:
         tmp.unlink(missing_ok=True)
-    card.save(target.with_suffix(".json"))
+        card_tmp.unlink(missing_ok=True)
     if move:
         Path(model_file).unlink(missing_ok=True)
     return Entry(card, target)
@@ -174,5 +262,5 @@ def delete(entry_id: str, root: Path | None = None) -> None:
     entry = find(entry_id, root)
     if entry.card.demo:
         raise MedUIError("the demo model ships with MedUI and cannot be deleted from the app")
+    entry.path.with_suffix(".json").unlink(missing_ok=True)  # the card first: the model is gone at once
     entry.path.unlink(missing_ok=True)
-    entry.path.with_suffix(".json").unlink(missing_ok=True)

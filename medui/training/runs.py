@@ -26,6 +26,7 @@ import numpy as np
 
 from medui.ai.card import ModelCard, Preprocessing
 from medui.ai.kerastypes import KerasModel
+from medui.ai.registry import pause_point
 from medui.errors import TrainingError
 from medui.training import metrics
 from medui.training.cards import card_for_run, jsonable
@@ -282,6 +283,7 @@ def fit(ctx: RunContext, model: KerasModel) -> FitResult | None:
     n_train = len(x_tr)
     del x_tr, x_va  # the tf.data pipelines hold what they need
     done, epochs_run, first_end = 0, 0, None
+    pause_point("fit")
     t_train = time.time()
     with open(ctx.job.path / "metrics.jsonl", "a") as fh:
         write = _epoch_writer(ctx, fh)
@@ -396,6 +398,7 @@ def register(ctx: RunContext, fitted: FitResult, cal: Calibration, ev: dict[str,
         limitations=(f"Trained on {len(parts['train'])} images ({report.grouping}); evaluated on {ev['n']} held-out "
                      "images from the same source. Performance on other scanners, sites and populations is unknown."))
     tmp = ctx.job.path / "model.keras"
+    pause_point("save")
     fitted.model.save(tmp)
     entry = add(tmp, card, _models_dir(cfg))
     _log(f"registered {entry.id}: test AUC {ev['auc']:.4f}, threshold {card.threshold:.4f}")
