@@ -4,6 +4,7 @@ restart; read-only or unusable folders and hostile names give clear messages."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
@@ -95,3 +96,163 @@ def test_an_orphan_keras_or_card_never_takes_a_version_twice(isolated):
     assert "orphan" not in {e.card.name for e in registry.list_models(models)}
     assert registry.next_version("orphan", models) == 3
     assert (models / "orphan-v1.keras").exists()  # never deleted: it may be someone's file
+
+
+# --- folders that cannot be written -------------------------------------------------------------------------
+
+def _unwritable(tmp_path: Path, how: str) -> Path:
+    """A folder MedUI cannot write: under a regular file (mkdir fails, even as root), or chmod 0o555
+    (skipped as root, where permissions do not stop writes)."""
+    if how == "under-a-file":
+        (tmp_path / "a-file").write_text("not a folder")
+        return tmp_path / "a-file" / "folder"
+    if os.geteuid() == 0:
+        pytest.skip("running as root: chmod does not stop root from writing (the 'under-a-file' case covers it)")
+    folder = tmp_path / "read-only"
+    folder.mkdir()
+    folder.chmod(0o555)
+    return folder
+
+
+@pytest.mark.parametrize("how", ["under-a-file", "read-only"])
+def test_an_unwritable_jobs_folder_says_so_when_a_job_starts(tmp_path, monkeypatch, how):
+    from medui.errors import JobFolderError, MedUIError
+    from medui.usecases.train import TrainRequest, start
+
+    bad = _unwritable(tmp_path, how)
+    monkeypatch.setenv("MEDUI_JOBS", str(bad))
+    with pytest.raises(JobFolderError, match="cannot take a new job.*MEDUI_JOBS"):
+        jobs.start(_params(tmp_path / "data"))
+    with pytest.raises(MedUIError, match="writable folder"):  # what the Train page calls
+        start(TrainRequest(data=tmp_path / "data", name="ok"))
+    assert jobs.list_jobs() == []  # the page's job list still shows (nothing)
+
+
+def test_train_on_the_command_line_with_an_unwritable_jobs_folder_is_one_error_line(tmp_path):
+    import subprocess
+    import sys
+
+    (tmp_path / "a-file").write_text("")
+    proc = subprocess.run([sys.executable, "-m", "medui", "train", str(tmp_path), "--arch", "seed_cnn", "--out", "x",
+                           "--jobs", str(tmp_path / "a-file" / "jobs")], capture_output=True, text=True, timeout=120,
+                          cwd=Path(__file__).resolve().parents[1])
+    assert proc.returncode == 2 and proc.stderr.startswith("error: the jobs folder") and "Traceback" not in proc.stderr
+
+
+def test_a_full_disk_while_creating_a_job_leaves_no_half_job(tmp_path, isolated, monkeypatch):
+    import errno
+
+    from medui.errors import JobFolderError
+
+    def full(path, data):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(jobs, "write_json", full)
+    with pytest.raises(JobFolderError, match="No space left"):
+        jobs.create(_params(tmp_path / "data"))
+    assert not list(isolated["jobs"].iterdir()) if isolated["jobs"].exists() else True
+
+
+@pytest.mark.parametrize("how", ["under-a-file", "read-only", "full"])
+def test_registering_into_an_unwritable_registry_says_so_and_leaves_nothing(tmp_path, isolated, monkeypatch, how):
+    import dataclasses
+    import errno
+
+    from medui.errors import RegistryWriteError
+
+    demo = registry.find("demo-chest-phantom-v1", isolated["models"])
+    card = dataclasses.replace(demo.card, name="copy", version=1, demo=False)
+    if how == "full":
+        root = isolated["models"]
+
+        def full(source, target):
+            Path(target).write_bytes(b"x")
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        monkeypatch.setattr(registry, "_copy_with_umask", full)
+    else:
+        root = _unwritable(tmp_path, how)
+    before = sorted(p.name for p in root.iterdir()) if root.is_dir() else []
+    with pytest.raises(RegistryWriteError, match="could not write copy-v1 into the model registry.*MEDUI_MODELS"):
+        registry.register(demo.path, card, root)
+    assert (sorted(p.name for p in root.iterdir()) if root.is_dir() else []) == before
+
+
+def test_promoting_in_an_unwritable_registry_is_a_clear_message(tmp_path, isolated):
+    from medui.errors import RegistryStateError
+    from medui.usecases.models import promote
+
+    (isolated["models"] / "promotions.json").mkdir()  # cannot be read or replaced as a file, even by root
+    with pytest.raises(RegistryStateError, match="promotions.json"):
+        promote("demo-chest-phantom-v1", user="t", via="cli", root=isolated["models"])
+
+
+# --- restarts -----------------------------------------------------------------------------------------------
+
+def _fresh_process_view(root: Path) -> dict:
+    """What a newly started server sees: the jobs listed and read by another Python process."""
+    import subprocess
+    import sys
+
+    code = ("import json, sys; from medui.training import jobs; "
+            "print(json.dumps({j.id: [j.status(), j.result(), j.log_tail()] for j in jobs.list_jobs()}))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "MEDUI_JOBS": str(root)}, cwd=Path(__file__).resolve().parents[1])
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)
+
+
+def test_after_a_restart_no_job_or_result_is_lost(tmp_path, isolated, monkeypatch):
+    import subprocess
+
+    root = isolated["jobs"]
+    done = jobs.create(_params(tmp_path / "data", "finished"))
+    jobs.write_json(done.path / "status.json", {"state": "done", "created": time.time(), "model": "finished-v1"})
+    jobs.write_json(done.path / "result.json", {"model": "finished-v1", "evaluation": {"auc": 0.9}})
+    died = jobs.create(_params(tmp_path / "data", "died"))
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    jobs.write_json(died.path / "status.json", {"state": "running", "created": time.time(), "pid": gone.pid})
+    (died.path / "log.txt").write_text("epoch 1/3 done\n")
+    never = jobs.create(_params(tmp_path / "data", "never"))
+    jobs.write_json(never.path / "status.json", {"state": "queued", "created": time.time() - jobs.NEVER_STARTED_S - 1})
+    waiting = jobs.create(_params(tmp_path / "data", "waiting"))  # just created: its process may be starting
+
+    view = _fresh_process_view(root)
+    assert set(view) == {done.id, died.id, never.id, waiting.id}
+    assert view[done.id][0]["state"] == "done" and view[done.id][1]["evaluation"]["auc"] == 0.9
+    assert view[died.id][0]["state"] == "failed" and "see the log" in view[died.id][0]["error"]
+    assert view[died.id][2] == "epoch 1/3 done"
+    assert view[never.id][0]["state"] == "failed" and "never started" in view[never.id][0]["error"]
+    assert view[waiting.id][0]["state"] == "queued"
+    assert json.loads((died.path / "status.json").read_text())["state"] == "failed"  # kept in the folder
+
+
+# --- names a user types -------------------------------------------------------------------------------------
+
+HOSTILE = ["../x", "/abs", "..", "a/b", "a\\b", "a\x00b", "x" * 300, "a\n", ".hidden", "-v1", ""]
+
+
+@pytest.mark.parametrize("name", HOSTILE)
+def test_a_typed_name_cannot_write_outside_the_registry_or_jobs_folder(tmp_path, isolated, name):
+    import dataclasses
+
+    from medui.errors import CardError, TrainingError
+    from medui.usecases.train import TrainRequest
+
+    outside = sorted({p.name for p in isolated["jobs"].parent.iterdir()} | {"jobs"})
+    if name != "a\n":  # the page strips what is typed: 'a' is a good name
+        with pytest.raises(TrainingError):
+            TrainRequest(data=tmp_path, name=name).config()
+    with pytest.raises(TrainingError):
+        jobs.create(_params(tmp_path / "data", name))
+    if name not in ("-v1", ""):  # good job-name prefixes
+        with pytest.raises(TrainingError):
+            jobs.create(_params(tmp_path / "data"), prefix=name)
+    demo = registry.find("demo-chest-phantom-v1", isolated["models"])
+    with pytest.raises(CardError):
+        registry.register(demo.path, dataclasses.replace(demo.card, name=name, demo=False), isolated["models"])
+    assert sorted({p.name for p in isolated["jobs"].parent.iterdir()} | {"jobs"}) == outside
+    assert not (isolated["jobs"].exists() and list(isolated["jobs"].iterdir()))
+    assert sorted(p.name for p in isolated["models"].iterdir()) == ["demo-chest-phantom-v1.json",
+                                                                     "demo-chest-phantom-v1.keras"]

@@ -27,7 +27,7 @@ import numpy as np
 
 from medui.ai.card import ModelCard
 from medui.ai.kerastypes import KerasModel
-from medui.errors import CardError, MedUIError, ModelExistsError, ModelLoadError
+from medui.errors import CardError, MedUIError, ModelExistsError, ModelLoadError, RegistryWriteError
 
 DEFAULT_DIR = Path(__file__).resolve().parents[2] / "models"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -193,6 +193,14 @@ def validate(model: KerasModel, card: ModelCard) -> None:
         raise CardError(f"a test prediction gave shape {out.shape}; the card's classes need (1, {expected})")
 
 
+def check_name(name: str) -> None:
+    """CardError unless `name` is a model name: it becomes a file name in the registry, so no path."""
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        shown = repr(name[:80] + ("..." if len(name) > 80 else "")) if isinstance(name, str) else repr(name)
+        raise CardError(f"model name {shown} must start with a letter or digit and be letters, digits, '.', '_' "
+                        "or '-' (at most 64, no '/' or '..'); choose another name")
+
+
 def _copy_with_umask(source: Path, target: Path) -> None:
     """Copy bytes into a new file created with mode 0o666 less the umask (a group's service account
     can read the registry with umask 022), never over an existing file."""
@@ -225,13 +233,22 @@ def register(model_file: Path, card: ModelCard, root: Path | None = None, move: 
 
     `model`: the already loaded `model_file` (it is then not loaded again). Files get the umask's mode."""
     root = Path(root or models_dir())
-    root.mkdir(parents=True, exist_ok=True)
-    if not _NAME.match(card.name):
-        raise CardError(f"model name '{card.name}' must be letters, digits, '.', '_' or '-' (at most 64)")
+    check_name(card.name)
     card.validate()
     if model is None:
         model = load_keras(model_file)
     validate(model, card)
+    try:
+        return _add(model_file, card, root, move)
+    except OSError as exc:
+        raise RegistryWriteError(f"could not write {card.id} into the model registry {root} "
+                                 f"({exc.strerror or exc}); expected a writable folder with free space. Make it "
+                                 "writable, free space, or set MEDUI_MODELS to another folder; nothing was "
+                                 "registered") from exc
+
+
+def _add(model_file: Path, card: ModelCard, root: Path, move: bool) -> Entry:
+    root.mkdir(parents=True, exist_ok=True)
     target = root / f"{card.id}.keras"
     if target.exists() or target.with_suffix(".json").exists():
         raise ModelExistsError(f"{target.name} already exists; models are never overwritten. Use version "

@@ -15,7 +15,8 @@ from typing import Literal, Protocol
 import numpy as np
 
 from medui.ai.architectures import ARCHITECTURES
-from medui.errors import DatasetError, ServerFolderError, TrainingError
+from medui.ai.registry import check_name
+from medui.errors import CardError, DatasetError, ServerFolderError, TrainingError
 from medui.training import jobs
 from medui.training.data import DatasetIndex, index_dataset, thumbnails
 from medui.training.fit import TrainConfig
@@ -56,6 +57,10 @@ class TrainRequest:
         name = self.name.strip()
         if not name:
             raise TrainingError("the new model needs a name (letters, digits, '.', '_' or '-')")
+        try:
+            check_name(name)
+        except CardError as exc:
+            raise TrainingError(str(exc)) from exc
         base = arch = None
         if self.start_from == "fine-tune":
             if not self.base:
