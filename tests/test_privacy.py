@@ -76,6 +76,13 @@ def test_no_identifier_reaches_any_file_medui_writes(tmp_path, isolated, monkeyp
     evaluate = _medui(["evaluate", str(data), "--model", "private-v1", "--json"], env, work)
     assert evaluate.returncode == 0, evaluate.stderr
 
+    # a job that fails on the data (a patient's file gone since the check) says so without naming it
+    gone = next(data.glob("pneumonia/*/*.dcm"))
+    gone.unlink()
+    stale = jobs.start({**cfg.to_json(), "out": "stale"}, index=index)
+    assert _wait(stale)["state"] == "failed", stale.log_tail()
+    assert "check the data again" in stale.status()["error"]
+
     # overlays are named after the scan the user gave, in the folder the user gave (`predict --out`): not scanned
     found = leaks([isolated["jobs"], isolated["models"], scratch, *[p for p in work.iterdir() if p.name != "overlays"]],
                   forms)
