@@ -217,9 +217,17 @@ def test_after_a_restart_no_job_or_result_is_lost(tmp_path, isolated, monkeypatc
     never = jobs.create(_params(tmp_path / "data", "never"))
     jobs.write_json(never.path / "status.json", {"state": "queued", "created": time.time() - jobs.NEVER_STARTED_S - 1})
     waiting = jobs.create(_params(tmp_path / "data", "waiting"))  # just created: its process may be starting
+    # after a reboot the recorded pid may belong to another process: its start time tells them apart
+    reused = jobs.create(_params(tmp_path / "data", "reused"))
+    jobs.write_json(reused.path / "status.json", {"state": "running", "created": time.time(), "pid": os.getpid(),
+                                                   "pid_start": "another-boot:1"})
+    alive = jobs.create(_params(tmp_path / "data", "alive"))
+    jobs.write_json(alive.path / "status.json", {"state": "running", "created": time.time(), "pid": os.getpid(),
+                                                  "pid_start": jobs.process_start(os.getpid())})
 
     view = _fresh_process_view(root)
-    assert set(view) == {done.id, died.id, never.id, waiting.id}
+    assert set(view) == {done.id, died.id, never.id, waiting.id, reused.id, alive.id}
+    assert view[reused.id][0]["state"] == "failed" and view[alive.id][0]["state"] == "running"
     assert view[done.id][0]["state"] == "done" and view[done.id][1]["evaluation"]["auc"] == 0.9
     assert view[died.id][0]["state"] == "failed" and "see the log" in view[died.id][0]["error"]
     assert view[died.id][2] == "epoch 1/3 done"

@@ -58,7 +58,22 @@ def write_json(path: Path, data: Any) -> None:
     os.replace(tmp, path)
 
 
-def _alive(pid: int) -> bool:
+def process_start(pid: int) -> str | None:
+    """When process `pid` started (boot id and clock ticks since boot, from /proc): another process given
+    the same pid later, also after a reboot, has another value. None where /proc cannot tell."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            ticks = fh.read().split(")")[-1].split()[19]
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except (OSError, IndexError):
+        return None
+    return f"{boot}:{ticks}"
+
+
+def _alive(pid: int, start: str | None = None) -> bool:
+    """Whether `pid` runs and, given its recorded `start`, is still that process (not a reused pid)."""
+    if start and process_start(pid) not in (None, start):
+        return False
     try:
         os.kill(pid, 0)
     except (ProcessLookupError, PermissionError):
@@ -103,8 +118,8 @@ class Job:
             st: dict[str, Any] = json.loads((self.path / "status.json").read_text())
         except (FileNotFoundError, json.JSONDecodeError):
             st = {"state": "queued"}
-        pid = st.get("pid") or self._launcher_pid()
-        if st.get("state") not in TERMINAL and pid and not _alive(int(pid)):
+        pid, start = (st.get("pid"), st.get("pid_start")) if st.get("pid") else self._launcher_pid()
+        if st.get("state") not in TERMINAL and pid and not _alive(int(pid), start):
             st = {**st, "state": "failed", "error": "the training process ended unexpectedly (killed or crashed); "
                                                    "see the log. Registered models are untouched."}
             self._save_status(st)
@@ -118,11 +133,13 @@ class Job:
         with contextlib.suppress(OSError):  # a read-only jobs folder: the state is still reported, not kept
             write_json(self.path / "status.json", st)
 
-    def _launcher_pid(self) -> int | None:
+    def _launcher_pid(self) -> tuple[int | None, str | None]:
+        """(pid, start) from the launcher's `pid` file: the pid, then its `process_start` on a second line."""
         try:
-            return int((self.path / "pid").read_text())
-        except (FileNotFoundError, ValueError):
-            return None
+            lines = (self.path / "pid").read_text().splitlines()
+            return int(lines[0]), (lines[1] if len(lines) > 1 else None)
+        except (FileNotFoundError, ValueError, IndexError):
+            return None, None
 
     def metrics(self) -> list[dict[str, Any]]:
         path = self.path / "metrics.jsonl"
@@ -200,7 +217,8 @@ def launch(job: Job) -> Job:
             proc = subprocess.Popen([sys.executable, "-m", "medui", "train-job", str(job.path)], cwd=ROOT, env=env,
                                     stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                     start_new_session=True)
-        (job.path / "pid").write_text(str(proc.pid))  # the process writes its own status; never race it
+        # the process writes its own status; never race it
+        (job.path / "pid").write_text(f"{proc.pid}\n{process_start(proc.pid) or ''}")
     except OSError as exc:
         raise _unwritable(job.path.parent, exc) from exc
     return job

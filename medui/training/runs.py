@@ -45,7 +45,7 @@ from medui.training.fit import (
     set_trainable,
     setup_devices,
 )
-from medui.training.jobs import Job, TrainLock, write_json
+from medui.training.jobs import Job, TrainLock, process_start, write_json
 
 if TYPE_CHECKING:
     from medui.ai.registry import Entry
@@ -104,7 +104,8 @@ def run_job(job_dir: Path) -> int:
 
     plan = plan_model(cfg.arch, cfg.base, gpu_present(), cfg.weights, models_dir=_models_dir(cfg))
     _log(f"will train: {plan.text()}")  # the log's first line; the page said the same before the click
-    _status(job, state="queued", pid=os.getpid(), plan=plan.text(), message="waiting for the training slot")
+    _status(job, state="queued", pid=os.getpid(), pid_start=process_start(os.getpid()), plan=plan.text(),
+            message="waiting for the training slot")
     if not lock.acquire(job):
         _status(job, state="cancelled", message="cancelled while queued")
         return 0
