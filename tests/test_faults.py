@@ -264,3 +264,19 @@ def test_a_typed_name_cannot_write_outside_the_registry_or_jobs_folder(tmp_path,
     assert not (isolated["jobs"].exists() and list(isolated["jobs"].iterdir()))
     assert sorted(p.name for p in isolated["models"].iterdir()) == ["demo-chest-phantom-v1.json",
                                                                      "demo-chest-phantom-v1.keras"]
+
+
+def test_registering_on_a_file_system_without_hard_links_still_works(isolated, monkeypatch):
+    import dataclasses
+    import errno
+
+    def no_links(src, dst):
+        raise OSError(errno.EPERM, "Operation not permitted")
+
+    monkeypatch.setattr(registry.os, "link", no_links)
+    demo = registry.find("demo-chest-phantom-v1", isolated["models"])
+    entry = registry.register(demo.path, dataclasses.replace(demo.card, name="nolinks", version=1, demo=False),
+                              isolated["models"])
+    assert entry.id in [e.id for e in registry.list_models(isolated["models"])]
+    assert not list(isolated["models"].glob(".*"))
+    _complete(isolated["models"])

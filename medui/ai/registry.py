@@ -14,6 +14,7 @@ version is never reused), never deleted.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import re
@@ -219,9 +220,25 @@ def _write_new(target: Path, text: str) -> None:
         os.fsync(dst.fileno())
 
 
+def _same(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
 def _link_new(source: Path, target: Path, what: str) -> None:
     try:
-        os.link(source, target)  # atomic, and never replaces an existing file
+        try:
+            os.link(source, target)  # atomic, and never replaces an existing file
+        except FileExistsError:
+            raise
+        except OSError as exc:  # a file system without hard links (some network or FAT mounts)
+            if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK, errno.ENOSYS):
+                raise
+            if target.exists():
+                raise FileExistsError(errno.EEXIST, "exists", str(target)) from exc
+            os.rename(source, target)  # atomic; only the check above guards against overwriting
     except FileExistsError as exc:
         raise ModelExistsError(f"{target.name} already exists; models are never overwritten. Use version "
                                f"{next_version(what, target.parent)}") from exc
@@ -264,7 +281,7 @@ def _add(model_file: Path, card: ModelCard, root: Path, move: bool) -> Entry:
         try:
             _link_new(card_tmp, target.with_suffix(".json"), card.name)
         except ModelExistsError:
-            if not os.path.samefile(card_tmp, target.with_suffix(".json")):  # else `_tidy` rolled us forward
+            if not _same(card_tmp, target.with_suffix(".json")):  # else `_tidy` rolled us forward
                 target.unlink(missing_ok=True)  # only this registration linked it: no card, not a model
                 raise
     finally:
