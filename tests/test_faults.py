@@ -280,3 +280,35 @@ def test_registering_on_a_file_system_without_hard_links_still_works(isolated, m
     assert entry.id in [e.id for e in registry.list_models(isolated["models"])]
     assert not list(isolated["models"].glob(".*"))
     _complete(isolated["models"])
+
+
+def test_an_upload_killed_half_way_is_removed_once_stale_and_a_full_disk_is_a_clear_message(isolated, monkeypatch):
+    from medui.errors import DatasetError
+    from medui.usecases import train
+
+    class Upload:
+        def __init__(self, name: str, data: bytes) -> None:
+            self.name, self.data = name, data
+
+        def getvalue(self) -> bytes:
+            return self.data
+
+    uploads = isolated["jobs"] / "uploads"
+    dead = uploads / ".0123456789abcdef.deadbeef.partial"
+    (dead / "normal").mkdir(parents=True)
+    (dead / "normal" / "a.png").write_bytes(b"half")
+    fresh = uploads / ".fedcba9876543210.cafecafe.partial"  # another upload being written now
+    fresh.mkdir()
+    old = time.time() - train.STALE_UPLOAD_S - 1
+    for p in (dead / "normal" / "a.png", dead / "normal", dead):
+        os.utime(p, (old, old))
+    train.stage_upload([Upload("normal/b.png", b"b")])
+    assert not dead.exists() and fresh.exists()
+
+    def full(self, data):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_bytes", full)
+    with pytest.raises(DatasetError, match="could not save the upload.*No space left"):
+        train.stage_upload([Upload("normal/c.png", b"c")])
+    assert sorted(p.name for p in uploads.iterdir()) == sorted([fresh.name, next(uploads.glob("[!.]*")).name])
