@@ -278,8 +278,14 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     if "tensorflow" not in sys.modules:  # as in a job the page starts (effective before TensorFlow starts only)
         os.environ.update(job_env(os.environ))
+    from medui.errors import MedUIError
+
     cfg = _train_config(args)
-    job = jobs.create(cfg.to_json(), Path(args.jobs) if args.jobs else None, prefix="cli-")
+    try:
+        job = jobs.create(cfg.to_json(), Path(args.jobs) if args.jobs else None, prefix="cli-")
+    except MedUIError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     if not args.json:
         print(f"job folder: {job.path}", flush=True)
     code = run_job(job.path) if args.json is False else _quiet(run_job, job.path)

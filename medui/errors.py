@@ -74,3 +74,11 @@ class LoadBudgetError(ImageTooLargeError):
 
 class InvalidHeaderError(UnreadableFileError):
     """A header value (named by its tag or field) that cannot be used as it is."""
+
+
+class RegistryWriteError(MedUIError):
+    """The model registry folder cannot take a new model (read-only, full, or not a folder)."""
+
+
+class JobFolderError(TrainingError):
+    """The jobs folder cannot take a new job (read-only, full, or not a folder)."""

@@ -206,3 +206,62 @@ def write_mosaic(path: Path, tiles: np.ndarray, *, n_declared: int | None = None
     ds.PixelData = plane.astype("<i2").tobytes()
     ds.save_as(path, enforce_file_format=True)
     return path
+
+
+def identifiers(k: int) -> dict[str, str]:
+    """Unique, greppable identifiers of patient `k` (no token is a substring of another patient's)."""
+    return {"PatientName": f"Qzfam{k}x^Qzgiv{k}x", "PatientID": f"QZPID{k}X77", "PatientBirthDate": f"19{k + 10}0417",
+            "AccessionNumber": f"QZACC{k}X88", "InstitutionName": f"Qzinst{k}x Hospital",
+            "ReferringPhysicianName": f"Qzdoc{k}x^Qzdocgiv{k}x", "StudyID": f"QZSTD{k}X",
+            "OtherPatientIDs": f"QZOTH{k}X99"}
+
+
+def identified_dataset(root: Path, per_class: int = 6, size: int = 32) -> tuple[Path, list[str]]:
+    """A labelled DICOM folder laid out as many exports are, <class>/<PatientID>/<PatientName>.dcm,
+    every file carrying the identifiers of `identifiers`; returns (root, every identifier text)."""
+    from medui.synthetic.phantoms import make_phantom
+
+    texts: list[str] = []
+    k = 0
+    for label, lesion in (("normal", False), ("pneumonia", True)):
+        for _ in range(per_class):
+            ids = identifiers(k)
+            img = make_phantom(1000 + k, size, lesion=lesion).image
+            ds = _base(generate_uid(), generate_uid(), "CR")
+            for tag, value in ids.items():
+                setattr(ds, tag, value)
+            ds.SOPInstanceUID = generate_uid()
+            ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+            ds.Rows, ds.Columns = img.shape
+            ds.PixelRepresentation = 0
+            ds.RescaleIntercept = 0
+            ds.PixelData = np.clip(img * 4000, 0, 4095).astype("<u2").tobytes()
+            folder = root / label / ids["PatientID"]
+            folder.mkdir(parents=True, exist_ok=True)
+            ds.save_as(folder / f"{ids['PatientName'].replace('^', '_')}.dcm", enforce_file_format=True)
+            texts += list(ids.values())
+            k += 1
+    return root, texts
+
+
+def identifier_forms(texts: Sequence[str]) -> set[str]:
+    """Each identifier as text, in upper and lower case, in DICOM PN form ('^') and with spaces, its PN
+    components alone, and a birth date also as YYYY-MM-DD."""
+    forms: set[str] = set()
+    for t in texts:
+        variants = {t, t.replace("^", " "), t.replace("^", "_"), *t.split("^"), *t.split(" ")}
+        if len(t) == 8 and t.isdigit():
+            variants.add(f"{t[:4]}-{t[4:6]}-{t[6:]}")
+        forms |= {v for v in variants if len(v) >= 6 and v != "Hospital"}
+    return forms | {f.upper() for f in forms} | {f.lower() for f in forms}
+
+
+def leaks(folders: Sequence[Path], forms: set[str]) -> list[str]:
+    """'file: identifier' for every identifier form in any file's name or bytes under `folders`."""
+    found: list[str] = []
+    for folder in folders:
+        for path in sorted(Path(folder).rglob("*")):
+            data = path.name.encode() + b"\n" + (path.read_bytes() if path.is_file() else b"")
+            low = data.lower()
+            found += [f"{path}: {f}" for f in sorted(forms) if f.encode().lower() in low]
+    return found

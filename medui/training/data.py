@@ -67,6 +67,7 @@ class Report:
     given_splits: list[str]
     content_hash: str
     warnings: list[str]
+    source_names_patient: bool = False  # a dataset path given names one of its patients: cards withhold it
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -149,6 +150,7 @@ def index_dataset(inputs: Iterable[Input], patient_pattern: str | None = None, m
         raise DatasetError("the upload holds no files; give a folder with one sub-folder per class")
     depth, has_splits = _layout(files)
     salt = secrets.token_bytes(16)  # pseudonyms are only compared within this index: the salt is never kept
+    keys: set[str] = set()  # the patient keys themselves (DICOM PatientID, patient folders): never kept
     samples: list[Sample] = []
     sources = {"dicom": 0, "folder": 0, "pattern": 0, "file": 0}
     for position, src in enumerate(files):
@@ -173,6 +175,8 @@ def index_dataset(inputs: Iterable[Input], patient_pattern: str | None = None, m
             if pid is None:
                 pid, how = f"{label}:{'/'.join(parts)}", "file"
             sources[how] += 1
+            if how in ("dicom", "folder"):
+                keys.add(pid)
             pseudonym = hmac.new(salt, pid.encode(), hashlib.sha256).hexdigest()[:16]
             samples.append(Sample(src.name, position, k, frame, label, pseudonym, split, _digest(image),
                                   tuple(image.shape), series.modality, series.photometric == "MONOCHROME1"))
@@ -190,7 +194,14 @@ def index_dataset(inputs: Iterable[Input], patient_pattern: str | None = None, m
         raise DatasetError(f"class(es) {', '.join(f'{c} ({counts[c]})' for c in small)} have fewer than "
                            f"{min_per_class} images; add images or merge classes")
     report = _report(samples, classes, unreadable, has_splits, sources, patient_pattern)
+    report.source_names_patient = names_patient(inputs, keys)
     return DatasetIndex(inputs, samples, report, limits)
+
+
+def names_patient(inputs: Iterable[Input], keys: Iterable[str]) -> bool:
+    """Whether a dataset path given (folder or zip, as the user gave it) contains a patient key (any case)."""
+    given = " ".join(str(i) for i in inputs if isinstance(i, str) or hasattr(i, "__fspath__")).lower()
+    return any(len(k.strip()) >= 3 and k.strip().lower() in given for k in keys)
 
 
 def _images(index: DatasetIndex, indices: list[int]) -> Iterator[tuple[int, int, np.ndarray]]:

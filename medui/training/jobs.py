@@ -11,8 +11,11 @@ One job trains at a time per machine (an exclusive lock on jobs/.train.lock); ot
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import re
+import shutil
 import subprocess
 import sys
 import time
@@ -21,18 +24,30 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from medui.errors import TrainingError
+from medui.errors import CardError, JobFolderError, TrainingError
 
 if TYPE_CHECKING:
     from medui.training.data import DatasetIndex
 
 ROOT = Path(__file__).resolve().parents[2]
 TERMINAL = ("done", "failed", "cancelled")
+NEVER_STARTED_S = 300.0  # a queued job with no process after this long was never launched (the server stopped)
+_PREFIX = re.compile(r"[A-Za-z0-9_-]{0,32}")
+
+
+def _unwritable(root: Path, exc: OSError) -> JobFolderError:
+    return JobFolderError(f"the jobs folder {root} cannot take a new job ({exc.strerror or exc}); expected a "
+                          "writable folder with free space. Make it writable, free space, or set MEDUI_JOBS to "
+                          "another folder, then start again")
 
 
 def jobs_dir() -> Path:
+    """MEDUI_JOBS (default ./jobs), created when missing; JobFolderError when it cannot be."""
     path = Path(os.environ.get("MEDUI_JOBS", ROOT / "jobs"))
-    path.mkdir(parents=True, exist_ok=True)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise _unwritable(path, exc) from exc
     return path
 
 
@@ -43,7 +58,22 @@ def write_json(path: Path, data: Any) -> None:
     os.replace(tmp, path)
 
 
-def _alive(pid: int) -> bool:
+def process_start(pid: int) -> str | None:
+    """When process `pid` started (boot id and clock ticks since boot, from /proc): another process given
+    the same pid later, also after a reboot, has another value. None where /proc cannot tell."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            ticks = fh.read().split(")")[-1].split()[19]
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except (OSError, IndexError):
+        return None
+    return f"{boot}:{ticks}"
+
+
+def _alive(pid: int, start: str | None = None) -> bool:
+    """Whether `pid` runs and, given its recorded `start`, is still that process (not a reused pid)."""
+    if start and process_start(pid) not in (None, start):
+        return False
     try:
         os.kill(pid, 0)
     except (ProcessLookupError, PermissionError):
@@ -88,18 +118,28 @@ class Job:
             st: dict[str, Any] = json.loads((self.path / "status.json").read_text())
         except (FileNotFoundError, json.JSONDecodeError):
             st = {"state": "queued"}
-        pid = st.get("pid") or self._launcher_pid()
-        if st.get("state") not in TERMINAL and pid and not _alive(int(pid)):
+        pid, start = (st.get("pid"), st.get("pid_start")) if st.get("pid") else self._launcher_pid()
+        if st.get("state") not in TERMINAL and pid and not _alive(int(pid), start):
             st = {**st, "state": "failed", "error": "the training process ended unexpectedly (killed or crashed); "
                                                    "see the log. Registered models are untouched."}
-            write_json(self.path / "status.json", st)
+            self._save_status(st)
+        elif st.get("state") == "queued" and not pid and time.time() - self.created > NEVER_STARTED_S:
+            st = {**st, "state": "failed", "error": "the job was created but its process never started (the "
+                                                   "server stopped?); start the training again"}
+            self._save_status(st)
         return st
 
-    def _launcher_pid(self) -> int | None:
+    def _save_status(self, st: dict[str, Any]) -> None:
+        with contextlib.suppress(OSError):  # a read-only jobs folder: the state is still reported, not kept
+            write_json(self.path / "status.json", st)
+
+    def _launcher_pid(self) -> tuple[int | None, str | None]:
+        """(pid, start) from the launcher's `pid` file: the pid, then its `process_start` on a second line."""
         try:
-            return int((self.path / "pid").read_text())
-        except (FileNotFoundError, ValueError):
-            return None
+            lines = (self.path / "pid").read_text().splitlines()
+            return int(lines[0]), (lines[1] if len(lines) > 1 else None)
+        except (FileNotFoundError, ValueError, IndexError):
+            return None, None
 
     def metrics(self) -> list[dict[str, Any]]:
         path = self.path / "metrics.jsonl"
@@ -136,17 +176,35 @@ def create(params: dict[str, Any], root: Path | None = None, index: DatasetIndex
     """The one way to make a job folder: params.json, status.json (queued) and, when the caller has
     already checked the data, index.json (no pixels, pseudonymous patients) so the job need not read it again."""
     root = Path(root or jobs_dir())
-    root.mkdir(parents=True, exist_ok=True)
+    _check_names(params, prefix)
     if index is not None and [str(i) for i in index.inputs] != [str(d) for d in params.get("data", [])]:
         raise TrainingError(f"the dataset index was made from {index.inputs}, the job trains on {params.get('data')}; "
                             "check the data again before starting")
     job = Job(root / f"{prefix}{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}")
-    job.path.mkdir()
-    write_json(job.path / "params.json", params)
-    if index is not None:
-        write_json(job.path / "index.json", index.to_json())
-    write_json(job.path / "status.json", {"state": "queued", "created": time.time()})
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        job.path.mkdir()
+        write_json(job.path / "params.json", params)
+        if index is not None:
+            write_json(job.path / "index.json", index.to_json())
+        write_json(job.path / "status.json", {"state": "queued", "created": time.time()})
+    except OSError as exc:
+        shutil.rmtree(job.path, ignore_errors=True)  # no half job folder for the list
+        raise _unwritable(root, exc) from exc
     return job
+
+
+def _check_names(params: dict[str, Any], prefix: str) -> None:
+    """The names a user types become file names: the model name in the registry, the prefix in the jobs
+    folder. TrainingError for anything that could be a path ('/', '..', NUL) or is too long."""
+    from medui.ai.registry import check_name
+
+    if not isinstance(prefix, str) or not _PREFIX.fullmatch(prefix):
+        raise TrainingError(f"job name prefix {prefix[:40]!r} must be at most 32 letters, digits, '_' or '-'")
+    try:
+        check_name(params.get("out", ""))
+    except CardError as exc:
+        raise TrainingError(f"the new model's name: {exc}") from exc
 
 
 def launch(job: Job) -> Job:
@@ -154,11 +212,15 @@ def launch(job: Job) -> Job:
     from medui.ai.device import job_env
 
     env = job_env(os.environ)  # no GPU: no CUDA probing, no 'failed call to cuInit' in the log
-    with open(job.path / "log.txt", "ab") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "medui", "train-job", str(job.path)], cwd=ROOT, env=env,
-                                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True)
-    (job.path / "pid").write_text(str(proc.pid))  # the process writes its own status; never race it
+    try:
+        with open(job.path / "log.txt", "ab") as log:
+            proc = subprocess.Popen([sys.executable, "-m", "medui", "train-job", str(job.path)], cwd=ROOT, env=env,
+                                    stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                    start_new_session=True)
+        # the process writes its own status; never race it
+        (job.path / "pid").write_text(f"{proc.pid}\n{process_start(proc.pid) or ''}")
+    except OSError as exc:
+        raise _unwritable(job.path.parent, exc) from exc
     return job
 
 
@@ -169,8 +231,8 @@ def start(params: dict[str, Any], root: Path | None = None, index: DatasetIndex 
 
 def list_jobs(root: Path | None = None) -> list[Job]:
     """The jobs, newest first (by creation time, not by id)."""
-    root = Path(root or jobs_dir())
-    if not root.exists():
+    root = Path(root) if root else Path(os.environ.get("MEDUI_JOBS", ROOT / "jobs"))  # listing creates nothing
+    if not root.is_dir():
         return []
     found = [Job(p) for p in root.iterdir() if p.is_dir() and (p / "params.json").exists()]
     return sorted(found, key=lambda j: (j.created, j.id), reverse=True)

@@ -26,6 +26,7 @@ import numpy as np
 
 from medui.ai.card import ModelCard, Preprocessing
 from medui.ai.kerastypes import KerasModel
+from medui.ai.registry import pause_point
 from medui.errors import TrainingError
 from medui.training import metrics
 from medui.training.cards import card_for_run, jsonable, run_metrics
@@ -44,7 +45,7 @@ from medui.training.fit import (
     set_trainable,
     setup_devices,
 )
-from medui.training.jobs import Job, TrainLock, write_json
+from medui.training.jobs import Job, TrainLock, process_start, write_json
 
 if TYPE_CHECKING:
     from medui.ai.registry import Entry
@@ -103,7 +104,8 @@ def run_job(job_dir: Path) -> int:
 
     plan = plan_model(cfg.arch, cfg.base, gpu_present(), cfg.weights, models_dir=_models_dir(cfg))
     _log(f"will train: {plan.text()}")  # the log's first line; the page said the same before the click
-    _status(job, state="queued", pid=os.getpid(), plan=plan.text(), message="waiting for the training slot")
+    _status(job, state="queued", pid=os.getpid(), pid_start=process_start(os.getpid()), plan=plan.text(),
+            message="waiting for the training slot")
     if not lock.acquire(job):
         _status(job, state="cancelled", message="cancelled while queued")
         return 0
@@ -282,6 +284,7 @@ def fit(ctx: RunContext, model: KerasModel) -> FitResult | None:
     n_train = len(x_tr)
     del x_tr, x_va  # the tf.data pipelines hold what they need
     done, epochs_run, first_end = 0, 0, None
+    pause_point("fit")
     t_train = time.time()
     with open(ctx.job.path / "metrics.jsonl", "a") as fh:
         write = _epoch_writer(ctx, fh)
@@ -376,6 +379,14 @@ def evaluate(ctx: RunContext, model: KerasModel, card: ModelCard
     return ev, parent_ev, compared
 
 
+def _source(cfg: TrainConfig, names_patient: bool) -> str:
+    """The dataset as the card names it: the folders the user gave, unless one of them names a patient."""
+    if names_patient:
+        return (f"(withheld: the dataset path names one of its patients; {len(cfg.data)} folder(s), "
+                "see the content hash)")
+    return ", ".join(str(d) for d in cfg.data)
+
+
 def register(ctx: RunContext, fitted: FitResult, cal: Calibration, ev: dict[str, Any],
              compared: dict[str, dict[str, Any]] | None = None) -> Entry:
     """The final card (`card_for_run`) and the model into the registry."""
@@ -390,10 +401,12 @@ def register(ctx: RunContext, fitted: FitResult, cal: Calibration, ev: dict[str,
         threshold_method=cal.card.threshold_method, temperature=cal.temperature,
         indeterminate=cal.card.indeterminate, calibration_warning=cal.warning, compared=compared,
         parent=ctx.parent.id if ctx.parent else None,
-        training_data={"source": ", ".join(str(d) for d in cfg.data), "content_hash": report.content_hash,
+        training_data={"source": _source(cfg, report.source_names_patient), "content_hash": report.content_hash,
                        "counts": report.counts, "patients": report.patients, "grouping": report.grouping,
                        "split_sizes": {k: len(v) for k, v in parts.items()}},
-        training={"model_plan": ctx.plan.to_json(), "config": cfg.to_json(),
+        training={"model_plan": ctx.plan.to_json(),
+                  "config": {**cfg.to_json(),
+                             **({"data": [_source(cfg, True)]} if report.source_names_patient else {})},
                   "device": dev.label, "mixed_precision": dev.mixed_precision,
                   "duration_s": round(time.time() - ctx.started), "train_s": round(fitted.train_s),
                   "epochs_run": fitted.epochs_run, "job": ctx.job.id},
@@ -402,6 +415,7 @@ def register(ctx: RunContext, fitted: FitResult, cal: Calibration, ev: dict[str,
         limitations=(f"Trained on {len(parts['train'])} images ({report.grouping}); evaluated on {ev['n']} held-out "
                      "images from the same source. Performance on other scanners, sites and populations is unknown."))
     tmp = ctx.job.path / "model.keras"
+    pause_point("save")
     fitted.model.save(tmp)
     entry = add(tmp, card, _models_dir(cfg))
     _log(f"registered {entry.id}: test AUC {ev['auc']:.4f}, threshold {card.threshold:.4f}")

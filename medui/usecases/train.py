@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import time
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
@@ -15,7 +16,8 @@ from typing import Literal, Protocol
 import numpy as np
 
 from medui.ai.architectures import ARCHITECTURES
-from medui.errors import DatasetError, ServerFolderError, TrainingError
+from medui.ai.registry import check_name
+from medui.errors import CardError, DatasetError, ServerFolderError, TrainingError
 from medui.training import jobs
 from medui.training.data import DatasetIndex, index_dataset, thumbnails
 from medui.training.fit import TrainConfig
@@ -56,6 +58,10 @@ class TrainRequest:
         name = self.name.strip()
         if not name:
             raise TrainingError("the new model needs a name (letters, digits, '.', '_' or '-')")
+        try:
+            check_name(name)
+        except CardError as exc:
+            raise TrainingError(str(exc)) from exc
         base = arch = None
         if self.start_from == "fine-tune":
             if not self.base:
@@ -116,6 +122,7 @@ def stage_upload(files: Iterable[Upload]) -> Path:
     root = jobs.jobs_dir() / "uploads" / digest.hexdigest()[:16]
     if root.exists():
         return root
+    _remove_stale_partials(root.parent)
     partial = root.with_name(f".{root.name}.{uuid.uuid4().hex[:8]}.partial")
     try:
         for parts, data in items:
@@ -123,11 +130,28 @@ def stage_upload(files: Iterable[Upload]) -> Path:
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(data)
         os.replace(partial, root)
-    except OSError:
+    except OSError as exc:
         shutil.rmtree(partial, ignore_errors=True)
         if not root.exists():  # not a concurrent twin of this upload that won the race
-            raise
+            raise DatasetError(f"could not save the upload under {root.parent} ({exc.strerror or exc}); expected a "
+                               "writable jobs folder with free space. Free space or set MEDUI_JOBS to another "
+                               "folder, then upload again") from exc
     return root
+
+
+STALE_UPLOAD_S = 3600.0  # an upload being written touches its folder; one untouched this long was abandoned
+
+
+def _remove_stale_partials(uploads: Path) -> None:
+    """Remove what an upload killed half-way left (`.<digest>.<tag>.partial` folders) once stale."""
+    now = time.time()
+    for partial in uploads.glob(".*.partial") if uploads.is_dir() else []:
+        try:
+            newest = max([partial.stat().st_mtime, *(p.stat().st_mtime for p in partial.rglob("*"))])
+        except OSError:
+            continue
+        if now - newest > STALE_UPLOAD_S:
+            shutil.rmtree(partial, ignore_errors=True)
 
 
 def data_roots() -> list[Path]:
