@@ -208,6 +208,49 @@ def write_mosaic(path: Path, tiles: np.ndarray, *, n_declared: int | None = None
     return path
 
 
+def write_uih_mosaic(path: Path, tiles: np.ndarray, *, n_declared: str | None = None,
+                     spacing: Sequence[float] = (2.0, 2.0), slice_step: float | None = 3.0,
+                     row_cos: Sequence[float] = (1, 0, 0), col_cos: Sequence[float] = (0, 1, 0),
+                     ipp: Sequence[float] = (-100.0, -80.0, 20.0), manufacturer: str = "UIH",
+                     series_uid: str | None = None, instance: int = 1) -> Path:
+    """A UIH (United Imaging) grid MR file as dcm2niix reads one (nii_dicom.cpp: readDICOMx case
+    kNumberOfImagesInGridUIH, nii_demosaic): `tiles` (n, r, c) laid out row-major on ceil(sqrt(n)) columns
+    and ceil(n / columns) rows, the count as the DS private tag (0065,1050) (`n_declared` overrides its
+    text; text that is no number is written as UN bytes), Manufacturer (0008,0070) 'UIH', no 'MOSAIC' in
+    ImageType, and ImagePositionPatient the top-left voxel of the first tile (dcm2niix applies no mosaic
+    correction to UIH grids)."""
+    n, r, c = tiles.shape
+    n_cols = int(np.ceil(np.sqrt(n)))
+    n_rows = -(-n // n_cols)
+    plane = np.zeros((n_rows * r, n_cols * c), np.int16)
+    for k in range(n):
+        plane[(k // n_cols) * r:(k // n_cols + 1) * r, (k % n_cols) * c:(k % n_cols + 1) * c] = tiles[k]
+    ds = _base(generate_uid(), series_uid or generate_uid(), "MR")
+    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.4"
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    del ds.RescaleSlope, ds.RescaleIntercept, ds.WindowCenter, ds.WindowWidth
+    ds.Manufacturer = manufacturer
+    ds.ImageType = ["ORIGINAL", "PRIMARY", "M"]
+    ds.SeriesDescription = "uih grid"
+    ds.InstanceNumber = instance
+    ds.Rows, ds.Columns = plane.shape
+    ds.PixelSpacing = list(spacing)
+    if slice_step is not None:
+        ds.SpacingBetweenSlices = slice_step
+        ds.SliceThickness = slice_step
+    ds.ImageOrientationPatient = [f"{v:.6f}" for v in list(row_cos) + list(col_cos)]
+    ds.ImagePositionPatient = [f"{v:.6f}" for v in ipp]
+    ds.add_new((0x0065, 0x0010), "LO", "MEDUI SYNTHETIC UIH TEST")  # dcm2niix reads the raw tag, any creator
+    count = str(n) if n_declared is None else n_declared
+    try:
+        ds.add_new((0x0065, 0x1050), "DS", count)
+    except ValueError:  # no number at all: written as unknown bytes (what an implicit-VR reader gets)
+        ds.add_new((0x0065, 0x1050), "UN", (count + " " * (len(count) % 2)).encode("ascii"))
+    ds.PixelData = plane.astype("<i2").tobytes()
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
 def identifiers(k: int) -> dict[str, str]:
     """Unique, greppable identifiers of patient `k` (no token is a substring of another patient's)."""
     return {"PatientName": f"Qzfam{k}x^Qzgiv{k}x", "PatientID": f"QZPID{k}X77", "PatientBirthDate": f"19{k + 10}0417",

@@ -1,4 +1,4 @@
-"""Siemens MOSAIC: de-tiling, placement against nibabel's MosaicWrapper and dcm2niix, tile order,
+"""Siemens MOSAIC and UIH grids: de-tiling, placement against nibabel's MosaicWrapper and dcm2niix, tile order,
 several mosaic files of one series as separate volumes, and malformed mosaic headers."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from medui.io.loader import load
-from tests.synth import write_mosaic
+from tests.synth import write_mosaic, write_uih_mosaic
 from tests.test_io_formats import LPS, _canonical, _dcm2niix
 
 NIBABEL_DATA = Path(nib.__file__).parent / "nicom" / "tests" / "data"
@@ -217,3 +217,94 @@ def test_mosaic_without_position_is_cut_in_tile_order(tmp_path):
     assert [float(s.pixels[k, 1, 1]) for k in range(5)] == [7.0, 6.0, 5.0, 4.0, 3.0]
     assert "MR · mosaic (mosaic of 5 slices) · 5 x 4x6" in s.summary()
     assert any("no slice positions" in w for w in s.warnings), s.warnings
+
+
+# --- UIH (United Imaging) grids: dcm2niix is the reference (nibabel does not read them) -----------------
+
+UIH_CASES = {  # name: (orientation, whether dcm2niix's guess negates the normal of the orientation)
+    "axial": (((1, 0, 0), (0, 1, 0)), False),
+    "sagittal": (((0, 1, 0), (0, 0, -1)), True),  # normal (-1, 0, 0): components sum below 0
+    "oblique": (((0.8, 0.6, 0), (0, 0, -1)), False),  # normal (-0.6, 0.8, 0)
+}
+
+
+def _uih_tiles(n: int = 7) -> np.ndarray:
+    tiles = np.stack([np.full((6, 8), 100 + k, np.int16) for k in range(n)])  # 7 slices: 3 rows of 3 tiles
+    tiles[:, 0, 0] = -5  # a corner marker: rows and columns keep their direction
+    return tiles
+
+
+@pytest.mark.parametrize("case", list(UIH_CASES))
+def test_generated_uih_grid_tile_order_size_and_position(tmp_path, case):
+    (row_cos, col_cos), negated = UIH_CASES[case]
+    path = write_uih_mosaic(tmp_path / "u.dcm", _uih_tiles(), spacing=(2.0, 1.5), slice_step=4.0,
+                            row_cos=row_cos, col_cos=col_cos)
+    s = load([path]).series[0]
+    assert s.pixels.shape == (7, 6, 8)  # 24x24 pixels: ceil(sqrt(7)) = 3 tiles a row, ceil(7 / 3) = 3 rows
+    values = [float(s.pixels[i, 3, 3]) for i in range(7)]  # the stack is sorted along the orientation's normal
+    assert values == [100.0 + k for k in (range(6, -1, -1) if negated else range(7))]
+    assert np.all(s.pixels[:, 0, 0] == -5) and np.all(s.pixels[:, 5, 7] != -5)
+    assert "mosaic of 7 slices" in s.description
+    assert any("UIH grid" in w and "dcm2niix" in w for w in s.warnings), s.warnings
+    # tile k sits at ImagePositionPatient (the first tile's own top-left voxel: no mosaic correction) plus
+    # k spacings along the normal, negated where dcm2niix's guess negates it
+    normal = np.cross(row_cos, col_cos) * (-1 if negated else 1)
+    for i, v in enumerate(values):
+        np.testing.assert_allclose((s.affine @ [i, 0, 0, 1])[:3],
+                                   np.array([-100.0, -80.0, 20.0]) + (v - 100) * 4.0 * normal, atol=1e-6)
+    np.testing.assert_allclose(s.affine[:3, 2], 1.5 * np.asarray(row_cos, float), atol=1e-6)
+
+
+def test_uih_grid_of_twenty_is_four_rows_of_five(tmp_path):
+    """dcm2niix nii_demosaic: 'Siemens store 20 images as 5x5 grid, UIH as 5rows, 4 Col' (issue 225)."""
+    tiles = np.stack([np.full((4, 6), k, np.int16) for k in range(20)])
+    path = write_uih_mosaic(tmp_path / "u.dcm", tiles)
+    import pydicom
+
+    ds = pydicom.dcmread(path)
+    assert (ds.Rows, ds.Columns) == (4 * 4, 5 * 6)
+    s = load([path]).series[0]
+    assert s.pixels.shape == (20, 4, 6)
+    assert [float(s.pixels[k, 1, 1]) for k in range(20)] == [float(k) for k in range(20)]
+
+
+@pytest.mark.parametrize("case", list(UIH_CASES))
+def test_uih_grid_matches_dcm2niix(tmp_path, case):
+    (row_cos, col_cos), _ = UIH_CASES[case]
+    folder = tmp_path / "uih"
+    folder.mkdir()
+    write_uih_mosaic(folder / "u.dcm", _uih_tiles(), spacing=(2.0, 1.5), slice_step=4.0,
+                     row_cos=row_cos, col_cos=col_cos)
+    ours = load([folder]).series[0]
+    out = tmp_path / "nii"
+    out.mkdir()
+    subprocess.run([_dcm2niix(), "-z", "n", "-b", "n", "-f", "vol", "-o", str(out), str(folder)],
+                   check=True, capture_output=True)
+    ref = nib.load(next(out.glob("*.nii")))
+    assert ref.shape == (8, 6, 7)  # dcm2niix cut the same 7 tiles of 6x8
+    ref_data, ref_aff = _canonical(np.squeeze(ref.get_fdata(dtype=np.float32)), ref.affine)
+    our_data, our_aff = _canonical(ours.pixels, LPS @ ours.affine)
+    assert our_data.shape == ref_data.shape
+    np.testing.assert_allclose(our_aff, ref_aff, atol=1e-3)
+    np.testing.assert_array_equal(our_data, ref_data)
+
+
+@pytest.mark.parametrize("declared", ["9", "0", "-3", "65535", "1e9", "4.5", "four", "", "4\\4"])
+def test_malformed_uih_grid_is_read_as_plain_image_with_a_warning(tmp_path, declared):
+    tiles = np.stack([np.full((4, 6), k, np.int16) for k in range(4)])  # 2x2 grid: 8x12
+    path = write_uih_mosaic(tmp_path / "bad.dcm", tiles, n_declared=declared)  # 9: a 3x3 grid
+    result = load([path])
+    assert result.skipped == []
+    s = result.series[0]
+    assert s.pixels.shape == (1, 8, 12)
+    assert any("UIH grid" in w and "2-D image" in w for w in s.warnings), s.warnings
+
+
+def test_uih_grid_of_one_and_other_makers_are_plain_images(tmp_path):
+    one = write_uih_mosaic(tmp_path / "one.dcm", np.full((1, 4, 6), 3, np.int16))
+    other = write_uih_mosaic(tmp_path / "other.dcm", _uih_tiles(4), manufacturer="ACME")  # tag, but not UIH
+    for path, shape in ((one, (1, 4, 6)), (other, (1, 12, 16))):
+        s = load([path]).series[0]
+        assert s.pixels.shape == shape
+        assert not any("UIH" in w or "MOSAIC" in w for w in s.warnings), s.warnings
+        assert "mosaic" not in s.description

@@ -47,7 +47,7 @@ class Instance:
     index: int = -1  # position in the list given to the Decoder
     slim: bool = False  # `ds` holds only what grouping needs (parsed in a worker); see full_header
     hint: PixelHint | None = None  # where the pixel data starts, for compressed files
-    mosaic: Mosaic | None = None  # a Siemens MOSAIC: `geoms` has one entry per tile (medui.io.mosaic)
+    mosaic: Mosaic | None = None  # a Siemens MOSAIC or UIH grid: `geoms` has one entry per tile (medui.io.mosaic)
     notes: tuple[str, ...] = ()  # warnings found while reading the header
     label: str = ""  # 'volume k of N' for one of several mosaic files of a series
 

@@ -8,7 +8,21 @@ top-left corner of the *whole* grid, so the first slice is moved to its own top-
 correction as dcm2niix and nibabel's MosaicWrapper), and slice k sits k slice spacings further along
 the normal. A mosaic header that does not add up is read as one plain 2-D image, with a warning.
 
-UIH (United Imaging) mosaics are not handled: their private tags are not documented publicly.
+UIH (United Imaging) grids follow dcm2niix (rordenlab/dcm2niix, console/nii_dicom.cpp), not a public
+vendor document: a file is a UIH grid when Manufacturer (0008,0070) starts with 'UI' (dcmStrManufacturer)
+and it carries the private tag (0065,1050) NumberOfImagesInGridUIH, a DS read as the number of slices
+(readDICOMx, case kNumberOfImagesInGridUIH; like dcm2niix, the tag is read whatever its private creator,
+and ImageType need not say MOSAIC). The grid has ceil(sqrt(n)) tiles a row and ceil(n / that) rows of tiles
+(nii_demosaic with isUIH: "Siemens store 20 images as 5x5 grid, UIH as 5rows, 4 Col", dcm2niix issue 225);
+slice k is the k-th tile in row-major order. ImagePositionPatient is used as it stands for the first slice:
+set_nii_header_x applies the mosaic corner correction to Siemens only ("ignore for UIH grid"). A single grid
+records no slice direction, so dcm2niix guesses it (verify_slice_dir, "Unable to determine slice
+direction"): the cross product of ImageOrientationPatient, negated when its three components sum to less
+than zero; slice k sits k slice spacings (SpacingBetweenSlices, else SliceThickness) along it. MedUI places
+the slices the same way and says that the direction is dcm2niix's guess. Stricter than dcm2niix, a count
+that is not a whole number of at least 1 or a grid the pixels do not divide into is read as one 2-D image
+with a warning (dcm2niix truncates the count and divides Rows and Columns without checking); a count of 1 is
+a plain image, as in dcm2niix.
 """
 
 from __future__ import annotations
@@ -26,21 +40,104 @@ from medui.io.geometry import FrameGeom
 
 @dataclass(frozen=True)
 class Mosaic:
-    """How a mosaic file is cut: `n` slices of tile_rows x tile_cols on a `grid` x `grid` layout."""
+    """How a mosaic file is cut: `n` slices of tile_rows x tile_cols on a layout `grid` tiles wide and
+    `grid_rows` tiles high (a Siemens mosaic is square: grid_rows == grid)."""
 
     n: int
     tile_rows: int
     tile_cols: int
     grid: int
+    grid_rows: int = 0  # 0: the same as `grid`
+    vendor: str = "Siemens"
+
+
+UIH_GRID_TAG = (0x0065, 0x1050)  # NumberOfImagesInGridUIH (DS), dcm2niix kNumberOfImagesInGridUIH
+
+
+def _uih_grid_element(ds: Any) -> Any:
+    """The (0065,1050) element of a UIH file, or None: not UIH, absent, or a sequence (a dcm2niix-derived
+    reader, memoryDCM.cpp, also defines this tag as kMRVFrameSequenceUIH, an SQ: no grid count)."""
+    maker = str(ds.get("Manufacturer", "") or "").strip().upper()
+    if not maker.startswith("UI"):  # dcm2niix dcmStrManufacturer: 'UI' -> kMANUFACTURER_UIH
+        return None
+    elem = ds.get(UIH_GRID_TAG)
+    return None if elem is None or elem.VR == "SQ" else elem
 
 
 def is_mosaic(ds: Any) -> bool:
-    """True when ImageType (0008,0008) says MOSAIC (cheap: no private header is parsed)."""
+    """True when ImageType (0008,0008) says MOSAIC, or for a UIH grid (cheap: no private header is parsed)."""
+    if _uih_grid_element(ds) is not None:
+        return True
     image_type = ds.get("ImageType")
     if image_type is None:
         return False
     values = [image_type] if isinstance(image_type, str | bytes) else list(image_type)
     return any(str(v).strip().upper() == "MOSAIC" for v in values)
+
+
+def _uih_count(elem: Any) -> tuple[int | None, str]:
+    """The slice count of a UIH grid, or None and the text that is no whole number."""
+    value = elem.value
+    if isinstance(value, bytes):  # implicit VR: an unknown private tag comes as raw bytes
+        value = value.decode("ascii", "replace")
+    elif not isinstance(value, str) and isinstance(value, Sequence):  # several values: no count
+        if len(value) != 1:
+            return None, "\\".join(str(v) for v in value)
+        value = value[0]
+    text = str(value).strip("\x00 ")
+    try:
+        number = float(text)
+    except (TypeError, ValueError):
+        return None, text
+    if not math.isfinite(number) or number != int(number):
+        return None, text
+    return int(number), text
+
+
+def _uih_layout(ds: Any, elem: Any, n_frames: int,
+                geoms: Sequence[FrameGeom]) -> tuple[Mosaic | None, list[FrameGeom], list[str]]:
+    """A UIH grid (module docstring): how to cut it, one FrameGeom per slice, warnings."""
+    rows, cols = int(ds.Rows), int(ds.Columns)
+    plain = f"the file is shown as one 2-D image of {rows}x{cols} pixels (the whole grid)"
+    n, text = _uih_count(elem)
+    shown = text if len(text) <= 24 else text[:24] + "..."
+    n_cols = math.isqrt(n - 1) + 1 if n is not None and n > 0 else 0
+    n_rows = -(-n // n_cols) if n is not None and n_cols else 0
+    problem = None
+    if n is None or n < 1:
+        problem = f"NumberOfImagesInGridUIH (0065,1050) is '{shown}'; a whole number of at least 1 was expected"
+    elif n == 1:
+        return None, list(geoms), []  # one tile is the whole image, as dcm2niix reads it
+    elif rows % n_rows or cols % n_cols:
+        problem = (f"{n} slices make a grid of {n_rows} rows of {n_cols} tiles, but Rows x Columns (0028,0010/0011) "
+                   f"= {rows}x{cols} do not divide into {n_rows}x{n_cols} equal tiles")
+    elif n_frames != 1 or int(ds.get("SamplesPerPixel", 1) or 1) != 1:
+        problem = "a grid must be one greyscale frame, but this file has several frames or colour samples"
+    elif geoms[0].orientation is None:
+        problem = "ImageOrientationPatient (0020,0037) is missing or invalid, so the slices cannot be placed"
+    if problem is not None:
+        return None, list(geoms), [f"UIH grid (MOSAIC image): {problem}; {plain}"]
+    assert n is not None
+    mosaic = Mosaic(n, rows // n_rows, cols // n_cols, n_cols, n_rows, "UIH")
+    g0 = geoms[0]
+    orientation = g0.orientation
+    assert orientation is not None
+    normal = np.cross(np.asarray(orientation[:3], float), np.asarray(orientation[3:6], float))
+    if normal.sum() < 0:  # dcm2niix verify_slice_dir: flip when the slice vector's components sum below 0
+        normal = -normal
+    notes = ["this UIH grid records no slice direction: its slices are stacked along the normal of "
+             "ImageOrientationPatient (0020,0037) as dcm2niix guesses it; check whether the slices are flipped"]
+    step = g0.thickness
+    if step is None or not step > 0:
+        step = 1.0
+        notes.append("this mosaic records neither SpacingBetweenSlices (0018,0088) nor SliceThickness "
+                     "(0018,0050); 1 mm between slices is assumed")
+    out = []
+    for k in range(n):
+        pos = None if g0.position is None else tuple(float(v) for v in np.asarray(g0.position, float)
+                                                        + k * step * normal)
+        out.append(replace(g0, position=pos, thickness=step))
+    return mosaic, out, notes
 
 
 def _csa_tags(ds: Any) -> dict[str, Any]:
@@ -107,6 +204,9 @@ def _normal(tags: dict[str, Any], orientation: Sequence[float]) -> tuple[np.ndar
 def layout(ds: Any, n_frames: int, geoms: Sequence[FrameGeom]) -> tuple[Mosaic | None, list[FrameGeom], list[str]]:
     """For a MOSAIC file: how to cut it, one FrameGeom per slice, and warnings. A header that does not
     add up gives (None, the file's own geometry, why it is shown as one 2-D image)."""
+    uih = _uih_grid_element(ds)
+    if uih is not None:
+        return _uih_layout(ds, uih, n_frames, geoms)
     tags = _csa_tags(ds)
     n, source = _n_images(ds, tags)
     rows, cols = int(ds.Rows), int(ds.Columns)
