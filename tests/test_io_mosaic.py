@@ -268,20 +268,20 @@ def test_uih_grid_of_twenty_is_four_rows_of_five(tmp_path):
     assert [float(s.pixels[k, 1, 1]) for k in range(20)] == [float(k) for k in range(20)]
 
 
-@pytest.mark.parametrize("case", list(UIH_CASES))
-def test_uih_grid_matches_dcm2niix(tmp_path, case):
+@pytest.mark.parametrize(("case", "n"), [(case, 7) for case in UIH_CASES] + [("oblique", 20)])
+def test_uih_grid_matches_dcm2niix(tmp_path, case, n):
     (row_cos, col_cos), _ = UIH_CASES[case]
     folder = tmp_path / "uih"
     folder.mkdir()
-    write_uih_mosaic(folder / "u.dcm", _uih_tiles(), spacing=(2.0, 1.5), slice_step=4.0,
-                     row_cos=row_cos, col_cos=col_cos)
+    write_uih_mosaic(folder / "u.dcm", _uih_tiles(n), spacing=(2.0, 1.5), slice_step=4.0,
+                     row_cos=row_cos, col_cos=col_cos)  # 7: 3 rows of 3 tiles; 20: 4 rows of 5
     ours = load([folder]).series[0]
     out = tmp_path / "nii"
     out.mkdir()
     subprocess.run([_dcm2niix(), "-z", "n", "-b", "n", "-f", "vol", "-o", str(out), str(folder)],
                    check=True, capture_output=True)
     ref = nib.load(next(out.glob("*.nii")))
-    assert ref.shape == (8, 6, 7)  # dcm2niix cut the same 7 tiles of 6x8
+    assert ref.shape == (8, 6, n)  # dcm2niix cut the same n tiles of 6x8
     ref_data, ref_aff = _canonical(np.squeeze(ref.get_fdata(dtype=np.float32)), ref.affine)
     our_data, our_aff = _canonical(ours.pixels, LPS @ ours.affine)
     assert our_data.shape == ref_data.shape
@@ -308,3 +308,14 @@ def test_uih_grid_of_one_and_other_makers_are_plain_images(tmp_path):
         assert s.pixels.shape == shape
         assert not any("UIH" in w or "MOSAIC" in w for w in s.warnings), s.warnings
         assert "mosaic" not in s.description
+
+
+def test_uih_grids_of_one_series_are_volumes_in_instance_order(tmp_path):
+    uid = "1.2.826.0.1.3680043.8.498.998"
+    for t in (2, 1):  # an fMRI run: one grid per time point, written out of order
+        tiles = np.stack([np.full((4, 4), 10 * t + k, np.int16) for k in range(5)])
+        write_uih_mosaic(tmp_path / f"t{t}.dcm", tiles, series_uid=uid, instance=t)
+    series = load([tmp_path]).series
+    assert [s.description for s in series] == [f"uih grid (mosaic of 5 slices, volume {t} of 2)" for t in (1, 2)]
+    assert [s.pixels.shape for s in series] == [(5, 4, 4)] * 2
+    assert [float(s.pixels[0, 0, 0]) for s in series] == [10.0, 20.0]
