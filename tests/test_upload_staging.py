@@ -156,3 +156,23 @@ def test_a_file_that_is_no_image_is_not_kept(tmp_path):
     (data / "patients.csv").write_text("QZPID0X77,Qzfam0x^Qzgiv0x\n")
     staged = stage_upload(_uploads(data))
     assert not list(staged.rglob("*.csv")) and not leaks([staged], {"QZPID0X77", "Qzfam0x"})
+
+
+def test_the_train_page_stages_an_upload_de_identified_and_restages_when_the_pattern_changes(tmp_path, isolated):
+    from streamlit.testing.v1 import AppTest
+
+    data, texts = identified_dataset(tmp_path / "QZPID2X77", per_class=5)
+    at = AppTest.from_file(str(ROOT / "pages" / "train.py"), default_timeout=120).run()
+    assert any("stored de-identified" in c.value and "file and folder names replaced" in c.value
+               and "DICOM identifying attributes removed" in c.value for c in at.caption)
+    files = [(u.name, u.data, "application/dicom") for u in _uploads(data)]
+    at.number_input(key="train.min").set_value(2)
+    at.file_uploader(key="train.folder").set_value(files).run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert any("pneumonia" in str(df.value) for df in at.dataframe)
+    assert any("DICOM PatientID" in m.value for m in at.markdown)
+    uploads = isolated["jobs"] / "uploads"
+    assert len([p for p in uploads.iterdir() if not p.name.startswith(".")]) == 1
+    at.text_input(key="train.pattern").set_value("<patient>_<n>.dcm").run()
+    assert not at.exception and len([p for p in uploads.iterdir() if not p.name.startswith(".")]) == 2
+    assert not leaks([isolated["jobs"]], identifier_forms(texts))
