@@ -176,3 +176,14 @@ def test_the_train_page_stages_an_upload_de_identified_and_restages_when_the_pat
     at.text_input(key="train.pattern").set_value("<patient>_<n>.dcm").run()
     assert not at.exception and len([p for p in uploads.iterdir() if not p.name.startswith(".")]) == 2
     assert not leaks([isolated["jobs"]], identifier_forms(texts))
+
+
+def test_a_truncated_or_broken_dicom_file_is_staged_without_its_identifiers_or_not_at_all(tmp_path):
+    data, texts = identified_dataset(tmp_path / "export", per_class=3)
+    one = next(data.rglob("*.dcm"))
+    for n in (140, 300, 900):
+        (one.parent / f"Qzfam0x_cut{n}.dcm").write_bytes(one.read_bytes()[:n])
+    (one.parent / "Qzfam0x_junk.dcm").write_bytes(b"\0" * 128 + b"DICM" + b"\xff" * 64 + b"QZPID0X77")
+    staged = stage_upload(_uploads(data))
+    assert not leaks([staged], identifier_forms(texts))
+    assert index_dataset([staged], min_per_class=2).report.patients == {"normal": 3, "pneumonia": 3}

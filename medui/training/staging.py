@@ -14,10 +14,12 @@ import hashlib
 import hmac
 import re
 import secrets
+import struct
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
+from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 
 from medui.io.sources import SourceFile
@@ -68,6 +70,15 @@ def _is_image(data: bytes, name: str) -> bool:
     return data.startswith(_RASTER) or name.lower().endswith(_IMAGE_SUFFIXES)
 
 
+def _deidentified(ds: Dataset, patient: str, names: Pseudonyms) -> bytes | None:
+    """The de-identified file; None for a header too broken to rewrite (then it is not kept: its
+    bytes may name the patient)."""
+    try:
+        return deidentify(ds, patient, names.uid)
+    except (ValueError, TypeError, KeyError, AttributeError, IndexError, EOFError, OSError, struct.error):
+        return None
+
+
 def stage_files(files: list[SourceFile], pattern: str | None) -> list[StagedFile]:
     """The de-identified files of an upload (`expand`ed), in a stable order."""
     if not files:
@@ -87,13 +98,14 @@ def stage_files(files: list[SourceFile], pattern: str | None) -> list[StagedFile
             continue  # not an image: may be anything (a list of patients); not kept
         if len(parts) < 2:  # not inside a class folder: kept there, for the check to say so
             folder = tuple(top)
-            content = data if ds is None else deidentify(ds, names.patient(src.name), names.uid)
+            content = data if ds is None else _deidentified(ds, names.patient(src.name), names)
         else:
             patient_id = str(ds.get("PatientID", "") or "").strip() if ds is not None else ""
             key, _ = patient_key(patient_id, parts, pattern)
             pseudonym = names.patient(key)
             folder = (*top, parts[0], pseudonym)
-            content = data if ds is None else deidentify(ds, pseudonym, names.uid)
-        folders[folder].append((_suffix(src.name), content))
+            content = data if ds is None else _deidentified(ds, pseudonym, names)
+        if content is not None:
+            folders[folder].append((_suffix(src.name), content))
     return [StagedFile((*folder, f"{n:04d}{suffix}"), content)
             for folder, items in folders.items() for n, (suffix, content) in enumerate(items, start=1)]
