@@ -187,3 +187,25 @@ def test_a_truncated_or_broken_dicom_file_is_staged_without_its_identifiers_or_n
     staged = stage_upload(_uploads(data))
     assert not leaks([staged], identifier_forms(texts))
     assert index_dataset([staged], min_per_class=2).report.patients == {"normal": 3, "pneumonia": 3}
+
+
+def test_identifiers_inside_sequences_and_a_tiff_preamble_are_not_kept(tmp_path):
+    """A kept sequence (AnatomicRegionSequence) loses the identifying and private attributes of its
+    items; a DICOM file whose preamble makes it a TIFF too is still de-identified (its preamble emptied)."""
+    data, texts = identified_dataset(tmp_path / "export", per_class=3)
+    one = next(data.rglob("*.dcm"))
+    ds = pydicom.dcmread(one)
+    item = pydicom.Dataset()
+    item.CodeValue, item.CodingSchemeDesignator, item.CodeMeaning = "T-D3000", "SRT", "Chest"
+    item.PersonName = "QZNESTED^QZNESTEDGIV"
+    item.add_new((0x0029, 0x0010), "LO", "QZPRIVCREATOR")
+    item.add_new((0x0029, 0x1001), "LO", "QZPRIVVALUE")
+    ds.AnatomicRegionSequence = [item]
+    ds.preamble = b"II*\x00" + b"QZPREAMBLE".ljust(124, b"\0")
+    ds.save_as(one, enforce_file_format=True)
+    staged = stage_upload(_uploads(data))
+    forms = identifier_forms([*texts, "QZNESTED^QZNESTEDGIV", "QZPRIVCREATOR", "QZPRIVVALUE", "QZPREAMBLE"])
+    assert not leaks([staged], forms)
+    kept = [d for d in (pydicom.dcmread(p) for p in staged.rglob("*.dcm")) if "AnatomicRegionSequence" in d]
+    assert len(kept) == 1 and kept[0].AnatomicRegionSequence[0].CodeMeaning == "Chest"
+    assert _images(staged) == _images(data)

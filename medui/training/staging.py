@@ -93,7 +93,8 @@ def stage_files(files: list[SourceFile], pattern: str | None) -> list[StagedFile
         if has_splits and len(parts) > 1:
             top, parts = [parts[0]], parts[1:]
         data = src.read()
-        ds = read_dicom(data) if not data.startswith(_RASTER) else None
+        dicom = data[128:132] == b"DICM" or not data.startswith(_RASTER)  # a TIFF preamble is still DICOM
+        ds = read_dicom(data) if dicom else None
         if ds is None and not _is_image(data, src.name):
             continue  # not an image: may be anything (a list of patients); not kept
         if len(parts) < 2:  # not inside a class folder: kept there, for the check to say so
