@@ -184,6 +184,7 @@ def test_a_truncated_or_broken_dicom_file_is_staged_without_its_identifiers_or_n
     for n in (140, 300, 900):
         (one.parent / f"Qzfam0x_cut{n}.dcm").write_bytes(one.read_bytes()[:n])
     (one.parent / "Qzfam0x_junk.dcm").write_bytes(b"\0" * 128 + b"DICM" + b"\xff" * 64 + b"QZPID0X77")
+    (one.parent / "Qzfam0x_named.png").write_bytes(b"\0" * 128 + b"DICM\x02\x00" + b"QZPID0X77")
     staged = stage_upload(_uploads(data))
     assert not leaks([staged], identifier_forms(texts))
     assert index_dataset([staged], min_per_class=2).report.patients == {"normal": 3, "pneumonia": 3}

@@ -21,7 +21,6 @@ from collections.abc import Callable
 import pydicom
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
-from pydicom.errors import InvalidDicomError
 
 from medui.reading.header import basic_profile
 
@@ -33,7 +32,7 @@ def read_dicom(data: bytes) -> Dataset | None:
     """The dataset of a DICOM file (with or without its 128-byte preamble); None for anything else."""
     try:
         ds = pydicom.dcmread(io.BytesIO(data), force=data[128:132] != b"DICM")
-    except (InvalidDicomError, ValueError, TypeError, EOFError, KeyError, AttributeError, IndexError, OSError):
+    except Exception:  # a broken or hostile file raises almost anything in the parser: not DICOM we can use
         return None
     # force=True parses almost anything: a file without preamble counts only when it holds an image
     return ds if data[128:132] == b"DICM" or "PixelData" in ds else None

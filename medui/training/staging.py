@@ -14,7 +14,6 @@ import hashlib
 import hmac
 import re
 import secrets
-import struct
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import PurePosixPath
@@ -75,7 +74,7 @@ def _deidentified(ds: Dataset, patient: str, names: Pseudonyms) -> bytes | None:
     bytes may name the patient)."""
     try:
         return deidentify(ds, patient, names.uid)
-    except (ValueError, TypeError, KeyError, AttributeError, IndexError, EOFError, OSError, struct.error):
+    except Exception:  # a broken header raises almost anything while it is read lazily or written
         return None
 
 
@@ -95,8 +94,8 @@ def stage_files(files: list[SourceFile], pattern: str | None) -> list[StagedFile
         data = src.read()
         dicom = data[128:132] == b"DICM" or not data.startswith(_RASTER)  # a TIFF preamble is still DICOM
         ds = read_dicom(data) if dicom else None
-        if ds is None and not _is_image(data, src.name):
-            continue  # not an image: may be anything (a list of patients); not kept
+        if ds is None and (data[128:132] == b"DICM" or not _is_image(data, src.name)):
+            continue  # a DICOM file that cannot be parsed, or not an image (a list of patients?): not kept
         if len(parts) < 2:  # not inside a class folder: kept there, for the check to say so
             folder = tuple(top)
             content = data if ds is None else _deidentified(ds, names.patient(src.name), names)
