@@ -210,3 +210,26 @@ def test_identifiers_inside_sequences_and_a_tiff_preamble_are_not_kept(tmp_path)
     kept = [d for d in (pydicom.dcmread(p) for p in staged.rglob("*.dcm")) if "AnatomicRegionSequence" in d]
     assert len(kept) == 1 and kept[0].AnatomicRegionSequence[0].CodeMeaning == "Chest"
     assert _images(staged) == _images(data)
+
+
+def test_text_metadata_of_png_and_jpeg_files_is_not_kept_and_their_pixels_are(tmp_path):
+    from PIL.PngImagePlugin import PngInfo
+
+    data = tmp_path / "set"
+    rng = np.random.default_rng(0)
+    for label in ("normal", "lesion"):
+        (data / label).mkdir(parents=True)
+        for k in range(2):
+            img = Image.fromarray(rng.integers(0, 255, (24, 24), dtype=np.uint8))
+            info = PngInfo()
+            info.add_text("Patient", "Qzfam0x^Qzgiv0x")
+            info.add_itxt("Comment", "QZPID0X77", zip=True)
+            img.save(data / label / f"p{k}_1.png", pnginfo=info)
+            exif = Image.Exif()
+            exif[0x013B] = "Qzdoc0x Artist"  # Artist
+            img.save(data / label / f"p{k}_2.jpg", quality=95, comment=b"QZACC0X88", exif=exif.tobytes())
+    assert leaks([data], {"Qzfam0x", "QZPID0X77", "QZACC0X88", "Qzdoc0x"})
+    staged = stage_upload(_uploads(data))
+    assert not leaks([staged], {"Qzfam0x", "QZPID0X77", "QZACC0X88", "Qzdoc0x"})
+    assert len(list(staged.rglob("*.png"))) == 4 and len(list(staged.rglob("*.jpg"))) == 4
+    assert _images(staged) == _images(data)

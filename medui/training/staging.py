@@ -23,6 +23,7 @@ from pydicom.uid import generate_uid
 
 from medui.io.sources import SourceFile
 from medui.reading.deidentify import deidentify, read_dicom
+from medui.reading.metadata import PNG_SIGNATURE, jpeg_without_text, png_without_text
 from medui.training.data import layout, patient_key
 
 _RASTER = (b"\x89PNG", b"\xff\xd8\xff", b"II*\x00", b"MM\x00*", b"BM")
@@ -69,6 +70,15 @@ def _is_image(data: bytes, name: str) -> bool:
     return data.startswith(_RASTER) or name.lower().endswith(_IMAGE_SUFFIXES)
 
 
+def _image(data: bytes) -> bytes | None:
+    """A PNG or JPEG without its text metadata (None: broken, not kept); other images as they are."""
+    if data.startswith(PNG_SIGNATURE):
+        return png_without_text(data)
+    if data.startswith(b"\xff\xd8\xff"):
+        return jpeg_without_text(data)
+    return data
+
+
 def _deidentified(ds: Dataset, patient: str, names: Pseudonyms) -> bytes | None:
     """The de-identified file; None for a header too broken to rewrite (then it is not kept: its
     bytes may name the patient)."""
@@ -97,14 +107,12 @@ def stage_files(files: list[SourceFile], pattern: str | None) -> list[StagedFile
         if ds is None and (data[128:132] == b"DICM" or not _is_image(data, src.name)):
             continue  # a DICOM file that cannot be parsed, or not an image (a list of patients?): not kept
         if len(parts) < 2:  # not inside a class folder: kept there, for the check to say so
-            folder = tuple(top)
-            content = data if ds is None else _deidentified(ds, names.patient(src.name), names)
+            folder, pseudonym = tuple(top), names.patient(src.name)
         else:
             patient_id = str(ds.get("PatientID", "") or "").strip() if ds is not None else ""
-            key, _ = patient_key(patient_id, parts, pattern)
-            pseudonym = names.patient(key)
+            pseudonym = names.patient(patient_key(patient_id, parts, pattern)[0])
             folder = (*top, parts[0], pseudonym)
-            content = data if ds is None else _deidentified(ds, pseudonym, names)
+        content = _image(data) if ds is None else _deidentified(ds, pseudonym, names)
         if content is not None:
             folders[folder].append((_suffix(src.name), content))
     return [StagedFile((*folder, f"{n:04d}{suffix}"), content)
