@@ -12,9 +12,10 @@ st.title("Train")
 st.caption("Fine-tune on your own labelled images. Runs as a background job: you can refresh or close the page.")
 
 st.subheader("1. Data")
-data = ui.data_source()
+# before the data: an upload is staged (de-identified) with its patients already decided
 pattern = st.text_input("Patient from file name (optional)", key="train.pattern", placeholder="<patient>_<n>.png",
                         help="Used when there is no DICOM PatientID and no per-patient folder.")
+data = ui.data_source(pattern)
 min_per_class = int(st.number_input("Minimum images per class", 2, 1000, 10, key="train.min"))
 index = ui.dataset_report(data, pattern, min_per_class) if data else None
 

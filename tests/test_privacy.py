@@ -1,7 +1,8 @@
 """No patient identifier reaches a file MedUI writes: DICOM files (and the folder and file names of a
 <class>/<PatientID>/<PatientName>.dcm export) carrying unique identifiers go through load, `info`,
-`predict`, the dataset check, a real training job and `evaluate`; then every file under the jobs
-folder, the registry and the temporary folders is searched for every identifier."""
+`predict`, an upload staged for training, the dataset check, a real training job and `evaluate`; then
+every file under the jobs folder (uploads included), the registry and the temporary folders is
+searched for every identifier."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from medui.training import jobs
@@ -22,6 +24,15 @@ ROOT = Path(__file__).resolve().parents[1]
 def _medui(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "medui", *args], env=env, cwd=cwd, capture_output=True, text=True,
                           timeout=300)
+
+
+@dataclass
+class Upload:
+    name: str
+    data: bytes
+
+    def getvalue(self) -> bytes:
+        return self.data
 
 
 def _wait(job: jobs.Job, timeout: float = 300) -> dict:
@@ -37,7 +48,7 @@ def _wait(job: jobs.Job, timeout: float = 300) -> dict:
 def test_no_identifier_reaches_any_file_medui_writes(tmp_path, isolated, monkeypatch):
     from medui.io.loader import load
     from medui.training.fit import TrainConfig
-    from medui.usecases.train import check_dataset
+    from medui.usecases.train import check_dataset, stage_upload
 
     t0 = time.time()
     data, texts = identified_dataset(tmp_path / "export", per_class=10)
@@ -55,6 +66,12 @@ def test_no_identifier_reaches_any_file_medui_writes(tmp_path, isolated, monkeyp
     broken.write_bytes(one.read_bytes()[:300])
     twin = next(data.glob("pneumonia/*/*.dcm"))
     (twin.parent / "Qzfam19x_copy.dcm").write_bytes(twin.read_bytes())
+
+    # the same export uploaded (as a browser sends a folder): staged de-identified, grouped the same
+    staged = stage_upload([Upload(p.relative_to(data.parent).as_posix(), p.read_bytes())
+                           for p in sorted(data.rglob("*")) if p.is_file()])
+    assert check_dataset(staged, min_per_class=5)[0].report.patients == \
+        check_dataset(data, min_per_class=5)[0].report.patients
 
     loaded = load([str(data)])
     assert len(loaded.series) >= 20 and loaded.skipped

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 from medui.errors import DatasetError, ServerFolderError, TrainingError
@@ -25,23 +28,38 @@ class FakeUpload:
         return self.data
 
 
+def _png(value: int) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(np.full((8, 8), value, np.uint8)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _staged(root: Path, label: str) -> bytes:
+    """The one file staged under <label>/<patient pseudonym>/."""
+    (only,) = (root / label).glob("*/*")
+    return only.read_bytes()
+
+
 def test_uploads_with_the_same_names_and_sizes_but_new_bytes_get_a_new_folder():
-    first = stage_upload([FakeUpload("cxr/normal/a.png", b"old-a"), FakeUpload("cxr/lesion/b.png", b"old-b")])
-    second = stage_upload([FakeUpload("cxr/normal/a.png", b"new-a"), FakeUpload("cxr/lesion/b.png", b"old-b")])
+    old_a, new_a, old_b = _png(1), _png(2), _png(3)
+    first = stage_upload([FakeUpload("cxr/normal/a.png", old_a), FakeUpload("cxr/lesion/b.png", old_b)])
+    second = stage_upload([FakeUpload("cxr/normal/a.png", new_a), FakeUpload("cxr/lesion/b.png", old_b)])
     assert first != second
-    assert (second / "cxr" / "normal" / "a.png").read_bytes() == b"new-a"
-    assert (first / "cxr" / "normal" / "a.png").read_bytes() == b"old-a"
-    again = stage_upload([FakeUpload("cxr/lesion/b.png", b"old-b"), FakeUpload("cxr/normal/a.png", b"new-a")])
+    assert _staged(second, "normal") == new_a and _staged(first, "normal") == old_a
+    again = stage_upload([FakeUpload("cxr/lesion/b.png", old_b), FakeUpload("cxr/normal/a.png", new_a)])
     assert again == second  # the same upload (in any order) reuses its folder
     assert not list(second.parent.glob(".*.partial"))
 
 
 def test_staged_paths_stay_inside_the_upload_folder():
-    root = stage_upload([FakeUpload("../../etc/normal/x.png", b"x"), FakeUpload("/abs/lesion/y.png", b"y")])
-    assert (root / "etc" / "normal" / "x.png").read_bytes() == b"x"
-    assert (root / "abs" / "lesion" / "y.png").exists()
+    root = stage_upload([FakeUpload("../../etc/normal/x.png", _png(1)), FakeUpload("/abs/lesion/y.png", _png(2))])
+    staged = [p.resolve() for p in root.rglob("*") if p.is_file()]
+    assert len(staged) == 2 and all(root.resolve() in p.parents for p in staged)
+    assert _staged(root, "etc") == _png(1) and _staged(root, "abs") == _png(2)
     with pytest.raises(DatasetError, match="no files were uploaded"):
         stage_upload([])
+    with pytest.raises(DatasetError, match="holds no image"):
+        stage_upload([FakeUpload("notes/normal/a.txt", b"text")])
 
 
 def test_server_folders_are_closed_when_no_roots_are_set(tmp_path, monkeypatch):

@@ -116,7 +116,7 @@ def _parts(name: str) -> list[str]:
     return [p for p in PurePosixPath(name).parts if p]
 
 
-def _layout(files: list[SourceFile]) -> tuple[int, bool]:
+def layout(files: list[SourceFile]) -> tuple[int, bool]:
     """How many leading path parts to drop, and whether split folders are present."""
     parts = [_parts(f.name) for f in files]
     depth = 0
@@ -127,13 +127,27 @@ def _layout(files: list[SourceFile]) -> tuple[int, bool]:
     return depth, has_splits
 
 
-def _patient_from_pattern(pattern: str, filename: str) -> str | None:
+def patient_from_pattern(pattern: str, filename: str) -> str | None:
     """'<patient>_<n>.png' style patterns: <patient> is captured, <anything> matches anything."""
     pieces = re.split(r"(<[A-Za-z_]+>)", pattern)
     regex = "".join("(?P<patient>.+?)" if p == "<patient>" else ".+?" if re.fullmatch(r"<[A-Za-z_]+>", p)
                     else re.escape(p) for p in pieces)
     m = re.fullmatch(regex, filename)
     return m.group("patient") if m else None
+
+
+def patient_key(patient_id: str | None, parts: list[str], pattern: str | None) -> tuple[str, str]:
+    """(grouping key, how it was found) of one image at `parts` (<class>/.../<file>, below any split
+    folder): its DICOM PatientID, else the first folder below the class folder, else the file-name
+    pattern, else the file itself. Staging an upload decides it the same way (medui.training.staging)."""
+    if patient_id:
+        return patient_id, "dicom"
+    if len(parts) > 2:
+        return parts[1], "folder"
+    found = patient_from_pattern(pattern, parts[-1]) if pattern else None
+    if found is not None:
+        return found, "pattern"
+    return f"{parts[0]}:{'/'.join(parts)}", "file"
 
 
 def _digest(image: np.ndarray) -> str:
@@ -148,7 +162,7 @@ def index_dataset(inputs: Iterable[Input], patient_pattern: str | None = None, m
     unreadable = [{"file": k.file, "reason": k.reason} for k in skipped]
     if not files:
         raise DatasetError("the upload holds no files; give a folder with one sub-folder per class")
-    depth, has_splits = _layout(files)
+    depth, has_splits = layout(files)
     salt = secrets.token_bytes(16)  # pseudonyms are only compared within this index: the salt is never kept
     keys: set[str] = set()  # the patient keys themselves (DICOM PatientID, patient folders): never kept
     samples: list[Sample] = []
@@ -167,13 +181,7 @@ def index_dataset(inputs: Iterable[Input], patient_pattern: str | None = None, m
         for k, series in enumerate(result.series):
             frame = series.n_slices // 2
             image = series.pixels[frame]
-            pid, how = (series.patient_id, "dicom") if series.patient_id else (None, "")
-            if pid is None and len(parts) > 2:
-                pid, how = parts[1], "folder"
-            if pid is None and patient_pattern:
-                pid, how = _patient_from_pattern(patient_pattern, parts[-1]), "pattern"
-            if pid is None:
-                pid, how = f"{label}:{'/'.join(parts)}", "file"
+            pid, how = patient_key(series.patient_id, parts, patient_pattern)
             sources[how] += 1
             if how in ("dicom", "folder"):
                 keys.add(pid)

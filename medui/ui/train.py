@@ -55,21 +55,28 @@ def server_folder_note() -> None:
         st.caption("Allowed: folders inside " + ", ".join(f"`{r}`" for r in roots))
 
 
-def data_source() -> Path | None:
-    """The dataset folder: an uploaded folder, an uploaded zip, or a folder on the server."""
+DEIDENTIFIED = ("Uploads are stored de-identified: file and folder names replaced, DICOM identifying attributes "
+                "removed (patients kept apart by pseudonyms).")
+
+
+def data_source(pattern: str = "") -> Path | None:
+    """The dataset folder: an uploaded folder, an uploaded zip (both staged de-identified, patients
+    decided with `pattern` where needed), or a folder on the server (read where it is)."""
     tab_folder, tab_zip, tab_path = st.tabs(["Folder", "Zip", "Folder on the server"])
     with tab_folder:
         up = st.file_uploader("A folder with one sub-folder per class (optionally inside train/, val/, test/)",
                               accept_multiple_files="directory", key="train.folder")
+        st.caption(DEIDENTIFIED)
     with tab_zip:
         zipped = st.file_uploader("A zip of such a folder", type=["zip"], key="train.zip")
+        st.caption(DEIDENTIFIED)
     with tab_path:
         server_folder_note()
         server = st.text_input("Path on the server", key="train.path", placeholder="/data/chest-xray")
     if up:
-        return _staged(list(up))
+        return _staged(list(up), pattern)
     if zipped is not None:
-        return _staged([zipped])
+        return _staged([zipped], pattern)
     if server:
         path, problem = server_folder(server)
         if problem:
@@ -78,11 +85,16 @@ def data_source() -> Path | None:
     return None
 
 
-def _staged(files: list[Any]) -> Path | None:
-    """Stage an upload for training; None (with the reason shown) when it cannot be written."""
+def _staged(files: list[Any], pattern: str) -> Path | None:
+    """Stage an upload for training (de-identified; another pattern stages it again); None (with the
+    reason shown) when it cannot be written."""
     try:
-        with st.spinner(f"Saving {len(files)} file(s)…"):
-            return stage_upload(files)
+        with st.spinner(f"Saving {len(files)} file(s) de-identified…"):
+            return stage_upload(files, pattern or None)
+    except DatasetError as exc:
+        st.error(f"The upload could not be used: {exc}", icon=":material/error:")
+        _unreadable(exc.unreadable, expanded=True)
+        return None
     except (MedUIError, OSError) as exc:
         st.error(f"The upload could not be saved: {exc}", icon=":material/error:")
         return None

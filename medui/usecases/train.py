@@ -18,10 +18,12 @@ import numpy as np
 from medui.ai.architectures import ARCHITECTURES
 from medui.ai.registry import check_name
 from medui.errors import CardError, DatasetError, ServerFolderError, TrainingError
+from medui.io.sources import expand
 from medui.training import jobs
 from medui.training.data import DatasetIndex, index_dataset, thumbnails
 from medui.training.fit import TrainConfig
 from medui.training.plan import ModelPlan, cached_weights, download_possible, plan_model
+from medui.training.staging import stage_files
 
 ROOTS_VARIABLE = "MEDUI_DATA_ROOTS"
 StartFrom = Literal["recommended", "fine-tune", "architecture"]
@@ -108,27 +110,38 @@ def _relative_parts(name: str) -> tuple[str, ...]:
     return tuple(p for p in PurePosixPath(name.replace("\\", "/")).parts if p not in ("", ".", "..", "/"))
 
 
-def stage_upload(files: Iterable[Upload]) -> Path:
-    """Write uploaded files (relative paths kept, '..' refused) under jobs/uploads/<digest>/ and return it.
+def stage_upload(files: Iterable[Upload], patient_pattern: str | None = None) -> Path:
+    """Write an upload (files, or zips of them) de-identified under jobs/uploads/<digest>/ and return it.
 
-    The digest covers every file's path and content: the same upload again reuses its folder; any
-    changed byte gives a new one. The folder appears complete or not at all."""
+    Laid out as `[<split>/]<class>/<patient pseudonym>/<n>.<ext>` with DICOM headers de-identified
+    (`medui.training.staging`): no folder or file name and no identifying DICOM attribute of the upload
+    reaches the disk; the patients (decided with `patient_pattern` where needed) keep their grouping.
+    The digest covers every original file's path and content and the pattern: the same upload with the
+    same pattern reuses its folder; any changed byte or another pattern gives a new one. The folder
+    appears complete or not at all."""
     items = [(_relative_parts(f.name) or ("unnamed",), f.getvalue()) for f in files]
     if not items:
         raise DatasetError("no files were uploaded; upload a folder with one sub-folder per class, or a zip of it")
-    digest = hashlib.sha256()
+    pattern = (patient_pattern or "").strip() or None
+    digest = hashlib.sha256(f"pattern\0{pattern or ''}\0".encode())
     for parts, data in sorted(items):
         digest.update("/".join(parts).encode() + b"\0" + hashlib.sha256(data).digest())
     root = jobs.jobs_dir() / "uploads" / digest.hexdigest()[:16]
     if root.exists():
         return root
+    sources, skipped = expand([("/".join(parts), data) for parts, data in items])
+    staged = stage_files(sources, pattern)
+    if not staged:
+        raise DatasetError("the upload holds no image MedUI reads (DICOM, PNG, JPEG, TIFF, NIfTI); upload a folder "
+                           "with one sub-folder per class, or a zip of it",
+                           [{"file": k.file, "reason": k.reason} for k in skipped])
     _remove_stale_partials(root.parent)
     partial = root.with_name(f".{root.name}.{uuid.uuid4().hex[:8]}.partial")
     try:
-        for parts, data in items:
-            target = partial.joinpath(*parts)
+        for f in staged:
+            target = partial.joinpath(*f.parts)
             target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(data)
+            target.write_bytes(f.data)
         os.replace(partial, root)
     except OSError as exc:
         shutil.rmtree(partial, ignore_errors=True)
