@@ -233,3 +233,29 @@ def test_text_metadata_of_png_and_jpeg_files_is_not_kept_and_their_pixels_are(tm
     assert not leaks([staged], {"Qzfam0x", "QZPID0X77", "QZACC0X88", "Qzdoc0x"})
     assert len(list(staged.rglob("*.png"))) == 4 and len(list(staged.rglob("*.jpg"))) == 4
     assert _images(staged) == _images(data)
+
+
+def test_mosaics_are_still_cut_into_slices_after_staging(tmp_path):
+    """The private tags the readers need for geometry (Siemens (0019,100A) and the CSA image header,
+    UIH (0065,1050)) survive de-identification; nothing else private does."""
+    import gzip
+    import shutil
+
+    from tests.synth import write_mosaic, write_uih_mosaic
+
+    tiles = np.arange(7 * 6 * 5, dtype=np.int16).reshape(7, 6, 5)
+    data = tmp_path / "data"
+    for label in ("normal", "lesion"):
+        (data / label / "pat1").mkdir(parents=True)
+    write_mosaic(data / "normal" / "pat1" / "siemens.dcm", tiles)
+    write_uih_mosaic(data / "lesion" / "pat1" / "uih.dcm", tiles)
+    dwi = Path(__import__("nibabel").__file__).parent / "nicom" / "tests" / "data" / "siemens_dwi_1000.dcm.gz"
+    with gzip.open(dwi) as src, open(data / "normal" / "pat1" / "dwi.dcm", "wb") as dst:
+        shutil.copyfileobj(src, dst)
+    staged = stage_upload(_uploads(data))
+    before = {s.pixels.shape for s in load([str(data)]).series}
+    after = {s.pixels.shape for s in load([str(staged)]).series}
+    assert before == after == {(7, 6, 5), (48, 128, 128)}
+    kept = [e for p in staged.rglob("*.dcm") for e in pydicom.dcmread(p) if e.tag.is_private]
+    assert {(e.tag.group, e.tag.element & 0xFF) for e in kept if e.tag.element >= 0x1000} <= {
+        (0x0019, 0x0A), (0x0029, 0x10), (0x0065, 0x50)}

@@ -2,7 +2,9 @@
 of Table E.1-1 as `medui.reading.header.basic_profile` lists them).
 
 Every attribute of the table is removed, at any depth (inside sequences too), and so is every private
-attribute, except:
+attribute but the few MedUI's readers need to place a mosaic's slices (`READER_PRIVATE`: Siemens'
+NumberOfImagesInMosaic and CSA image header, UIH's NumberOfImagesInGridUIH; they hold image layout and
+geometry, no identity) and their private creators. Also except:
 - UIDs of the table (Study/Series/SOP Instance, Frame of Reference, ...) are replaced, consistently
   within one upload (`uid_for`): the same original UID gets the same new one, so the slices of a series
   still form that series, but the new UIDs cannot be looked up in the hospital's archive;
@@ -25,6 +27,8 @@ from pydicom.dataset import Dataset
 from medui.reading.header import basic_profile
 
 METHOD = "MedUI: PS3.15 Table E.1-1 + private tags removed, UIDs replaced"  # LO: 64 characters at most
+# (group, creator or None for any, element offset in the block) of private attributes the readers need.
+READER_PRIVATE = {(0x0019, "SIEMENS MR HEADER", 0x0A), (0x0029, "SIEMENS CSA HEADER", 0x10), (0x0065, None, 0x50)}
 _META_KEPT = {0x00020000, 0x00020001, 0x00020002, 0x00020003, 0x00020010, 0x00020012, 0x00020013}
 
 
@@ -38,6 +42,19 @@ def read_dicom(data: bytes) -> Dataset | None:
     return ds if data[128:132] == b"DICM" or "PixelData" in ds else None
 
 
+def _needed_by_readers(dataset: Dataset, elem: DataElement) -> bool:
+    """A private attribute in `READER_PRIVATE`, or the private creator of its block."""
+    group, element = elem.tag.group, elem.tag.element
+    if 0x0010 <= element <= 0x00FF:  # a private creator: kept when a needed attribute lives in its block
+        creator = str(elem.value).strip().upper()
+        return any(g == group and (c is None or c == creator) for g, c, _ in READER_PRIVATE)
+    try:
+        creator = str(dataset[(group << 16) | (element >> 8)].value).strip().upper()
+    except KeyError:
+        return False
+    return any(g == group and (c is None or c == creator) and off == element & 0xFF for g, c, off in READER_PRIVATE)
+
+
 def deidentify(ds: Dataset, patient: str, uid_for: Callable[[str], str]) -> bytes:
     """The file's bytes with the identifying attributes removed, PatientID = `patient`, UIDs mapped."""
     profile = basic_profile()
@@ -45,7 +62,8 @@ def deidentify(ds: Dataset, patient: str, uid_for: Callable[[str], str]) -> byte
     def visit(dataset: Dataset, elem: DataElement) -> None:
         tag = int(elem.tag)
         if elem.tag.is_private:
-            del dataset[elem.tag]
+            if not _needed_by_readers(dataset, elem):
+                del dataset[elem.tag]
         elif profile.covers(tag, elem.keyword):
             if elem.VR == "UI" and elem.value:
                 values = elem.value if isinstance(elem.value, list) else [elem.value]
