@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import io
+import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pydicom
@@ -308,3 +311,27 @@ def leaks(folders: Sequence[Path], forms: set[str]) -> list[str]:
             low = data.lower()
             found += [f"{path}: {f}" for f in sorted(forms) if f.encode().lower() in low]
     return found
+
+
+@dataclass
+class Upload:
+    """A file as the browser's uploader hands it over: its relative name and bytes."""
+
+    name: str
+    data: bytes
+
+    def getvalue(self) -> bytes:
+        return self.data
+
+
+def wait_for_job(job: Any, timeout: float = 300, poll: float = 0.3) -> dict[str, Any]:
+    """The job's final status; fails with its log when it has not ended within `timeout` seconds."""
+    from medui.training import jobs
+
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        st = job.status()
+        if st.get("state") in jobs.TERMINAL:
+            return dict(st)
+        time.sleep(poll)
+    raise AssertionError(f"job stuck: {job.status()}\n{job.log_tail()}")

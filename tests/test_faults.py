@@ -16,6 +16,7 @@ from medui.ai import registry
 from medui.synthetic.phantoms import make_phantom, write_png
 from medui.training import jobs
 from medui.training.fit import TrainConfig
+from tests.synth import wait_for_job
 
 
 def _data(root: Path, n: int = 10) -> Path:
@@ -29,15 +30,6 @@ def _params(data: Path, out: str = "faulty") -> dict:
     return TrainConfig(data=[str(data)], out=out, arch="seed_cnn", epochs=1, batch_size=8, min_per_class=5,
                        weights=None, val_fraction=0.25, test_fraction=0.25).to_json()
 
-
-def _wait(job: jobs.Job, timeout: float = 240) -> dict:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        st = job.status()
-        if st.get("state") in jobs.TERMINAL:
-            return st
-        time.sleep(0.3)
-    raise AssertionError(f"job stuck: {job.status()}\n{job.log_tail()}")
 
 
 def _files(root: Path) -> set[str]:
@@ -67,7 +59,7 @@ def test_a_job_killed_at_any_moment_leaves_no_half_model(tmp_path, isolated, mon
         assert time.time() < deadline and job.status()["state"] not in jobs.TERMINAL, job.log_tail()
         time.sleep(0.1)
     os.kill(int(marker.read_text()), signal.SIGKILL)
-    st = _wait(job)
+    st = wait_for_job(job, 240, 0.3)
     assert st["state"] == "failed" and "ended unexpectedly" in st["error"] and "see the log" in st["error"]
     assert job.log_tail()  # the log is kept
     after = [e.id for e in registry.list_models(models)]  # rolls a registration killed before its card forward
@@ -78,7 +70,7 @@ def test_a_job_killed_at_any_moment_leaves_no_half_model(tmp_path, isolated, mon
     # the lock is free and the version numbers are not confused: the next job registers the next version
     monkeypatch.delenv(registry.PAUSE_VARIABLE)
     nxt = jobs.start(_params(tmp_path / "data"))
-    assert _wait(nxt)["state"] == "done", nxt.log_tail()
+    assert wait_for_job(nxt, 240, 0.3)["state"] == "done", nxt.log_tail()
     assert nxt.result()["model"] == ("faulty-v2" if point == "card" else "faulty-v1")
     _complete(models)
     # temporaries of the dead registration go once stale

@@ -12,11 +12,10 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 from medui.training import jobs
-from tests.synth import identified_dataset, identifier_forms, leaks
+from tests.synth import Upload, identified_dataset, identifier_forms, leaks, wait_for_job
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -26,23 +25,6 @@ def _medui(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.Comple
                           timeout=300)
 
 
-@dataclass
-class Upload:
-    name: str
-    data: bytes
-
-    def getvalue(self) -> bytes:
-        return self.data
-
-
-def _wait(job: jobs.Job, timeout: float = 300) -> dict:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        st = job.status()
-        if st.get("state") in jobs.TERMINAL:
-            return st
-        time.sleep(0.5)
-    raise AssertionError(f"job stuck: {job.status()}\n{job.log_tail()}")
 
 
 def test_no_identifier_reaches_any_file_medui_writes(tmp_path, isolated, monkeypatch):
@@ -84,7 +66,7 @@ def test_no_identifier_reaches_any_file_medui_writes(tmp_path, isolated, monkeyp
     cfg = TrainConfig(data=[str(data)], out="private", arch="seed_cnn", epochs=1, batch_size=8, min_per_class=5,
                       weights=None, val_fraction=0.25, test_fraction=0.25)
     job = jobs.start(cfg.to_json(), index=index)
-    assert _wait(job)["state"] == "done", job.log_tail()
+    assert wait_for_job(job, 300, 0.5)["state"] == "done", job.log_tail()
     # the same data through the CLI path, which indexes the folder itself
     cli = _medui(["train", str(data), "--arch", "seed_cnn", "--epochs", "1", "--batch-size", "8", "--out",
                   "private-cli", "--min-per-class", "5", "--weights", "none", "--json"], env, work)
@@ -97,7 +79,7 @@ def test_no_identifier_reaches_any_file_medui_writes(tmp_path, isolated, monkeyp
     gone = next(data.glob("pneumonia/*/*.dcm"))
     gone.unlink()
     stale = jobs.start({**cfg.to_json(), "out": "stale"}, index=index)
-    assert _wait(stale)["state"] == "failed", stale.log_tail()
+    assert wait_for_job(stale, 300, 0.5)["state"] == "failed", stale.log_tail()
     assert "check the data again" in stale.status()["error"]
 
     # overlays are named after the scan the user gave, in the folder the user gave (`predict --out`): not scanned

@@ -14,18 +14,10 @@ import pytest
 from medui.synthetic.phantoms import make_phantom, write_labeled_folder, write_png
 from medui.training import jobs
 from medui.training.cards import METRIC_KEYS
+from tests.synth import wait_for_job
 
 SCHEMA = set(METRIC_KEYS) | {"split"}
 
-
-def _wait(job: jobs.Job, timeout: float = 600) -> dict:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        st = job.status()
-        if st.get("state") in jobs.TERMINAL:
-            return st
-        time.sleep(0.5)
-    raise AssertionError(f"job stuck: {job.status()}\n{job.log_tail()}")
 
 
 @pytest.fixture(autouse=True)
@@ -88,7 +80,7 @@ def test_cli_and_page_jobs_share_one_layout_and_results_count_epochs_run(tmp_pat
     assert set(card_metrics["compared"]["demo-chest-phantom-v1"]) == SCHEMA
 
     page_job = jobs.start({**cli_job.params(), "out": "page", "epochs": 1})
-    assert _wait(page_job)["state"] == "done", page_job.log_tail()
+    assert wait_for_job(page_job, 600, 0.5)["state"] == "done", page_job.log_tail()
     cli_files = {p.name for p in cli_job.path.iterdir()}
     page_files = {p.name for p in page_job.path.iterdir()}
     assert page_files - {"pid", "log.txt"} == cli_files
@@ -232,6 +224,6 @@ def test_a_launched_job_log_on_a_cpu_machine_has_no_cuinit_noise(tmp_path, isola
     root = write_labeled_folder(tmp_path / "data", 24, seed=500, size=48, patients=12)
     cfg = TrainConfig(data=[str(root)], out="quiet", arch="seed_cnn", epochs=1, batch_size=8, min_per_class=5)
     job = jobs.start(cfg.to_json())
-    assert _wait(job)["state"] == "done", job.log_tail()
+    assert wait_for_job(job, 600, 0.5)["state"] == "done", job.log_tail()
     log = (job.path / "log.txt").read_text()
     assert "cuInit" not in log and "will train: seed CNN from scratch" in log.splitlines()[0]

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import io
 import zipfile
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -16,23 +15,15 @@ from medui.io.loader import load
 from medui.reading.header import basic_profile
 from medui.training.data import index_dataset
 from medui.usecases.train import stage_upload
-from tests.synth import identified_dataset, identifier_forms, leaks
+from tests.synth import Upload, identified_dataset, identifier_forms, leaks
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@dataclass
-class FakeUpload:
-    name: str
-    data: bytes
 
-    def getvalue(self) -> bytes:
-        return self.data
-
-
-def _uploads(folder: Path) -> list[FakeUpload]:
+def _uploads(folder: Path) -> list[Upload]:
     """The folder as a browser uploads it: paths relative to its parent (the folder's own name first)."""
-    return [FakeUpload(p.relative_to(folder.parent).as_posix(), p.read_bytes())
+    return [Upload(p.relative_to(folder.parent).as_posix(), p.read_bytes())
             for p in sorted(folder.rglob("*")) if p.is_file()]
 
 
@@ -142,7 +133,7 @@ def test_a_zip_upload_is_staged_de_identified(tmp_path):
     with zipfile.ZipFile(buf, "w") as zf:
         for p in sorted(data.rglob("*.dcm")):
             zf.writestr(f"QZPID1X77/{p.relative_to(data).as_posix()}", p.read_bytes())
-    staged = stage_upload([FakeUpload("Qzfam1x_Qzgiv1x.zip", buf.getvalue())])
+    staged = stage_upload([Upload("Qzfam1x_Qzgiv1x.zip", buf.getvalue())])
     assert not leaks([staged], identifier_forms(texts))
     assert not list(staged.rglob("*.zip"))
     assert _grouping(staged) == _grouping(data) and _images(staged) == _images(data)

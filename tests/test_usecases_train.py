@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -15,17 +14,10 @@ from medui.errors import DatasetError, ServerFolderError, TrainingError
 from medui.training.fit import TrainConfig
 from medui.usecases import train
 from medui.usecases.train import TrainRequest, allowed_folder, stage_upload
+from tests.synth import Upload
 
 ROOT = Path(__file__).resolve().parents[1]
 
-
-@dataclass
-class FakeUpload:
-    name: str
-    data: bytes
-
-    def getvalue(self) -> bytes:
-        return self.data
 
 
 def _png(value: int) -> bytes:
@@ -42,24 +34,24 @@ def _staged(root: Path, label: str) -> bytes:
 
 def test_uploads_with_the_same_names_and_sizes_but_new_bytes_get_a_new_folder():
     old_a, new_a, old_b = _png(1), _png(2), _png(3)
-    first = stage_upload([FakeUpload("cxr/normal/a.png", old_a), FakeUpload("cxr/lesion/b.png", old_b)])
-    second = stage_upload([FakeUpload("cxr/normal/a.png", new_a), FakeUpload("cxr/lesion/b.png", old_b)])
+    first = stage_upload([Upload("cxr/normal/a.png", old_a), Upload("cxr/lesion/b.png", old_b)])
+    second = stage_upload([Upload("cxr/normal/a.png", new_a), Upload("cxr/lesion/b.png", old_b)])
     assert first != second
     assert _staged(second, "normal") == new_a and _staged(first, "normal") == old_a
-    again = stage_upload([FakeUpload("cxr/lesion/b.png", old_b), FakeUpload("cxr/normal/a.png", new_a)])
+    again = stage_upload([Upload("cxr/lesion/b.png", old_b), Upload("cxr/normal/a.png", new_a)])
     assert again == second  # the same upload (in any order) reuses its folder
     assert not list(second.parent.glob(".*.partial"))
 
 
 def test_staged_paths_stay_inside_the_upload_folder():
-    root = stage_upload([FakeUpload("../../etc/normal/x.png", _png(1)), FakeUpload("/abs/lesion/y.png", _png(2))])
+    root = stage_upload([Upload("../../etc/normal/x.png", _png(1)), Upload("/abs/lesion/y.png", _png(2))])
     staged = [p.resolve() for p in root.rglob("*") if p.is_file()]
     assert len(staged) == 2 and all(root.resolve() in p.parents for p in staged)
     assert _staged(root, "etc") == _png(1) and _staged(root, "abs") == _png(2)
     with pytest.raises(DatasetError, match="no files were uploaded"):
         stage_upload([])
     with pytest.raises(DatasetError, match="holds no image"):
-        stage_upload([FakeUpload("notes/normal/a.txt", b"text")])
+        stage_upload([Upload("notes/normal/a.txt", b"text")])
 
 
 def test_server_folders_are_closed_when_no_roots_are_set(tmp_path, monkeypatch):

@@ -111,10 +111,8 @@ def _uih_layout(ds: Any, elem: Any, n_frames: int,
     elif rows % n_rows or cols % n_cols:
         problem = (f"{n} slices make a grid of {n_rows} rows of {n_cols} tiles, but Rows x Columns (0028,0010/0011) "
                    f"= {rows}x{cols} do not divide into {n_rows}x{n_cols} equal tiles")
-    elif n_frames != 1 or int(ds.get("SamplesPerPixel", 1) or 1) != 1:
-        problem = "a grid must be one greyscale frame, but this file has several frames or colour samples"
-    elif geoms[0].orientation is None:
-        problem = "ImageOrientationPatient (0020,0037) is missing or invalid, so the slices cannot be placed"
+    else:
+        problem = _unplaceable("a grid", ds, n_frames, geoms)
     if problem is not None:
         return None, list(geoms), [f"UIH grid (MOSAIC image): {problem}; {plain}"]
     assert n is not None
@@ -220,10 +218,8 @@ def layout(ds: Any, n_frames: int, geoms: Sequence[FrameGeom]) -> tuple[Mosaic |
     elif rows % grid or cols % grid:
         problem = (f"{n} slices make a {grid}x{grid} grid, but Rows x Columns (0028,0010/0011) = {rows}x{cols} "
                    f"do not divide into {grid}x{grid} equal tiles")
-    elif n_frames != 1 or int(ds.get("SamplesPerPixel", 1) or 1) != 1:
-        problem = "a mosaic must be one greyscale frame, but this file has several frames or colour samples"
-    elif geoms[0].orientation is None:
-        problem = "ImageOrientationPatient (0020,0037) is missing or invalid, so the slices cannot be placed"
+    else:
+        problem = _unplaceable("a mosaic", ds, n_frames, geoms)
     if problem is not None:
         return None, list(geoms), [f"MOSAIC image: {problem}; {plain}"]
     mosaic = Mosaic(n, rows // grid, cols // grid, grid)
@@ -288,3 +284,12 @@ def described(ds: Any, mosaic: Mosaic | None, label: str) -> str:
     if mosaic is not None:
         text = f"{text} (mosaic of {mosaic.n} slices{', ' + label if label else ''})".strip()
     return text
+
+
+def _unplaceable(what: str, ds: Any, n_frames: int, geoms: Sequence[FrameGeom]) -> str | None:
+    """Why a tiled image cannot be cut into placed slices, whatever its vendor; None when it can."""
+    if n_frames != 1 or int(ds.get("SamplesPerPixel", 1) or 1) != 1:
+        return f"{what} must be one greyscale frame, but this file has several frames or colour samples"
+    if geoms[0].orientation is None:
+        return "ImageOrientationPatient (0020,0037) is missing or invalid, so the slices cannot be placed"
+    return None
