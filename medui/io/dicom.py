@@ -15,10 +15,11 @@ from medui.errors import ImageTooLargeError, InvalidHeaderError, MedUIError, Unr
 from medui.io.budget import FATAL
 from medui.io.decode import PixelHint, Target
 from medui.io.dicom_checks import DEADLINE_FROM_BYTES, DeadlineReader, check_header, window_warnings
+from medui.io.dicom_grouping import Frame, group
 from medui.io.dicom_header import header_rows
 from medui.io.dicom_voi import voi_lut, voi_module, window
-from medui.io.geometry import FrameGeom, frame_geometries, sort_frames, stack_affine
-from medui.io.mosaic import Mosaic, described, is_mosaic, layout, tile_frame, volume_labels
+from medui.io.geometry import FrameGeom, frame_geometries, stack_affine
+from medui.io.mosaic import Mosaic, described, is_mosaic, layout, tile_frame
 from medui.io.parallel import Decoder
 from medui.io.sources import Limits, Skipped, SourceFile
 from medui.series import Series
@@ -209,86 +210,15 @@ def _first_line(exc: Exception) -> str:
 
 
 @dataclass
-class _Frame:
-    inst: Instance
-    index: int
-
-    @property
-    def geom(self) -> FrameGeom:
-        return self.inst.geoms[self.index]
-
-
-def _stack_key(inst: Instance, g: FrameGeom) -> tuple[Any, ...]:
-    ds = inst.ds
-    iop = tuple(round(v, 3) for v in g.orientation) if g.orientation else None
-    key: tuple[Any, ...] = (str(ds.get("SeriesInstanceUID", inst.src.name)), iop, int(ds.Rows), int(ds.Columns),
-                  int(ds.get("SamplesPerPixel", 1) or 1))
-    if inst.n_frames > 1 or g.position is None or inst.mosaic is not None:
-        key += (inst.src.name,)  # a multi-frame object or mosaic, or an image without position, stands alone
-    return key
-
-
-def group(instances: Sequence[Instance]) -> list[list[_Frame]]:
-    """Frames grouped by series, orientation and size, each group sorted along its normal."""
-    groups: dict[tuple[Any, ...], list[_Frame]] = defaultdict(list)
-    for inst in instances:
-        for i, g in enumerate(inst.geoms):
-            groups[_stack_key(inst, g)].append(_Frame(inst, i))
-    stacks = []
-    for frames in groups.values():
-        stacks.extend(_split_duplicates(frames))
-    _label_mosaic_volumes(stacks)
-    return stacks
-
-
-def _label_mosaic_volumes(stacks: list[list[_Frame]]) -> None:
-    """Each mosaic file is a volume of its own (a b-value, a time point): 'volume k of N' in order."""
-    at = [i for i, s in enumerate(stacks) if s[0].inst.mosaic is not None]
-    insts = [stacks[i][0].inst for i in at]
-    labels, order = volume_labels([(str(i.ds.get("SeriesInstanceUID", "")), _instance_number(_Frame(i, 0)))
-                                   for i in insts])
-    moved = [stacks[at[j]] for j in order]
-    for i, inst, label, stack in zip(at, insts, labels, moved, strict=True):
-        inst.label, stacks[i] = label, stack
-
-
-def _instance_number(f: _Frame) -> float:
-    try:
-        return float(f.inst.ds.get("InstanceNumber", 0) or 0) + f.index / 10000.0
-    except (TypeError, ValueError):
-        return f.index / 10000.0
-
-
-def _split_duplicates(frames: list[_Frame]) -> list[list[_Frame]]:
-    """Order frames; several frames at one position (echoes, phases) become separate stacks."""
-    order = sort_frames([f.geom for f in frames], [_instance_number(f) for f in frames])
-    frames = [frames[i] for i in order]
-    if frames[0].geom.position is None:
-        return [frames]
-    buckets: dict[tuple[float, ...], list[_Frame]] = defaultdict(list)
-    for f in frames:
-        buckets[tuple(round(v, 2) for v in f.geom.position)].append(f)  # type: ignore[union-attr]
-    depth = max(len(b) for b in buckets.values())
-    if depth == 1:
-        return [frames]
-    stacks = []
-    for k in range(depth):
-        stack = [b[k] for b in buckets.values() if len(b) > k]
-        stack = [stack[i] for i in sort_frames([f.geom for f in stack], [_instance_number(f) for f in stack])]
-        stacks.append(stack)
-    return stacks
-
-
-@dataclass
 class _Plan:
     """A stack waiting for its pixels: the output volume and the instances that fill it."""
 
-    stack: list[_Frame]
+    stack: list[Frame]
     insts: list[Instance]
     volume: int
 
 
-def plan_stack(stack: list[_Frame], limits: Limits, decoder: Decoder) -> _Plan | list[Skipped]:
+def plan_stack(stack: list[Frame], limits: Limits, decoder: Decoder) -> _Plan | list[Skipped]:
     """Check a stack against the memory limits (the series cap, then the load's budget, which it
     is charged to), make its volume and queue its decoding. Refused: every file of it, with why."""
     first = stack[0].inst
@@ -387,7 +317,7 @@ def read_dicom(sources: Sequence[SourceFile], limits: Limits) -> tuple[list[Seri
 T = TypeVar("T")
 
 
-def _contained(step: Callable[[], T], stack: list[_Frame]) -> T | list[Skipped]:
+def _contained(step: Callable[[], T], stack: list[Frame]) -> T | list[Skipped]:
     """`step()`, or when it fails in a way no check foresaw, a skip entry for each file of the stack."""
     from medui.io.readers import unexpected
 

@@ -13,15 +13,20 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from medui.ai.card import ModelCard, Preprocessing
 from medui.ai.kerastypes import KerasLayer, KerasModel, TFDataset
 from medui.training import metrics
 from medui.training.plan import ModelPlan as ModelPlan  # what will be trained: decided in one place
 from medui.training.plan import default_arch as default_arch
 from medui.training.plan import plan_model as plan_model
+
+if TYPE_CHECKING:
+    from medui.ai.registry import Entry
 
 
 @dataclass
@@ -229,3 +234,38 @@ def evaluate_arrays(probs: np.ndarray, y: np.ndarray, classes: list[str], thresh
             "threshold": threshold, "confusion_matrix": metrics.confusion(y, pred, len(classes)),
             "per_class": per_class, "ece": top["ece"], "sensitivity": float("nan"), "specificity": float("nan"),
             "ppv": float("nan"), "npv": float("nan")}
+
+
+def base_model(cfg: TrainConfig, n_classes: int, gpu: bool, models_dir: Path | None = None
+               ) -> tuple[KerasModel, ModelCard, Entry | None, list[str], bool, ModelPlan]:
+    """The model a run starts from — a registered model to fine-tune (a new head when the classes differ)
+    or an architecture as `plan_model` decides — as (model, card template, parent entry or None, notes,
+    pretrained, what is trained from which weights)."""
+    from medui.ai.architectures import ARCHITECTURES, build
+    from medui.ai.registry import find, load_keras
+
+    if cfg.base:
+        entry = find(cfg.base, models_dir)
+        model = load_keras(entry.path)
+        notes = [f"fine-tuning {entry.id}"]
+        n_old = 2 if entry.card.task == "binary" else len(entry.card.class_names)
+        if n_old != n_classes or entry.card.task != ("binary" if n_classes == 2 else "multiclass"):
+            model = replace_head(model, n_classes)
+            notes.append("classes differ from the parent: new head")
+        return model, entry.card, entry, notes, True, ModelPlan(entry.card.architecture, "parent", "", None, entry.id)
+    plan = plan_model(cfg.arch, None, gpu, cfg.weights)
+    arch, spec = plan.arch, ARCHITECTURES[plan.arch]
+    built = build(arch, n_classes=n_classes, weights=plan.weights if spec["pretrained"] else None)
+    pretrained = plan.weights is not None and not built.notes
+    if plan.weights is not None and not pretrained:  # the planned download failed after all
+        if cfg.arch is None:  # the default: the small CNN from scratch rather than a random backbone
+            plan = ModelPlan("small_cnn", "scratch", f"ImageNet weights for {spec['title']} could not be downloaded")
+            arch, spec = plan.arch, ARCHITECTURES[plan.arch]
+            small = build(arch, n_classes=n_classes)
+            built = type(built)(small.model, small.cam_layer, built.notes)
+        else:
+            plan = ModelPlan(arch, "random", "ImageNet weights could not be downloaded")
+    card = ModelCard(name=cfg.out, version=1, class_names=["a", "b"], input_size=list(spec["size"]),
+                     channels=spec["channels"], architecture=arch, cam_layer=built.cam_layer,
+                     preprocessing=Preprocessing("percentile", 0.5, 99.5, None, "letterbox"))
+    return built.model, card, None, [f"architecture {arch}"] + built.notes, pretrained, plan

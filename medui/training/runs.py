@@ -24,7 +24,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
 
-from medui.ai.card import ModelCard, Preprocessing
+from medui.ai.card import ModelCard
 from medui.ai.kerastypes import KerasModel
 from medui.ai.registry import pause_point
 from medui.errors import TrainingError
@@ -36,12 +36,12 @@ from medui.training.fit import (
     JobCallback,
     ModelPlan,
     TrainConfig,
+    base_model,
     class_weights,
     evaluate_arrays,
     pipeline,
     plan_model,
     rename_head,
-    replace_head,
     set_trainable,
     setup_devices,
 )
@@ -169,39 +169,6 @@ def job_index(job: Job, cfg: TrainConfig) -> DatasetIndex:
     return DatasetIndex.from_json(json.loads(path.read_text()))
 
 
-def _base_model(cfg: TrainConfig, n_classes: int, gpu: bool) -> tuple[KerasModel, ModelCard, Entry | None,
-                                                                      list[str], bool, ModelPlan]:
-    """(model, card template, parent entry or None, notes, pretrained, what is trained from which weights)."""
-    from medui.ai.architectures import ARCHITECTURES, build
-    from medui.ai.registry import find, load_keras
-
-    if cfg.base:
-        entry = find(cfg.base, _models_dir(cfg))
-        model = load_keras(entry.path)
-        notes = [f"fine-tuning {entry.id}"]
-        n_old = 2 if entry.card.task == "binary" else len(entry.card.class_names)
-        if n_old != n_classes or entry.card.task != ("binary" if n_classes == 2 else "multiclass"):
-            model = replace_head(model, n_classes)
-            notes.append("classes differ from the parent: new head")
-        return model, entry.card, entry, notes, True, ModelPlan(entry.card.architecture, "parent", "", None, entry.id)
-    plan = plan_model(cfg.arch, None, gpu, cfg.weights)
-    arch, spec = plan.arch, ARCHITECTURES[plan.arch]
-    built = build(arch, n_classes=n_classes, weights=plan.weights if spec["pretrained"] else None)
-    pretrained = plan.weights is not None and not built.notes
-    if plan.weights is not None and not pretrained:  # the planned download failed after all
-        if cfg.arch is None:  # the default: the small CNN from scratch rather than a random backbone
-            plan = ModelPlan("small_cnn", "scratch", f"ImageNet weights for {spec['title']} could not be downloaded")
-            arch, spec = plan.arch, ARCHITECTURES[plan.arch]
-            small = build(arch, n_classes=n_classes)
-            built = type(built)(small.model, small.cam_layer, built.notes)
-        else:
-            plan = ModelPlan(arch, "random", "ImageNet weights could not be downloaded")
-    card = ModelCard(name=cfg.out, version=1, class_names=["a", "b"], input_size=list(spec["size"]),
-                     channels=spec["channels"], architecture=arch, cam_layer=built.cam_layer,
-                     preprocessing=Preprocessing("percentile", 0.5, 99.5, None, "letterbox"))
-    return built.model, card, None, [f"architecture {arch}"] + built.notes, pretrained, plan
-
-
 def prepare(job: Job, cfg: TrainConfig, started: float) -> tuple[RunContext, KerasModel]:
     """Devices, the dataset index and split (written to the job folder), the base model and card template."""
     dev = setup_devices(cfg.mixed_precision)
@@ -217,7 +184,8 @@ def prepare(job: Job, cfg: TrainConfig, started: float) -> tuple[RunContext, Ker
          f"{ {k: len(v) for k, v in parts.items()} }, grouping by {index.report.grouping}")
     _status(job, message="building the model")
     with dev.strategy.scope():
-        model, template, parent, notes, pretrained, plan = _base_model(cfg, len(index.classes), dev.gpus > 0)
+        model, template, parent, notes, pretrained, plan = base_model(cfg, len(index.classes), dev.gpus > 0,
+                                                                      _models_dir(cfg))
     for n in notes:
         _log(n)
     _log(f"training: {plan.text()}")
