@@ -335,3 +335,21 @@ def wait_for_job(job: Any, timeout: float = 300, poll: float = 0.3) -> dict[str,
             return dict(st)
         time.sleep(poll)
     raise AssertionError(f"job stuck: {job.status()}\n{job.log_tail()}")
+
+
+def register_fixed_three_class(folder: Path, name: str) -> Path:
+    """A registry in `folder` with one 3-class seed CNN (normal, nodule, effusion) whose logits ignore the
+    image and make 'nodule' the prediction: every saliency map of it is flat. Returns the registry."""
+    from medui.ai.architectures import build
+    from medui.ai.card import ModelCard, Preprocessing
+    from medui.ai.registry import register
+
+    model = build("seed_cnn", size=(32, 32), n_classes=3).model
+    kernel, _ = model.get_layer("logits").get_weights()
+    model.get_layer("logits").set_weights([kernel * 0.0, np.array([0.0, 5.0, 1.0], np.float32)])
+    model.save(folder / f"{name}.keras")
+    card = ModelCard(name=name, version=1, class_names=["normal", "nodule", "effusion"], input_size=[32, 32],
+                     channels=3, architecture="seed_cnn", cam_layer="conv", task="multiclass",
+                     preprocessing=Preprocessing("minmax"))
+    register(folder / f"{name}.keras", card, folder / "registry")
+    return folder / "registry"

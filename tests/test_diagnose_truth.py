@@ -11,13 +11,11 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from medui.ai.architectures import build
-from medui.ai.card import ModelCard, Preprocessing
 from medui.ai.inference import is_indeterminate
-from medui.ai.registry import register
 from medui.reading.samples import SAMPLE_DIR
 from medui.series import Series
 from medui.usecases.diagnose import load_model, overlay, score
+from tests.synth import register_fixed_three_class
 
 ROOT = Path(__file__).resolve().parents[1]
 NODULE = SAMPLE_DIR / "phantom_chest_nodule.dcm"
@@ -68,17 +66,8 @@ def test_a_clear_score_is_labelled_and_the_sentence_agrees_with_the_table(isolat
 
 @pytest.fixture(scope="module")
 def flat_model(tmp_path_factory):
-    """A 3-class seed CNN whose logits ignore the image: every class's evidence is flat."""
-    folder = tmp_path_factory.mktemp("flat")
-    model = build("seed_cnn", size=(32, 32), n_classes=3).model
-    kernel, _ = model.get_layer("logits").get_weights()
-    model.get_layer("logits").set_weights([kernel * 0.0, np.array([0.0, 5.0, 1.0], np.float32)])
-    model.save(folder / "m.keras")
-    card = ModelCard(name="flat", version=1, class_names=["normal", "nodule", "effusion"], input_size=[32, 32],
-                     channels=3, architecture="seed_cnn", cam_layer="conv", task="multiclass",
-                     preprocessing=Preprocessing("minmax"))
-    register(folder / "m.keras", card, folder / "registry")
-    return folder / "registry"
+    """A 3-class model whose logits ignore the image: every class's evidence is flat."""
+    return register_fixed_three_class(tmp_path_factory.mktemp("flat"), "flat")
 
 
 def test_an_empty_saliency_map_is_called_flat(flat_model):

@@ -5,13 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from medui.ai.architectures import build
-from medui.ai.card import ModelCard, Preprocessing
-from medui.ai.registry import register
 from medui.errors import MedUIError
 from medui.series import Series
 from medui.usecases import diagnose
 from medui.usecases.diagnose import Style, load_model, overlay, saliency, score
+from tests.synth import register_fixed_three_class
 
 CLASSES = ["normal", "nodule", "effusion"]
 
@@ -19,16 +17,7 @@ CLASSES = ["normal", "nodule", "effusion"]
 @pytest.fixture(scope="module")
 def three_class(tmp_path_factory):
     """A registered 3-class seed CNN whose logits make class 1 ('nodule') the prediction."""
-    folder = tmp_path_factory.mktemp("three")
-    model = build("seed_cnn", size=(32, 32), n_classes=3).model
-    kernel, _ = model.get_layer("logits").get_weights()
-    model.get_layer("logits").set_weights([kernel * 0.0, np.array([0.0, 5.0, 1.0], np.float32)])
-    model.save(folder / "m.keras")
-    card = ModelCard(name="three", version=1, class_names=CLASSES, input_size=[32, 32], channels=3,
-                     architecture="seed_cnn", cam_layer="conv", task="multiclass",
-                     preprocessing=Preprocessing("minmax"))
-    register(folder / "m.keras", card, folder / "registry")
-    return load_model("three", folder / "registry")
+    return load_model("three", register_fixed_three_class(tmp_path_factory.mktemp("three"), "three"))
 
 
 def _series(n: int = 1) -> Series:
