@@ -173,6 +173,25 @@ def jpeg_lossless_copy(src: Path, dst: Path, syntax: str = "JPEGLosslessProcess1
     return dst
 
 
+def _tiled_mr(plane: np.ndarray, series_uid: str | None, instance: int, spacing: Sequence[float],
+              slice_step: float | None, manufacturer: str, image_type: list[str], description: str) -> Dataset:
+    """The MR header every generated mosaic/grid file shares (pixels and private tags added by the caller)."""
+    ds = _base(generate_uid(), series_uid or generate_uid(), "MR")
+    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.4"
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    del ds.RescaleSlope, ds.RescaleIntercept, ds.WindowCenter, ds.WindowWidth
+    ds.Manufacturer = manufacturer
+    ds.ImageType = image_type
+    ds.SeriesDescription = description
+    ds.InstanceNumber = instance
+    ds.Rows, ds.Columns = plane.shape
+    ds.PixelSpacing = list(spacing)
+    if slice_step is not None:
+        ds.SpacingBetweenSlices = slice_step
+        ds.SliceThickness = slice_step
+    return ds
+
+
 def write_mosaic(path: Path, tiles: np.ndarray, *, n_declared: int | None = None, grid: int | None = None,
                  spacing: Sequence[float] = (2.0, 2.0), slice_step: float | None = 3.0,
                  row_cos: Sequence[float] = (1, 0, 0), col_cos: Sequence[float] = (0, 1, 0),
@@ -188,19 +207,8 @@ def write_mosaic(path: Path, tiles: np.ndarray, *, n_declared: int | None = None
         plane[(k // grid) * r:(k // grid + 1) * r, (k % grid) * c:(k % grid + 1) * c] = tiles[k]
     if rows_cols is not None:
         plane = np.resize(plane, rows_cols)
-    ds = _base(generate_uid(), series_uid or generate_uid(), "MR")
-    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.4"
-    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
-    del ds.RescaleSlope, ds.RescaleIntercept, ds.WindowCenter, ds.WindowWidth
-    ds.Manufacturer = "SIEMENS"
-    ds.ImageType = ["ORIGINAL", "PRIMARY", "M", "ND", "MOSAIC"]
-    ds.SeriesDescription = "mosaic"
-    ds.InstanceNumber = instance
-    ds.Rows, ds.Columns = plane.shape
-    ds.PixelSpacing = list(spacing)
-    if slice_step is not None:
-        ds.SpacingBetweenSlices = slice_step
-        ds.SliceThickness = slice_step
+    ds = _tiled_mr(plane, series_uid, instance, spacing, slice_step, "SIEMENS",
+                   ["ORIGINAL", "PRIMARY", "M", "ND", "MOSAIC"], "mosaic")
     if orientation:
         ds.ImageOrientationPatient = [f"{v:.6f}" for v in list(row_cos) + list(col_cos)]
     ds.ImagePositionPatient = [f"{v:.6f}" for v in ipp]
@@ -228,19 +236,8 @@ def write_uih_mosaic(path: Path, tiles: np.ndarray, *, n_declared: str | None = 
     plane = np.zeros((n_rows * r, n_cols * c), np.int16)
     for k in range(n):
         plane[(k // n_cols) * r:(k // n_cols + 1) * r, (k % n_cols) * c:(k % n_cols + 1) * c] = tiles[k]
-    ds = _base(generate_uid(), series_uid or generate_uid(), "MR")
-    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.4"
-    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
-    del ds.RescaleSlope, ds.RescaleIntercept, ds.WindowCenter, ds.WindowWidth
-    ds.Manufacturer = manufacturer
-    ds.ImageType = ["ORIGINAL", "PRIMARY", "M"]
-    ds.SeriesDescription = "uih grid"
-    ds.InstanceNumber = instance
-    ds.Rows, ds.Columns = plane.shape
-    ds.PixelSpacing = list(spacing)
-    if slice_step is not None:
-        ds.SpacingBetweenSlices = slice_step
-        ds.SliceThickness = slice_step
+    ds = _tiled_mr(plane, series_uid, instance, spacing, slice_step, manufacturer, ["ORIGINAL", "PRIMARY", "M"],
+                   "uih grid")
     ds.ImageOrientationPatient = [f"{v:.6f}" for v in list(row_cos) + list(col_cos)]
     ds.ImagePositionPatient = [f"{v:.6f}" for v in ipp]
     ds.add_new((0x0065, 0x0010), "LO", "MEDUI SYNTHETIC UIH TEST")  # dcm2niix reads the raw tag, any creator

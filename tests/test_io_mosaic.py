@@ -7,6 +7,7 @@ import gzip
 import subprocess
 import warnings
 from pathlib import Path
+from typing import Any
 
 import nibabel as nib
 import numpy as np
@@ -53,14 +54,18 @@ def test_siemens_dwi_mosaics_match_nibabel(tmp_path):
         np.testing.assert_allclose(s.affine[:3, [1, 2, 0, 3]], w.affine[:3], atol=1e-4)
 
 
-def test_siemens_dwi_mosaic_matches_dcm2niix(tmp_path):
-    folder = _siemens(tmp_path, DWI[1:])
-    ours = load([folder]).series[0]
-    out = tmp_path / "nii"
+def _dcm2niix_volume(folder: Path, out: Path) -> Any:
+    """dcm2niix's NIfTI of the one series in `folder` (the reference geometry), loaded with nibabel."""
     out.mkdir()
     subprocess.run([_dcm2niix(), "-z", "n", "-b", "n", "-f", "vol", "-o", str(out), str(folder)],
                    check=True, capture_output=True)
-    ref = nib.load(next(out.glob("*.nii")))
+    return nib.load(next(out.glob("*.nii")))
+
+
+def test_siemens_dwi_mosaic_matches_dcm2niix(tmp_path):
+    folder = _siemens(tmp_path, DWI[1:])
+    ours = load([folder]).series[0]
+    ref = _dcm2niix_volume(folder, tmp_path / "nii")
     ref_data, ref_aff = _canonical(np.squeeze(ref.get_fdata(dtype=np.float32)), ref.affine)
     our_data, our_aff = _canonical(ours.pixels, LPS @ ours.affine)
     assert our_data.shape == ref_data.shape
@@ -194,11 +199,7 @@ def test_csa_normal_against_the_orientation_is_placed_like_dcm2niix_and_nibabel(
     nib_data, nib_aff = _canonical(np.asarray(w.get_data(), np.float32), LPS @ w.affine)
     np.testing.assert_allclose(our_aff, nib_aff, atol=1e-4)
     np.testing.assert_array_equal(our_data, nib_data)
-    out = tmp_path / "nii"
-    out.mkdir()
-    subprocess.run([_dcm2niix(), "-z", "n", "-b", "n", "-f", "vol", "-o", str(out), str(folder)],
-                   check=True, capture_output=True)
-    ref = nib.load(next(out.glob("*.nii")))
+    ref = _dcm2niix_volume(folder, tmp_path / "nii")
     ref_data, ref_aff = _canonical(np.squeeze(ref.get_fdata(dtype=np.float32)), ref.affine)
     np.testing.assert_allclose(our_aff, ref_aff, atol=1e-3)
     np.testing.assert_array_equal(our_data, ref_data)
@@ -276,11 +277,7 @@ def test_uih_grid_matches_dcm2niix(tmp_path, case, n):
     write_uih_mosaic(folder / "u.dcm", _uih_tiles(n), spacing=(2.0, 1.5), slice_step=4.0,
                      row_cos=row_cos, col_cos=col_cos)  # 7: 3 rows of 3 tiles; 20: 4 rows of 5
     ours = load([folder]).series[0]
-    out = tmp_path / "nii"
-    out.mkdir()
-    subprocess.run([_dcm2niix(), "-z", "n", "-b", "n", "-f", "vol", "-o", str(out), str(folder)],
-                   check=True, capture_output=True)
-    ref = nib.load(next(out.glob("*.nii")))
+    ref = _dcm2niix_volume(folder, tmp_path / "nii")
     assert ref.shape == (8, 6, n)  # dcm2niix cut the same n tiles of 6x8
     ref_data, ref_aff = _canonical(np.squeeze(ref.get_fdata(dtype=np.float32)), ref.affine)
     our_data, our_aff = _canonical(ours.pixels, LPS @ ours.affine)
