@@ -82,3 +82,7 @@ class RegistryWriteError(MedUIError):
 
 class JobFolderError(TrainingError):
     """The jobs folder cannot take a new job (read-only, full, or not a folder)."""
+
+
+class SeriesExpiredError(MedUIError):
+    """A series the server dropped from memory after it went unused: it must be opened again."""

@@ -28,7 +28,7 @@ def demo_registry(folder: Path) -> Path:
 
 
 @pytest.fixture(autouse=True)
-def isolated(tmp_path, tmp_path_factory, monkeypatch) -> dict[str, Path]:
+def isolated(tmp_path, tmp_path_factory, monkeypatch):
     """Every test gets its own model registry (the demo model only), jobs folder and data roots,
     outside `tmp_path` (which tests fill with scans of their own)."""
     own = tmp_path_factory.mktemp("medui")
@@ -37,7 +37,11 @@ def isolated(tmp_path, tmp_path_factory, monkeypatch) -> dict[str, Path]:
     monkeypatch.setenv("MEDUI_MODELS", str(folders["models"]))
     monkeypatch.setenv("MEDUI_JOBS", str(folders["jobs"]))
     monkeypatch.setenv("MEDUI_DATA_ROOTS", f"{folders['data']}:{tmp_path}")
-    return folders
+    monkeypatch.setenv("MEDUI_CACHE_DIR", str(own / "cache"))
+    yield folders
+    resources = sys.modules.get("medui.ui.resources")
+    if resources is not None:  # a page test made the server-wide series store: each test gets its own
+        resources.store.clear()  # type: ignore[attr-defined]
 
 
 def _free_port() -> int:

@@ -108,10 +108,14 @@ def test_sample_button_and_header_masking():
 
 
 def test_cleared_series_are_freed(two_series):
-    """'Clear all' must release the pixels: nothing may keep a session's series alive (callback
-    arguments, fragment arguments, the script module multiprocessing pins as __mp_main__)."""
+    """'Clear all' must leave nothing in the session that keeps its series alive (callback
+    arguments, fragment arguments, the script module multiprocessing pins as __mp_main__): once
+    the server's store drops them (after MEDUI_CACHE_IDLE_S unused), their pixels are freed."""
     import gc
+    import time
     import weakref
+
+    from medui.ui import resources
 
     at = _upload(_viewer(), two_series[0] + two_series[1])
     loaded = at.session_state["medui.series"]
@@ -120,6 +124,7 @@ def test_cleared_series_are_freed(two_series):
     del loaded
     at.button(key="viewer.clear-all").click().run()
     at.run()
+    assert resources.store().sweep(now=time.monotonic() + 10**6) >= 2
     gc.collect()
     assert [r() for r in refs] == [None, None]
 

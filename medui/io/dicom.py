@@ -288,8 +288,8 @@ def read_dicom(sources: Sequence[SourceFile], limits: Limits) -> tuple[list[Seri
     Every stage is contained per file (headers, duplicates) or per stack (planning, assembly):
     what fails is skipped with its reason and the rest of the batch still loads."""
     skipped: list[Skipped] = []
-    with Decoder(sources, max_image_bytes=limits.max_image_bytes,
-                 timeout_s=limits.decode_seconds) as decoder:  # workers start now
+    with Decoder(sources, max_image_bytes=limits.max_image_bytes, timeout_s=limits.decode_seconds,
+                 shared=limits.workers) as decoder:  # workers start now
         headers = decoder.map(parse_detached, limits) if decoder.pooled else [parse(s, limits) for s in sources]
         instances = _kept(headers, sources, skipped)
         plans: list[_Plan] = []

@@ -32,7 +32,7 @@ import pydicom
 from medui.io import codecs
 from medui.io.budget import FATAL
 from medui.io.decode import PixelHint, Target, alloc_volume, decode_dicom, write_frames
-from medui.io.pool import WorkerPool
+from medui.io.pool import WorkerPool, Workers
 from medui.io.sources import Skipped, SourceFile
 
 # Below this many compressed bytes a pool costs more than it saves.
@@ -213,7 +213,7 @@ class Decoder:
     """
 
     def __init__(self, sources: Sequence[SourceFile], max_image_bytes: int = 2**62,
-                 workers: int | None = None, timeout_s: float = 0.0) -> None:
+                 workers: int | None = None, timeout_s: float = 0.0, shared: Workers | None = None) -> None:
         self.sources = list(sources)
         self.timeout_s = timeout_s  # per file, in worker processes (0: no limit)
         self.max_bytes = max_image_bytes
@@ -223,11 +223,12 @@ class Decoder:
         self._pool: WorkerPool | None = None
         # worker processes started; files decoded by them / by this process
         self.stats = {"workers": 0, "in_workers": 0, "here": 0}
-        ncpu = workers or int(os.environ.get("MEDUI_DECODE_WORKERS", "0") or 0) or _cpu_count()
+        ncpu = shared.ncpu if shared is not None else (
+            workers or int(os.environ.get("MEDUI_DECODE_WORKERS", "0") or 0) or _cpu_count())
         self._ncpu = ncpu
         if worth_a_pool(self.sources, ncpu):
-            try:
-                self._pool = WorkerPool(ncpu, _worker_init, _ready)  # workers start now, while headers are read
+            try:  # a server's shared workers, or this load's own (they start now, while headers are read)
+                self._pool = WorkerPool(ncpu, _worker_init, _ready, shared=shared)
                 self.stats["workers"] = ncpu
             except Exception:
                 self.close()
@@ -366,3 +367,9 @@ class Decoder:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def shared_workers(ncpu: int | None = None) -> Workers:
+    """Decode workers for a whole server: every load's decoding shares them (`Limits.workers`)."""
+    n = ncpu or int(os.environ.get("MEDUI_DECODE_WORKERS", "0") or 0) or _cpu_count()
+    return Workers(n, _worker_init, _ready)

@@ -14,12 +14,15 @@ import zipfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import BinaryIO, Protocol
+from typing import TYPE_CHECKING, BinaryIO, Protocol
 
 from medui.errors import ImageTooLargeError, LoadBudgetError, MedUIError, UnsafeArchiveError
 from medui.io.budget import Budget, default_load_bytes
 
 GiB = 1024**3
+if TYPE_CHECKING:
+    from medui.io.pool import Workers
+
 MiB = 1024**2
 
 
@@ -47,9 +50,15 @@ class Limits:
     header_seconds: float = field(default_factory=lambda: float(os.environ.get("MEDUI_HEADER_TIMEOUT_S", "10")))
     decode_seconds: float = field(default_factory=lambda: float(os.environ.get("MEDUI_DECODE_TIMEOUT_S", "120")))
     budget: Budget | None = field(default=None, compare=False, repr=False)
+    # A server's decode workers, shared by all its loads (medui.io.parallel.shared_workers); None:
+    # each load starts its own.
+    workers: Workers | None = field(default=None, compare=False, repr=False)
 
     def for_load(self) -> Limits:
-        """These limits with a fresh memory budget for one load."""
+        """These limits with a fresh memory budget for one load (or the one they were given: a
+        server's store hands each load a share of its own budget, `medui.io.store`)."""
+        if self.budget is not None:
+            return self
         return dataclasses.replace(self, budget=Budget(self.max_load_bytes))
 
     def check_image(self, need: int, what: str) -> None:

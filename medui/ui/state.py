@@ -1,4 +1,5 @@
-"""Per-session storage of loaded series (never shared between users) and cached resources."""
+"""What a session has open: keys into the server's shared series store (`medui.ui.resources`),
+never the pixels themselves, so a closed session holds no volumes."""
 
 from __future__ import annotations
 
@@ -10,9 +11,12 @@ from typing import Any
 import numpy as np
 import streamlit as st
 
-from medui.io.loader import LoadResult, load
+from medui.errors import MedUIError, SeriesExpiredError
 from medui.io.sources import Skipped
+from medui.io.store import LoadRecord
 from medui.series import Series
+from medui.ui import resources
+from medui.usecases.reading import open_inputs
 
 
 def _unpin_script_module() -> None:
@@ -41,17 +45,36 @@ SALIENCY = "dx.saliency"
 
 @dataclass
 class Loaded:
-    """A series in this session, with a stable id for widget keys."""
+    """A series open in this session: its key in the server's store and a stable id for widget keys."""
 
-    series: Series
+    key: str
     id: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
     source: str = ""
     thumb: np.ndarray | None = None  # the series picker's thumbnail, made once
 
+    @property
+    def series(self) -> Series:
+        """The series (read-only, shared); read back from the server's disk cache with a note when
+        it was moved out of memory. Do not keep it in session state: keep the item."""
+        series, restored = resources.store().get(self.key)
+        if restored:
+            st.toast("A series moved out of memory while unused was read back from the server's disk cache.",
+                     icon=":material/history:")
+        return series
+
 
 def loaded() -> list[Loaded]:
+    """This session's series; those the server dropped after long disuse are removed, with a note."""
     items: list[Loaded] = st.session_state.setdefault(_KEY, [])
-    return items
+    store = resources.store()
+    live = [item for item in items if store.has(item.key)]
+    if len(live) != len(items):
+        gone = len(items) - len(live)
+        st.session_state[_KEY] = live
+        st.session_state[_SKIPPED] = skipped() + [Skipped(f"{gone} series", str(SeriesExpiredError(
+            f"closed after {store.config.idle_seconds / 60:.0f} minutes without use (MEDUI_CACHE_IDLE_S) to free "
+            "the server's memory: open it again")))]
+    return live
 
 
 def find(item_id: str) -> Loaded | None:
@@ -74,18 +97,29 @@ def skipped() -> list[Skipped]:
     return items
 
 
-def add_inputs(inputs: Iterable[Any], source: str) -> LoadResult:
-    """Read inputs and append what was found; already loaded series stay whatever happens."""
+def add_inputs(inputs: Iterable[Any], source: str) -> LoadRecord:
+    """Read inputs into the server's store and open what was found; already loaded series stay
+    whatever happens. While other loads hold the server's memory, the place in line is shown."""
+    line = st.empty()
+
+    def waiting(ahead: int) -> None:
+        line.info(f"Waiting for memory: {ahead} series load(s) before yours on this server.",
+                  icon=":material/hourglass_top:")
+
     try:
-        result = load(list(inputs))
+        record = open_inputs(list(inputs), resources.store(), resources.workers(), on_wait=waiting)
+    except MedUIError as exc:  # refused at admission: it alone exceeds the server's budget
+        record = LoadRecord([], [Skipped(source, str(exc))], f"Not loaded: {exc}", 0.0)
     except Exception as exc:  # a reader bug must never take the session's data with it
-        result = LoadResult([], [Skipped(source, f"could not be read: {type(exc).__name__}: {exc}")])
+        record = LoadRecord([], [Skipped(source, f"could not be read: {type(exc).__name__}: {exc}")],
+                            "Not loaded", 0.0)
+    line.empty()
     # New lists, not in-place: a stale reference to the old list (a finished script run's globals)
     # must not see, and keep alive, the new series.
-    st.session_state[_KEY] = loaded() + [Loaded(s, source=source) for s in result.series]
-    st.session_state[_SKIPPED] = skipped() + result.skipped
-    st.session_state[LAST_LOAD] = result.summary()
-    return result
+    st.session_state[_KEY] = loaded() + [Loaded(key, source=source) for key in record.keys]
+    st.session_state[_SKIPPED] = skipped() + record.skipped
+    st.session_state[LAST_LOAD] = record.summary()
+    return record
 
 
 def new_uploads(files: list[Any] | None, slot: str) -> list[Any]:
@@ -99,14 +133,7 @@ def new_uploads(files: list[Any] | None, slot: str) -> list[Any]:
 
 
 def clear() -> None:
-    """Forget this session's series and free their pixels now.
-
-    Streamlit keeps the previous run's session state until the session's next run, so without
-    the explicit release a cleared 255-slice CT (260 MB) stays in memory until the user clicks
-    something else."""
-    for item in loaded():
-        px = item.series.pixels
-        item.series.pixels = np.empty((0,) + px.shape[1:], px.dtype)  # not a view: that would keep the buffer
+    """Close this session's series (the server's store drops them once nobody uses them)."""
     st.session_state[_KEY] = []
     st.session_state[_SKIPPED] = []
     for key in (LAST_LOAD, DIAGNOSES, SALIENCY):
