@@ -55,21 +55,20 @@ def app_url(medui_server) -> str:
     return str(medui_server["url"])
 
 
-@pytest.fixture(scope="session")
-def medui_server(tmp_path_factory):
+def launch_server(folder: Path, **env: str):
     """Start `streamlit run app.py` headless on a free port with its own registry and jobs folder
-    ({"url", "models", "jobs"}); stop it after the session."""
+    under `folder` and `env` added; returns (process, {"url", "models", "jobs", "log"})."""
     port = _free_port()
-    server = tmp_path_factory.mktemp("server")
-    log = server / "streamlit.log"
-    models = demo_registry(server / "models")  # the server registers models: never in the repository's
-    env = dict(os.environ, PYTHONUNBUFFERED="1", MEDUI_MODELS=str(models), MEDUI_JOBS=str(server / "jobs"),
-               MEDUI_DATA_ROOTS=str(tmp_path_factory.getbasetemp()))
+    folder.mkdir(parents=True, exist_ok=True)
+    log = folder / "streamlit.log"
+    models = demo_registry(folder / "models")  # the server registers models: never in the repository's
+    full = dict(os.environ, PYTHONUNBUFFERED="1", MEDUI_MODELS=str(models), MEDUI_JOBS=str(folder / "jobs"),
+                MEDUI_CACHE_DIR=str(folder / "cache"), **env)
     with open(log, "w") as fh:
         proc = subprocess.Popen(
             [sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.headless", "true",
              "--server.port", str(port), "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false"],
-            cwd=ROOT, env=env, stdout=fh, stderr=subprocess.STDOUT)
+            cwd=ROOT, env=full, stdout=fh, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 90
     while time.time() < deadline:
@@ -83,12 +82,24 @@ def medui_server(tmp_path_factory):
     else:
         proc.kill()
         raise RuntimeError(f"streamlit did not start in 90 s:\n{log.read_text()}")
-    yield {"url": url, "models": models, "jobs": server / "jobs"}
+    return proc, {"url": url, "models": models, "jobs": folder / "jobs", "log": log}
+
+
+def stop_server(proc) -> None:
     proc.terminate()
     try:
         proc.wait(10)
     except subprocess.TimeoutExpired:
         proc.kill()
+
+
+@pytest.fixture(scope="session")
+def medui_server(tmp_path_factory):
+    """The app server the browser tests share ({"url", "models", "jobs"}); stopped after the session."""
+    proc, info = launch_server(tmp_path_factory.mktemp("server"),
+                               MEDUI_DATA_ROOTS=str(tmp_path_factory.getbasetemp()))
+    yield info
+    stop_server(proc)
 
 
 @pytest.fixture(scope="session")

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from medui.io.loader import load
+from medui.io.loader import LoadResult, load
 from medui.reading.display import display_order, plane_view, slice_label, slice_position_mm, slice_positions_mm
 from tests.synth import phantom_volume, write_series
 
@@ -221,17 +221,19 @@ def test_real_chest_ct_slice_one_is_the_same_level_on_both_pages_and_in_predict(
     import subprocess
     import sys
 
+    from medui.ui import resources
     from medui.ui.state import Loaded
 
     s = load([CHEST]).series[0]
+    key = resources.store().add("real-chest", LoadResult([s])).keys[0]
     label = "slice 1/255 · z -31.8 mm"
     viewer = AppTest.from_file(str(ROOT / "pages" / "viewer.py"), default_timeout=180)
-    viewer.session_state["medui.series"] = [Loaded(s)]
+    viewer.session_state["medui.series"] = [Loaded(key)]
     viewer.run()
     next(sl for sl in viewer.slider if sl.label == "Slice").set_value(1).run()
     assert label in json.loads(viewer.get("plotly_chart")[0].proto.spec)["layout"]["title"]["text"]
     dx = AppTest.from_file(str(ROOT / "pages" / "diagnose.py"), default_timeout=300)
-    dx.session_state["medui.series"] = [Loaded(s)]
+    dx.session_state["medui.series"] = [Loaded(key)]
     dx.run()
     next(sl for sl in dx.slider if sl.label == "Slice").set_value(1).run()
     assert not dx.exception

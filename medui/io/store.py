@@ -229,12 +229,13 @@ class SeriesStore:
         try:
             with self.admit(estimate, on_wait) as budget:
                 result = run(budget)
-                return self._put(key, result)
+                return self.add(key, result)
         finally:
             with self._lock:
                 self._loading.pop(key).set()
 
-    def _put(self, key: str, result: LoadResult) -> LoadRecord:
+    def add(self, key: str, result: LoadResult) -> LoadRecord:
+        """Keep the series of a finished load under the load key `key` (they become read-only)."""
         keys = []
         now = time.monotonic()
         with self._lock:
