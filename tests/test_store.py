@@ -117,6 +117,18 @@ def test_series_unused_for_the_idle_time_are_dropped_with_their_spill_files(tmp_
     assert not store.open("a", _runner(_series(2, 1)), 2 * MiB).from_cache  # read again
 
 
+def test_series_open_in_a_connected_session_are_kept_however_long_unused(tmp_path):
+    open_now: set[str] = set()
+    store = SeriesStore(StoreConfig(8 * MiB, 60, tmp_path / "spill"), pins=lambda: open_now)
+    kept = store.open("a", _runner(_series(1, 1)), MiB).keys[0]
+    gone = store.open("b", _runner(_series(1, 2)), MiB).keys[0]
+    open_now.add(kept)
+    assert store.sweep(now=time.monotonic() + 3600) == 1 and store.has(kept) and not store.has(gone)
+    open_now.clear()  # the session closed: kept for the next user of the study for the idle time, then dropped
+    t = time.monotonic() + 3600
+    assert store.sweep(now=t + 30) == 0 and store.sweep(now=t + 61) == 1
+
+
 def test_the_sweeper_thread_frees_memory_without_any_visitor(tmp_path):
     store = _store(tmp_path, 8, idle=0.3)
     store.open("a", _runner(_series(2)), 2 * MiB)

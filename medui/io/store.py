@@ -5,9 +5,9 @@ Sessions keep keys, the store keeps pixels. A load is keyed by its inputs' conte
 that is running is waited for, not repeated. Memory is bounded by a budget: loads reserve their
 estimated size before they start (admission: they wait in line while other loads hold the budget,
 and are refused when they alone exceed it), and what does not fit is spilled to disk, least
-recently used first, and read back (with a note) when someone returns to it. Series nobody has
-used for `idle_seconds` are dropped entirely, so memory comes back after every session has
-closed without waiting for another visitor.
+recently used first, and read back (with a note) when someone returns to it. A series that no
+connected session has open is dropped `idle_seconds` after its last use (a sweeper thread does it),
+so memory comes back after every session has closed without waiting for another visitor.
 """
 
 from __future__ import annotations
@@ -34,11 +34,13 @@ from medui.io.sources import Skipped
 from medui.series import Series
 
 DEFAULT_FRACTION = 0.4  # of the memory available when the server starts
-DEFAULT_IDLE_S = 900.0
+DEFAULT_IDLE_S = 300.0
 # Waiting loads report their place this often (seconds).
 WAIT_POLL_S = 0.5
 
 OnWait = Callable[[int], None]  # called with the number of loads ahead while a load waits
+# The keys that connected sessions have open (None: not known here, e.g. outside a server).
+Pins = Callable[[], "set[str] | None"]
 
 
 def _total_bytes() -> int:
@@ -48,9 +50,9 @@ def _total_bytes() -> int:
 
 @dataclass(frozen=True)
 class StoreConfig:
-    """Budget in bytes (MEDUI_CACHE_MB), idle time before a series is dropped (MEDUI_CACHE_IDLE_S)
-    and where evicted pixels are spilled (MEDUI_CACHE_DIR, a private folder under the system's
-    temporary folder by default)."""
+    """Budget in bytes (MEDUI_CACHE_MB); how long a series no session has open is kept for the
+    next user of the same study (MEDUI_CACHE_IDLE_S); where evicted pixels are spilled
+    (MEDUI_CACHE_DIR; a private folder under the system's temporary folder by default)."""
 
     budget_bytes: int
     idle_seconds: float = DEFAULT_IDLE_S
@@ -145,6 +147,7 @@ class SeriesStore:
     _lock: threading.Condition = field(default_factory=lambda: threading.Condition(threading.RLock()))
     _dir: Path | None = None
     _stop: threading.Event = field(default_factory=threading.Event)
+    pins: Pins | None = None
 
     # -- accounting -------------------------------------------------------------------------------
     def resident_bytes(self) -> int:
@@ -263,8 +266,8 @@ class SeriesStore:
             entry = self._entries.get(key)
             if entry is None:
                 raise SeriesExpiredError(
-                    f"this series was closed after {self.config.idle_seconds / 60:.0f} minutes without use "
-                    "(MEDUI_CACHE_IDLE_S) to free the server's memory: open it again")
+                    f"this series was closed to free the server's memory: no open page used it for "
+                    f"{self.config.idle_seconds / 60:.0f} min (MEDUI_CACHE_IDLE_S); open it again")
             entry.last_used = time.monotonic()
             self._entries.move_to_end(key)
             if entry.series is not None:
@@ -300,9 +303,17 @@ class SeriesStore:
         _trim()
 
     def sweep(self, now: float | None = None) -> int:
-        """Drop the series nobody has used for `idle_seconds`; returns how many."""
+        """Drop the series no connected session has open (`pins`) and nobody has used for
+        `idle_seconds`; returns how many. Open series only move to disk, under memory pressure."""
         now = time.monotonic() if now is None else now
+        try:
+            pinned = self.pins() if self.pins is not None else None
+        except Exception:  # the server's session list could not be read: fall back to idle time alone
+            pinned = None
         with self._lock:
+            for k in pinned or ():
+                if k in self._entries:
+                    self._entries[k].last_used = max(self._entries[k].last_used, now)
             old = [k for k, e in self._entries.items() if now - e.last_used > self.config.idle_seconds]
             for k in old:
                 entry = self._entries.pop(k)

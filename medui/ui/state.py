@@ -35,7 +35,7 @@ def _unpin_script_module() -> None:
 
 _unpin_script_module()
 
-_KEY = "medui.series"
+_KEY = resources.SERIES_KEY
 _SKIPPED = "medui.skipped"
 _SEEN = "medui.seen_uploads"
 # Results derived from the loaded series (they keep the series alive): dropped with them.
@@ -72,8 +72,8 @@ def loaded() -> list[Loaded]:
         gone = len(items) - len(live)
         st.session_state[_KEY] = live
         st.session_state[_SKIPPED] = skipped() + [Skipped(f"{gone} series", str(SeriesExpiredError(
-            f"closed after {store.config.idle_seconds / 60:.0f} minutes without use (MEDUI_CACHE_IDLE_S) to free "
-            "the server's memory: open it again")))]
+            f"closed to free the server's memory: no open page used them for {store.config.idle_seconds / 60:.0f} "
+            "min (MEDUI_CACHE_IDLE_S); open them again")))]
     return live
 
 
@@ -114,6 +114,7 @@ def add_inputs(inputs: Iterable[Any], source: str) -> LoadRecord:
         record = LoadRecord([], [Skipped(source, f"could not be read: {type(exc).__name__}: {exc}")],
                             "Not loaded", 0.0)
     line.empty()
+    _release_uploads()
     # New lists, not in-place: a stale reference to the old list (a finished script run's globals)
     # must not see, and keep alive, the new series.
     st.session_state[_KEY] = loaded() + [Loaded(key, source=source) for key in record.keys]
@@ -130,6 +131,23 @@ def new_uploads(files: list[Any] | None, slot: str) -> list[Any]:
     fresh = [f for f in files if (slot, f.file_id) not in seen]
     seen.update((slot, f.file_id) for f in fresh)
     return fresh
+
+
+def _release_uploads() -> None:
+    """Free the bytes of the uploads this session has read. Streamlit keeps uploaded files until the
+    session ends, and a closed tab's session ends only when Streamlit next prunes disconnected
+    sessions (often when another visitor's session ends): a 255-file CT kept 130 MB per closed tab."""
+    from streamlit.runtime import Runtime
+    from streamlit.runtime.scriptrunner import get_script_run_ctx
+
+    ctx = get_script_run_ctx()
+    if ctx is None or not Runtime.exists():
+        return
+    remove = getattr(Runtime.instance().uploaded_file_mgr, "remove_file", None)
+    if remove is None:  # another uploaded-file manager: its files live until the session ends
+        return
+    for _slot, file_id in st.session_state.get(_SEEN, set()):
+        remove(ctx.session_id, file_id)
 
 
 def clear() -> None:
