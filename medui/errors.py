@@ -86,3 +86,11 @@ class JobFolderError(TrainingError):
 
 class SeriesExpiredError(MedUIError):
     """A series the server dropped from memory after it went unused: it must be opened again."""
+
+
+class ModelFileError(ModelLoadError):
+    """A `.keras` file refused before Keras opens it (not a zip, unexpected or unsafe members, sizes)."""
+
+
+class DatasetScanError(DatasetError):
+    """Listing a training folder stopped: too many entries, too long, cancelled, or outside the data roots."""

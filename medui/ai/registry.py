@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from medui.ai import modelfile
 from medui.ai.card import ModelCard
 from medui.ai.kerastypes import KerasModel
 from medui.errors import CardError, MedUIError, ModelExistsError, ModelLoadError, RegistryWriteError
@@ -128,12 +129,14 @@ def next_version(name: str, root: Path | None = None) -> int:
 
 
 def load_keras(path: Path, display_name: str | None = None) -> KerasModel:
-    """Load a .keras file with safe_mode=True; arbitrary code (Lambda layers) is refused.
+    """Load a .keras file with safe_mode=True; arbitrary code (Lambda layers) is refused. The zip is
+    checked first (`medui.ai.modelfile.check`: ModelFileError for anything a .keras file does not hold).
 
     Errors name `display_name` (e.g. the user's upload) instead of the file's own name when given."""
+    shown = display_name or Path(path).name
+    modelfile.check(path, shown)
     import keras
 
-    shown = display_name or Path(path).name
     try:
         return keras.saving.load_model(str(path), safe_mode=True, compile=False)
     except Exception as exc:
@@ -254,6 +257,8 @@ def register(model_file: Path, card: ModelCard, root: Path | None = None, move: 
     card.validate()
     if model is None:
         model = load_keras(model_file)
+    else:
+        modelfile.check(model_file, Path(model_file).name)  # what is copied is what was checked
     validate(model, card)
     try:
         return _add(model_file, card, root, move)

@@ -30,11 +30,11 @@ def _cmd_models(args: argparse.Namespace) -> int:
     root = Path(args.dir) if args.dir else None
     try:
         if args.add:
-            from medui.usecases.models import register_upload
+            from medui.usecases.models import register_file
 
             card = Path(args.card)
-            entry = register_upload(Path(args.add).read_bytes(), Path(args.add).name, card.read_bytes(),
-                                    card_name=card.name, root=root)
+            entry = register_file(Path(args.add), Path(args.add).name, card.read_bytes(), card_name=card.name,
+                                  root=root)
             print(f"registered {entry.id} as a candidate: {entry.path}\n"
                   f"It is not used by default until promoted: python -m medui promote {entry.id}")
             return 0
@@ -68,6 +68,36 @@ def _cmd_models(args: argparse.Namespace) -> int:
         tag = "  [demo, synthetic data]" if c.demo else ""
         print(f"{s.entry.id:<32} {s.label:<16} {s.task:<28} {c.architecture:<16} thr {c.threshold:.3f}  "
               f"{auc_text:<13}  {c.created}{tag}")
+    return 0
+
+
+def _cmd_register(args: argparse.Namespace) -> int:
+    """`models register FILE.keras [--card CARD.json] [--name NAME]`: what the Models page's add form does."""
+    from medui.errors import MedUIError
+    from medui.usecases.models import CardFields, register_file
+
+    model = Path(args.file)
+    try:
+        if not model.is_file():
+            print(f"error: {model.name} is not a file; give the path of a .keras file", file=sys.stderr)
+            return 2
+        card: bytes | CardFields | None = None
+        if args.card:
+            card = Path(args.card).read_bytes()
+        elif args.classes or args.cam_layer or args.threshold is not None or args.training_data:
+            card = CardFields(name=args.name or model.stem,
+                              class_names=CardFields.parse_classes(args.classes or "normal,abnormal"),
+                              cam_layer=args.cam_layer or "",
+                              threshold=0.5 if args.threshold is None else args.threshold,
+                              training_data=args.training_data or "")
+        entry = register_file(model, model.name, card, card_name=Path(args.card).name if args.card else "the card",
+                              root=Path(args.dir) if args.dir else None, name=args.name)
+    except (MedUIError, OSError) as exc:
+        text = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        print(f"error: {text}", file=sys.stderr)
+        return 2
+    print(f"registered {entry.id} as a candidate: {entry.path}\n"
+          f"It is not used by default until promoted: python -m medui promote {entry.id}")
     return 0
 
 
@@ -196,6 +226,26 @@ def add_commands(sub: Any) -> None:
     change.add_argument("--delete", metavar="ID", help="delete a registered model (name-vN)")
     models.add_argument("--card", metavar="CARD.json", help="the model card of --add")
     models.set_defaults(func=_cmd_models)
+    actions = models.add_subparsers(dest="action", metavar="ACTION")
+    register = actions.add_parser(
+        "register", help="check, validate and register a .keras file as a candidate (as the Models page does)",
+        description="The file is checked before Keras opens it (only the members a .keras file has, no absolute "
+                    "or '..' names, small JSON members, weights up to MEDUI_MAX_MODEL_MB), loaded in safe mode, "
+                    "validated against its card and registered as a candidate. Without --card the card is made "
+                    "from the model itself (input size, channels, last feature-map layer) and the options below.")
+    register.add_argument("file", metavar="FILE.keras")
+    register.add_argument("--card", metavar="CARD.json", help="the model card (as MedUI writes it beside a model)")
+    register.add_argument("--name", default=None, help="model name (default: the card's, else the file's name); "
+                                                       "the next free version of it is used")
+    register.add_argument("--classes", default=None, help="without --card: class names, negative first "
+                                                          "(default: normal,abnormal)")
+    register.add_argument("--cam-layer", default=None, help="without --card: the CAM layer (default: the model's "
+                                                            "last feature-map layer)")
+    register.add_argument("--threshold", type=float, default=None, help="without --card: decision threshold (0.5)")
+    register.add_argument("--training-data", default=None, help="without --card: what it was trained on")
+    register.add_argument("--dir", default=argparse.SUPPRESS,  # `models --dir D register F` keeps D
+                          help="registry folder (default: MEDUI_MODELS or ./models)")
+    register.set_defaults(func=_cmd_register)
     promote = sub.add_parser("promote", help="promote a model for its task (the default for Diagnose and predict)",
                              description="A model is promoted when its held-out AUC exists, its AUC 95% CI excludes "
                                          "0.5 and it is not below its parent's AUC; otherwise only with --override. "

@@ -5,6 +5,7 @@ default model, compare a candidate with the promoted model and its parent, promo
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import tempfile
 from dataclasses import dataclass
@@ -13,8 +14,19 @@ from typing import Any
 
 from medui.ai import promotion
 from medui.ai.card import ModelCard, Preprocessing
+from medui.ai.modelfile import check as check_model_file
 from medui.ai.promotion import Finding, Promotion, Status
-from medui.ai.registry import Entry, ModelShape, find, list_models, load_keras, next_version, register, shape_of
+from medui.ai.registry import (
+    Entry,
+    ModelShape,
+    check_name,
+    find,
+    list_models,
+    load_keras,
+    next_version,
+    register,
+    shape_of,
+)
 from medui.ai.registry import delete as registry_delete
 from medui.errors import CardError, MedUIError
 
@@ -38,7 +50,8 @@ class CardFields:
         return tuple(c.strip() for c in text.split(",") if c.strip())
 
     def card(self, root: Path | None = None, shape: ModelShape | None = None) -> ModelCard:
-        """A card for the next free version of this name (input and channels from `shape` when not given)."""
+        """A card for the next free version of this name (input, channels and, when none is given, the CAM
+        layer (its last feature maps) from `shape`)."""
         names = list(self.class_names)
         name = self.name.strip()
         size = self.input_size if self.input_size is not None else (shape.input_size if shape else None)
@@ -46,9 +59,10 @@ class CardFields:
         if size is None or channels is None:
             raise CardError("the card needs the model's input size and channels; give them or upload the model")
         hw = [int(size), int(size)] if isinstance(size, int) else [int(size[0]), int(size[1])]
+        cam = self.cam_layer.strip() or (shape.cam_layers[0] if shape and shape.cam_layers else "")
         return ModelCard(name=name, version=next_version(name, root), class_names=names,
                          input_size=hw, channels=int(channels),
-                         architecture="uploaded", cam_layer=self.cam_layer.strip(), preprocessing=Preprocessing(),
+                         architecture="uploaded", cam_layer=cam, preprocessing=Preprocessing(),
                          task="binary" if len(names) == 2 else "multiclass", threshold=float(self.threshold),
                          threshold_method="given by the user at upload", training_data={"source": self.training_data})
 
@@ -71,34 +85,56 @@ def _card_from_json(card_json: bytes, card_name: str) -> ModelCard:
                         "wrote") from exc
 
 
+def _require_keras_name(file_name: str) -> None:
+    if not file_name.lower().endswith(".keras"):
+        raise MedUIError(f"{file_name} is not a .keras file; save the model with model.save('name.keras') "
+                         "(Keras 3) and upload that file")
+
+
+def register_file(path: Path, file_name: str, card: bytes | CardFields | None = None, card_name: str = "the card",
+                  root: Path | None = None, name: str | None = None) -> Entry:
+    """Check (`medui.ai.modelfile`), load once and register a `.keras` file on disk with its card: a JSON
+    card file's bytes, the form's fields, or None (the model's own shape with `CardFields`' defaults).
+    `name` renames the card (at the next free version of that name). Errors name `file_name`, never `path`."""
+    _require_keras_name(file_name)
+    model = load_keras(path, display_name=file_name)
+    try:
+        if isinstance(card, bytes):
+            model_card = _card_from_json(card, card_name)
+            if name is not None and name.strip() != model_card.name:
+                check_name(name.strip())
+                model_card = dataclasses.replace(model_card, name=name.strip(),
+                                                 version=next_version(name.strip(), root))
+        else:
+            fields = card or CardFields(name=name or Path(file_name).stem, class_names=("normal", "abnormal"),
+                                        cam_layer="", threshold=0.5)
+            if name is not None:
+                fields = dataclasses.replace(fields, name=name)
+            model_card = fields.card(root, shape_of(model, file_name))
+        return register(path, model_card, root, model=model)
+    except MedUIError as exc:
+        text = str(exc).replace(str(path), file_name)
+        raise type(exc)(text if text.startswith(file_name) else f"{file_name} was not registered: {text}") from exc
+
+
 def register_upload(model_bytes: bytes, file_name: str, card: bytes | CardFields, card_name: str = "the card",
                     root: Path | None = None) -> Entry:
     """Validate an uploaded model with its card (a JSON card file's bytes, or the form's fields) and
-    register it. The model is loaded once; every error names `file_name`, never a temporary path."""
-    if not file_name.lower().endswith(".keras"):
-        raise MedUIError(f"{file_name} is not a .keras file; save the model with model.save('name.keras') "
-                         "(Keras 3) and upload that file")
+    register it. The zip is checked in memory before anything is written; the model is loaded once;
+    every error names `file_name`, never a temporary path."""
+    _require_keras_name(file_name)
+    check_model_file(io.BytesIO(model_bytes), file_name)
     with tempfile.TemporaryDirectory(prefix="medui-upload-") as tmp:
         path = Path(tmp) / "upload.keras"  # Keras reads the format from the suffix
         path.write_bytes(model_bytes)
-        model = load_keras(path, display_name=file_name)
-        try:
-            if isinstance(card, bytes):
-                model_card = _card_from_json(card, card_name)
-            else:
-                model_card = card.card(root, shape_of(model, file_name))
-            return register(path, model_card, root, model=model)
-        except MedUIError as exc:
-            text = str(exc).replace(str(path), file_name)
-            raise type(exc)(text if text.startswith(file_name) else f"{file_name} was not registered: {text}") from exc
+        return register_file(path, file_name, card, card_name, root)
 
 
 def inspect_upload(model_bytes: bytes, file_name: str) -> ModelShape:
-    """Load an uploaded model (safe mode) and read its input size, channels, outputs and CAM layer
-    candidates, for the registration form to show instead of asking. Errors name `file_name`."""
-    if not file_name.lower().endswith(".keras"):
-        raise MedUIError(f"{file_name} is not a .keras file; save the model with model.save('name.keras') "
-                         "(Keras 3) and upload that file")
+    """Load an uploaded model (checked, then in safe mode) and read its input size, channels, outputs and
+    CAM layer candidates, for the registration form to show instead of asking. Errors name `file_name`."""
+    _require_keras_name(file_name)
+    check_model_file(io.BytesIO(model_bytes), file_name)
     with tempfile.TemporaryDirectory(prefix="medui-upload-") as tmp:
         path = Path(tmp) / "upload.keras"
         path.write_bytes(model_bytes)
