@@ -93,7 +93,7 @@ def test_lambda_models_are_refused(tmp_path):
     with pytest.raises(ModelLoadError, match="arbitrary Python code"):
         load_keras(tmp_path / "lambda.keras")
     (tmp_path / "junk.keras").write_bytes(b"PK\x03\x04 not really")
-    with pytest.raises(ModelLoadError, match="not a loadable"):
+    with pytest.raises(ModelLoadError, match="junk.keras is not a Keras model file: it is not a zip"):
         load_keras(tmp_path / "junk.keras")
 
 

@@ -95,7 +95,7 @@ def test_cli_models_add_and_delete_use_the_use_cases(keras_bytes, tmp_path, caps
     (tmp_path / "bad.keras").write_bytes(b"PK\x03\x04 junk")
     assert main(["models", "--dir", registry, "--add", str(tmp_path / "bad.keras"), "--card",
                  str(tmp_path / "card.json")]) == 2
-    assert "bad.keras is not a loadable" in capsys.readouterr().err
+    assert "bad.keras is not a Keras model file" in capsys.readouterr().err
     assert main(["models", "--dir", registry, "--delete", "up-v1"]) == 0
     assert list_models(tmp_path / "registry") == []
     with pytest.raises(SystemExit):
