@@ -142,8 +142,16 @@ def test_register_uses_a_loaded_model_and_errors_name_the_users_file(tmp_path, m
     assert register(tmp_path / "m.keras", _card(), tmp_path / "registry", model=model).path.exists()
     monkeypatch.undo()
     (tmp_path / "tmpXYZ.keras").write_bytes(b"PK\x03\x04 not really")
-    with pytest.raises(ModelLoadError, match="^my-upload.keras is not a loadable"):
+    with pytest.raises(ModelLoadError, match="^my-upload.keras is not a Keras model file"):
         load_keras(tmp_path / "tmpXYZ.keras", "my-upload.keras")
+    import zipfile  # the members a .keras file has, but not a model: Keras' own error, naming the user's file
+
+    with zipfile.ZipFile(tmp_path / "tmpXYZ.keras", "w") as zf:
+        zf.writestr("config.json", "{}")
+        zf.writestr("model.weights.h5", b"junk")
+    with pytest.raises(ModelLoadError, match="^my-upload.keras is not a loadable") as bad:
+        load_keras(tmp_path / "tmpXYZ.keras", "my-upload.keras")
+    assert str(tmp_path) not in str(bad.value)
 
 
 def test_shape_of_reads_input_outputs_and_cam_candidates():
