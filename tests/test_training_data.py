@@ -79,12 +79,15 @@ def test_index_round_trips_without_patient_ids(tmp_path):
     assert "SECRET" not in text and "MRN" not in text and "img" not in text  # no IDs, no file names
     assert all("SECRET" not in s.patient for s in index.samples)
     again = DatasetIndex.from_json(json.loads(text))
-    assert [dataclasses.replace(s, file="") for s in index.samples] == again.samples
+    assert [dataclasses.replace(s, file=index.job_name(s)) for s in index.samples] == again.samples
+    assert all(s.file.startswith(("dcm/lesion/", "dcm/normal/")) and s.file.endswith(".dcm") for s in again.samples)
     assert again.report.counts == index.report.counts and again.report.patients == index.report.patients
     parts = split(again, 0.25, 0.25, seed=2)
     assert parts == split(index, 0.25, 0.25, seed=2)
-    # the split does not depend on the (randomly salted) pseudonyms: a second indexing splits the same way
-    assert split(index_dataset([root], min_per_class=5), 0.25, 0.25, seed=2) == parts
+    # pseudonyms are stable (one salt per installation) and a second indexing splits the same way
+    second = index_dataset([root], min_per_class=5)
+    assert [s.patient for s in second.samples] == [s.patient for s in index.samples]
+    assert split(second, 0.25, 0.25, seed=2) == parts
     x, _ = load_arrays(again, parts["test"], _card())
     assert len(x) == len(parts["test"]) > 0
 
@@ -140,6 +143,10 @@ def test_patient_folder_names_stay_out_of_the_job_folder(tmp_path, isolated):
     fresh = jobs.create(TrainConfig(data=[str(root)], out="x", min_per_class=2).to_json())  # the job indexes
     assert len(job_index(fresh, TrainConfig(**fresh.params())).samples) == 12
     assert "MRN" not in (fresh.path / "index.json").read_text()
-    write_png(make_phantom(99, 48, lesion=False), root / "lesion" / "AAA" / "new.png")  # shifts the listing
+    # files are found again by their pseudonymous names: a file added since does not matter, a changed one does
+    write_png(make_phantom(99, 48, lesion=False), root / "lesion" / "AAA" / "new.png")
+    assert np.array_equal(load_arrays(again, [0, 5, 11], _card())[0], x)
+    victim = root / index.samples[5].file.split("/", 1)[1]
+    write_png(make_phantom(98, 48, lesion=False), victim)
     with pytest.raises(DatasetError, match="changed since"):
         load_arrays(again, [0, 5, 11], _card())

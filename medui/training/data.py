@@ -13,18 +13,19 @@ import dataclasses
 import hashlib
 import hmac
 import re
-import secrets
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from medui.errors import DatasetError
 from medui.io.loader import load
-from medui.io.sources import Input, Limits, SourceFile, expand
+from medui.io.sources import Input, Limits, Skipped, SourceFile, expand
+from medui.training.folders import ScanLimits, list_inputs
+from medui.training.jobs import installation_salt
 from medui.training.splits import grouped_split
 
 if TYPE_CHECKING:
@@ -39,7 +40,7 @@ _SPLIT_ALIASES = {"train": "train", "training": "train", "val": "val", "valid": 
 class Sample:
     """One training image, without its pixels: where to find it again and what it is."""
 
-    file: str  # name as `medui.io.sources.expand` gives it (relative to the input's parent); "" when withheld
+    file: str  # name as `medui.io.sources.expand` gives it (relative to the input's parent); pseudonymous in a job
     position: int  # the file's place in `expand(inputs)`: finds it again when the name is withheld
     series: int  # which series of that file (most files hold one)
     frame: int  # which slice of the series (the middle one)
@@ -82,34 +83,75 @@ class Report:
 
 @dataclass
 class DatasetIndex:
-    """What `index_dataset` found: samples (no pixels), the report, and the inputs to read them again."""
+    """What `index_dataset` found: samples (no pixels), the report, and the inputs to read them again
+    (within `roots`: None, each input is its own). A job's index (`from_json`) holds pseudonymous names."""
 
     inputs: list[Input]
     samples: list[Sample]
     report: Report
     limits: Limits | None = field(default=None, repr=False)
+    roots: list[str] | None = None
+    kept_parts: int = 0  # leading path parts kept in pseudonymous names: top folders, split, class
+    salt: bytes = field(default=b"", repr=False, compare=False)
+    pseudonymous: bool = False  # sample names are pseudonymous already (read from a job folder)
 
     @property
     def classes(self) -> list[str]:
         return self.report.classes
 
+    def job_name(self, sample: Sample) -> str:
+        """The sample's file as job files record it: relative to the dataset, every folder and file name
+        below the class folder replaced by its salted pseudonym (`pseudonymous_name`)."""
+        if self.pseudonymous or not sample.file:
+            return sample.file
+        return pseudonymous_name(sample.file, self.kept_parts, self.salt or installation_salt())
+
     def to_json(self) -> dict[str, Any]:
-        """JSON for the job folder: labels, pseudonyms, file positions and digests; no pixels, no patient
-        IDs and no file names (a folder or file name may be a patient's), only the input folders given."""
+        """JSON for the job folder: labels, pseudonyms, pseudonymous file names and digests; no pixels, no
+        patient IDs and no folder or file name below the class folders (one may be a patient's), only the
+        input folders given."""
         if not all(isinstance(i, str) or hasattr(i, "__fspath__") for i in self.inputs):
             raise DatasetError("only a dataset read from folders or files can be handed to a training job; "
                                "save the upload to a folder first")
-        return {"format": 1, "inputs": [str(i) for i in self.inputs],
-                "samples": [{**asdict(s), "file": ""} for s in self.samples],
+        return {"format": 2, "inputs": [str(i) for i in self.inputs], "roots": self.roots,
+                "kept_parts": self.kept_parts,
+                "samples": [{**asdict(s), "file": self.job_name(s)} for s in self.samples],
                 "report": self.report.without_names().to_json()}
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> DatasetIndex:
+    def from_json(cls, data: dict[str, Any], salt: bytes | None = None) -> DatasetIndex:
+        """The index a job folder holds (names pseudonymous with this installation's salt, or `salt`)."""
         try:
             samples = [Sample(**{**s, "shape": tuple(s["shape"])}) for s in data["samples"]]
-            return cls(list(data["inputs"]), samples, Report(**data["report"]))
-        except (KeyError, TypeError) as exc:
+            return cls(list(data["inputs"]), samples, Report(**data["report"]), roots=data.get("roots"),
+                       kept_parts=int(data.get("kept_parts", 0)), salt=salt or installation_salt(), pseudonymous=True)
+        except (KeyError, TypeError, ValueError) as exc:
             raise DatasetError(f"the dataset index is not one MedUI wrote ({exc}); check the data again") from exc
+
+
+def pseudonym(salt: bytes, text: str) -> str:
+    """A stable, salted, one-way pseudonym of a patient key or a file or folder name (16 hex digits)."""
+    return hmac.new(salt, text.encode("utf-8", "surrogateescape"), hashlib.sha256).hexdigest()[:16]
+
+
+def pseudonymous_name(name: str, kept: int, salt: bytes) -> str:
+    """`name` with its first `kept` parts (top folders, split, class) as they are and each later part
+    replaced by its pseudonym; a file keeps a short extension (`normal/<p>/<f>.dcm`)."""
+    parts = _parts(name)
+    out = parts[:kept]
+    for k, part in enumerate(parts[kept:], start=kept):
+        suffix = PurePosixPath(part).suffix.lower() if k == len(parts) - 1 else ""
+        keep_suffix = 1 < len(suffix) <= 6 and suffix[1:].isalnum()
+        out.append(pseudonym(salt, part) + (suffix if keep_suffix else ""))
+    return "/".join(out)
+
+
+def _listing(inputs: Iterable[Input], limits: Limits | None, roots: Sequence[str | Path] | None,
+             scan: ScanLimits | None) -> tuple[list[SourceFile], list[Skipped]]:
+    """Files of the inputs: folders listed within `roots` (`medui.training.folders`), then expanded."""
+    listed, skipped = list_inputs(inputs, [Path(r) for r in roots] if roots is not None else None, scan)
+    files, more = expand(listed, limits)
+    return files, skipped + more
 
 
 def _parts(name: str) -> list[str]:
@@ -155,15 +197,20 @@ def _digest(image: np.ndarray) -> str:
 
 
 def index_dataset(inputs: Iterable[Input], patient_pattern: str | None = None, min_per_class: int = 10,
-                  limits: Limits | None = None) -> DatasetIndex:
-    """Read a labelled folder/zip once into samples (no pixels) and a report; DatasetError when unusable."""
+                  limits: Limits | None = None, roots: Sequence[str | Path] | None = None,
+                  scan: ScanLimits | None = None, salt: bytes | None = None) -> DatasetIndex:
+    """Read a labelled folder/zip once into samples (no pixels) and a report; DatasetError when unusable.
+
+    Every file of a folder must resolve inside `roots` (None: inside the folder given); the listing is
+    bounded by `scan` (DatasetScanError). Pseudonyms use `salt` (default: this installation's)."""
     inputs = list(inputs)
-    files, skipped = expand(inputs, limits)
+    files, skipped = _listing(inputs, limits, roots, scan)
     unreadable = [{"file": k.file, "reason": k.reason} for k in skipped]
     if not files:
-        raise DatasetError("the upload holds no files; give a folder with one sub-folder per class")
+        raise DatasetError("the dataset holds no files that can be read; give a folder with one sub-folder per "
+                           "class", unreadable)
     depth, has_splits = layout(files)
-    salt = secrets.token_bytes(16)  # pseudonyms are only compared within this index: the salt is never kept
+    salt = salt or installation_salt()
     keys: set[str] = set()  # the patient keys themselves (DICOM PatientID, patient folders): never kept
     samples: list[Sample] = []
     sources = {"dicom": 0, "folder": 0, "pattern": 0, "file": 0}
@@ -185,8 +232,7 @@ def index_dataset(inputs: Iterable[Input], patient_pattern: str | None = None, m
             sources[how] += 1
             if how in ("dicom", "folder"):
                 keys.add(pid)
-            pseudonym = hmac.new(salt, pid.encode(), hashlib.sha256).hexdigest()[:16]
-            samples.append(Sample(src.name, position, k, frame, label, pseudonym, split, _digest(image),
+            samples.append(Sample(src.name, position, k, frame, label, pseudonym(salt, pid), split, _digest(image),
                                   tuple(image.shape), series.modality, series.photometric == "MONOCHROME1"))
         del result  # nothing of the decoded volume outlives this loop
     if not samples:
@@ -203,7 +249,8 @@ def index_dataset(inputs: Iterable[Input], patient_pattern: str | None = None, m
                            f"{min_per_class} images; add images or merge classes")
     report = _report(samples, classes, unreadable, has_splits, sources, patient_pattern)
     report.source_names_patient = names_patient(inputs, keys)
-    return DatasetIndex(inputs, samples, report, limits)
+    return DatasetIndex(inputs, samples, report, limits, [str(r) for r in roots] if roots is not None else None,
+                        depth + int(has_splits) + 1, salt)
 
 
 def names_patient(inputs: Iterable[Input], keys: Iterable[str]) -> bool:
@@ -219,8 +266,11 @@ def _images(index: DatasetIndex, indices: list[int]) -> Iterator[tuple[int, int,
         by_file[index.samples[i].position].append((pos, i))
     if not by_file:
         return
-    files, _ = expand(index.inputs, index.limits)
-    by_name = {f.name: f for f in files}
+    files, _ = _listing(index.inputs, index.limits, index.roots, None)
+    if index.pseudonymous:
+        by_name = {pseudonymous_name(f.name, index.kept_parts, index.salt): f for f in files}
+    else:
+        by_name = {f.name: f for f in files}
     for position, items in by_file.items():
         first = index.samples[items[0][1]]
         name = first.file or f"file {position + 1} of the dataset"

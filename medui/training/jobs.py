@@ -3,8 +3,11 @@ closed tabs and server restarts, and frees GPU memory when it ends.
 
 jobs/<id>/params.json   what to do          status.json  state, progress, ETA, result
 jobs/<id>/metrics.jsonl one line per epoch  log.txt      everything the process printed
-jobs/<id>/index.json    the checked data    split.json   the data split (sample numbers per split)
+jobs/<id>/index.json    the checked data    split.json   the data split (sample numbers and files per split)
 jobs/<id>/result.json   evaluation          cancel       present = please stop
+
+File names in job files are pseudonymous: below the class folder every folder and file name is replaced
+by a salted hash (`installation_salt`, jobs/.pseudonym-salt); the patient folders' names never appear.
 
 One job trains at a time per machine (an exclusive lock on jobs/.train.lock); others wait queued.
 """
@@ -15,6 +18,7 @@ import contextlib
 import json
 import os
 import re
+import secrets
 import shutil
 import subprocess
 import sys
@@ -49,6 +53,39 @@ def jobs_dir() -> Path:
     except OSError as exc:
         raise _unwritable(path, exc) from exc
     return path
+
+
+SALT_FILE = ".pseudonym-salt"
+
+
+def installation_salt(root: Path | None = None) -> bytes:
+    """This installation's secret salt for pseudonyms of patients and their folders (`jobs/.pseudonym-salt`,
+    mode 0600, made once): the same folder gets the same pseudonym in every run, and pseudonyms cannot be
+    reversed with a list of likely IDs by anyone who cannot read the salt."""
+    root = Path(root or jobs_dir())
+    path = root / SALT_FILE
+    try:
+        if not path.exists():
+            tmp = root / f".{SALT_FILE}.{uuid.uuid4().hex[:8]}.tmp"
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            try:
+                with os.fdopen(fd, "w") as fh:
+                    fh.write(secrets.token_hex(32) + "\n")
+                    fh.flush()
+                    os.fsync(fh.fileno())
+                with contextlib.suppress(FileExistsError):  # another process made it first: theirs is kept
+                    os.link(tmp, path)
+            finally:
+                tmp.unlink(missing_ok=True)
+        salt = bytes.fromhex(path.read_text().strip())
+    except OSError as exc:
+        raise _unwritable(root, exc) from exc
+    except ValueError:
+        salt = b""
+    if len(salt) < 16:
+        raise JobFolderError(f"{path} does not hold a pseudonym salt (64 hex digits); expected the file MedUI "
+                             "wrote. Restore it from a backup (pseudonyms change without it) or delete it")
+    return salt
 
 
 def write_json(path: Path, data: Any) -> None:

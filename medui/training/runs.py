@@ -45,6 +45,7 @@ from medui.training.fit import (
     set_trainable,
     setup_devices,
 )
+from medui.training.folders import ScanLimits
 from medui.training.jobs import Job, TrainLock, process_start, write_json
 
 if TYPE_CHECKING:
@@ -162,10 +163,11 @@ def train(job: Job, cfg: TrainConfig, started: float) -> dict[str, Any] | None:
 
 def job_index(job: Job, cfg: TrainConfig) -> DatasetIndex:
     """The index the Train page wrote into the job folder, else a new one written there. Either way the
-    job works from the folder's copy, which holds no file names (they may name patients)."""
+    job works from the folder's copy, whose file names are pseudonymous (a folder name may be a patient's)."""
     path = job.path / "index.json"
-    if not path.exists():
-        write_json(path, index_dataset(cfg.data, cfg.patient_pattern, cfg.min_per_class).to_json())
+    if not path.exists():  # each folder given is its own root; a cancelled job stops listing
+        scan = ScanLimits(cancelled=lambda: job.cancel_requested)
+        write_json(path, index_dataset(cfg.data, cfg.patient_pattern, cfg.min_per_class, scan=scan).to_json())
     return DatasetIndex.from_json(json.loads(path.read_text()))
 
 
@@ -176,7 +178,9 @@ def prepare(job: Job, cfg: TrainConfig, started: float) -> tuple[RunContext, Ker
     _status(job, message="reading the dataset")
     index = job_index(job, cfg)
     parts = split(index, cfg.val_fraction, cfg.test_fraction, cfg.seed)
-    write_json(job.path / "split.json", parts)
+    # sample numbers per split, and their files (pseudonymous below the class folders: no patient folder name)
+    write_json(job.path / "split.json", {**parts, "files": {k: [index.job_name(index.samples[i]) for i in v]
+                                                           for k, v in parts.items()}})
     write_json(job.path / "dataset.json", index.report.to_json())
     if not parts["val"] or not parts["test"]:
         raise TrainingError("the validation or test split is empty; add images or patients")

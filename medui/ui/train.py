@@ -197,6 +197,8 @@ def _check(path: str, pattern: str | None, min_per_class: int) -> tuple[
         index, thumbs = check_dataset(Path(path), pattern, min_per_class)
     except DatasetError as exc:
         return None, (str(exc), exc.unreadable), {}
+    except MedUIError as exc:  # the jobs folder cannot hold the pseudonym salt, ...
+        return None, (str(exc), []), {}
     return index, None, thumbs
 
 

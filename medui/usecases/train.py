@@ -22,6 +22,7 @@ from medui.io.sources import expand
 from medui.training import jobs
 from medui.training.data import DatasetIndex, index_dataset, thumbnails
 from medui.training.fit import TrainConfig
+from medui.training.folders import ScanLimits, on_kernel_fs
 from medui.training.plan import ModelPlan, cached_weights, download_possible, plan_model
 from medui.training.staging import stage_files
 
@@ -80,12 +81,19 @@ class TrainRequest:
         return replace(cfg, augment={**cfg.augment, "hflip": 1.0 if self.hflip else 0.0})
 
 
-def check_dataset(folder: Path, patient_pattern: str | None = None, min_per_class: int = 10,
-                  per_class: int = 4) -> tuple[DatasetIndex, dict[str, list[np.ndarray]]]:
+def check_dataset(folder: Path, patient_pattern: str | None = None, min_per_class: int = 10, per_class: int = 4,
+                  scan: ScanLimits | None = None) -> tuple[DatasetIndex, dict[str, list[np.ndarray]]]:
     """Index a labelled folder (classes, splits, patients, duplicates; no pixels kept) and a few
-    thumbnails per class. Raises DatasetError when it cannot be trained on."""
-    index = index_dataset([folder], patient_pattern, min_per_class)
+    thumbnails per class. Every file, links included, must resolve inside `dataset_roots()`; pipes,
+    devices and kernel files are skipped; the listing is bounded (`scan`). Raises DatasetError (a
+    DatasetScanError for the listing) when it cannot be trained on."""
+    index = index_dataset([folder], patient_pattern, min_per_class, roots=dataset_roots(), scan=scan)
     return index, thumbnails(index, per_class)
+
+
+def dataset_roots() -> list[Path]:
+    """Where the files of a dataset checked here may lie (resolved): MEDUI_DATA_ROOTS and staged uploads."""
+    return [*data_roots(), (jobs.jobs_dir() / "uploads").resolve()]
 
 
 def start(request: TrainRequest, index: DatasetIndex | None = None) -> jobs.Job:
@@ -188,6 +196,14 @@ def allowed_folder(text: str) -> Path:
     if not any(path == r or r in path.parents for r in roots):
         raise ServerFolderError(f"{path} is outside the folders this server allows ({', '.join(map(str, roots))}); "
                                 "ask the administrator or upload the folder instead")
-    if not path.is_dir():
-        raise ServerFolderError(f"{path} does not exist on the server (or is not a folder)")
+    if on_kernel_fs(path):
+        raise ServerFolderError(f"{path} is a kernel or device file system (/proc, /sys, /dev), not a dataset; "
+                                "choose a folder of images")
+    try:
+        if not path.is_dir():
+            raise ServerFolderError(f"{path} does not exist on the server (or is not a folder)")
+        os.scandir(path).close()
+    except OSError as exc:
+        raise ServerFolderError(f"{path} cannot be read by the server ({exc.strerror or type(exc).__name__}); ask "
+                                "the administrator to let the server's account read it, or upload the folder") from exc
     return path
