@@ -59,7 +59,7 @@ def test_inspect_upload_reads_the_model_and_names_the_users_file(keras_bytes):
     shape = usecase.inspect_upload(keras_bytes, "chest.keras")
     assert shape.input_size == (64, 64) and shape.channels == 3 and shape.outputs == 1
     assert shape.cam_layers[0] == "conv"
-    with pytest.raises(MedUIError, match="^chest.keras is not a loadable") as bad:
+    with pytest.raises(MedUIError, match="^chest.keras is not a Keras model file") as bad:
         usecase.inspect_upload(b"PK\x03\x04 junk", "chest.keras")
     assert "upload.keras" not in str(bad.value) and "/tmp" not in str(bad.value)
 
