@@ -252,3 +252,24 @@ def test_shared_workers_give_the_same_pixels(tmp_path, monkeypatch):
         shared.shutdown()
     here = load([folder])
     np.testing.assert_array_equal(pooled.series[0].pixels, here.series[0].pixels)
+
+
+def test_results_derived_from_a_series_are_shared_counted_and_dropped_with_it(tmp_path):
+    store, calls = _store(tmp_path, 6), []
+    key = store.open("a", _runner(_series(2, 1)), 2 * MiB).keys[0]
+
+    def scores(series: Series) -> np.ndarray:
+        calls.append(1)
+        return np.zeros((256, 1024), np.float32)  # 1 MiB of "model inputs"
+
+    first = store.derived(key, "model-v1", scores, lambda v: v.nbytes)
+    assert store.derived(key, "model-v1", scores, lambda v: v.nbytes) is first and calls == [1]
+    assert store.resident_bytes() == 3 * MiB
+    store.open("b", _runner(_series(2, 2)), 2 * MiB)
+    store.open("c", _runner(_series(2, 3)), 2 * MiB)  # 'a' is spilled: its derived result goes with it
+    assert store.resident_bytes() <= 6 * MiB
+    store.derived(key, "model-v1", scores, lambda v: v.nbytes)
+    assert calls == [1, 1]
+    store.sweep(now=time.monotonic() + 10**6)
+    with pytest.raises(SeriesExpiredError):
+        store.derived(key, "model-v1", scores, lambda v: v.nbytes)

@@ -21,9 +21,10 @@ import tempfile
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 
@@ -38,6 +39,7 @@ DEFAULT_IDLE_S = 300.0
 # Waiting loads report their place this often (seconds).
 WAIT_POLL_S = 0.5
 
+T = TypeVar("T")
 OnWait = Callable[[int], None]  # called with the number of loads ahead while a load waits
 # The keys that connected sessions have open (None: not known here, e.g. outside a server).
 Pins = Callable[[], "set[str] | None"]
@@ -89,6 +91,13 @@ class _Entry:
     nbytes: int
     last_used: float
     spill: Path | None = None
+    # Results computed from the series (a model's scores, saliency maps): (value, bytes) by name;
+    # dropped with the series' pixels (they may hold them) and counted in its memory.
+    derived: dict[Hashable, tuple[object, int]] = field(default_factory=dict)
+
+    @property
+    def resident(self) -> int:
+        return (self.nbytes if self.series is not None else 0) + sum(n for _, n in self.derived.values())
 
 
 @dataclass
@@ -152,7 +161,7 @@ class SeriesStore:
     # -- accounting -------------------------------------------------------------------------------
     def resident_bytes(self) -> int:
         with self._lock:
-            return sum(e.nbytes for e in self._entries.values() if e.series is not None)
+            return sum(e.resident for e in self._entries.values())
 
     def _held(self) -> int:
         return self.resident_bytes() + sum(max(r.nbytes, r.used) for r in self._reserved)
@@ -172,7 +181,7 @@ class SeriesStore:
     def _make_room(self, need: int) -> bool:
         """Spill least recently used series until `need` more bytes fit; False if they cannot."""
         while self._held() + need > self.config.budget_bytes:
-            victim = next((k for k, e in self._entries.items() if e.series is not None), None)
+            victim = next((k for k, e in self._entries.items() if e.resident), None)
             if victim is None:
                 return False
             self._spill(victim)
@@ -281,6 +290,26 @@ class SeriesStore:
             entry.series = dataclasses.replace(entry.template, pixels=pixels)
             return entry.series, True
 
+    def derived(self, key: str, name: Hashable, compute: Callable[[Series], T], nbytes: Callable[[T], int]) -> T:
+        """A result computed from series `key` (e.g. a model's scores: `name` = the model's id),
+        computed once and shared by every session; it counts in the budget and is dropped when the
+        series is spilled or dropped. SeriesExpiredError when the series is gone."""
+        series, _ = self.get(key)
+        with self._lock:
+            held = self._entries[key].derived.get(name)
+        if held is not None:
+            return held[0]  # type: ignore[return-value]
+        value = compute(series)  # outside the lock: scoring a volume takes seconds
+        size = int(nbytes(value))
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is not None and entry.series is series:
+                self._entries.move_to_end(key)  # fresh: not the first to spill when making room
+                self._make_room(size)
+                if self._entries.get(key) is entry and entry.series is series:
+                    entry.derived[name] = (value, size)
+        return value
+
     # -- eviction -------------------------------------------------------------------------------
     def _spill_dir(self) -> Path:
         if self._dir is None:
@@ -292,7 +321,9 @@ class SeriesStore:
 
     def _spill(self, key: str) -> None:
         entry = self._entries[key]
+        entry.derived.clear()
         if entry.series is None:
+            _trim()
             return
         if entry.spill is None:
             path = self._spill_dir() / f"{key}.npy"
