@@ -66,7 +66,7 @@ def _copies(n: int, work: Path) -> list[list[Path]]:
     out = [source]
     for k in range(1, n):
         folder = work / f"copy{k}"
-        folder.mkdir()
+        folder.mkdir(parents=True)
         files = []
         for p in source:
             ds = pydicom.dcmread(p)

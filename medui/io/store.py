@@ -91,6 +91,7 @@ class _Entry:
     nbytes: int
     last_used: float
     spill: Path | None = None
+    summary: str = ""  # the picker's line (Series.summary), readable without the pixels
     # Results computed from the series (a model's scores, saliency maps): (value, bytes) by name;
     # dropped with the series' pixels (they may hold them) and counted in its memory.
     derived: dict[Hashable, tuple[object, int]] = field(default_factory=dict)
@@ -255,13 +256,20 @@ class SeriesStore:
                 series.pixels.flags.writeable = False  # shared by every session: read-only
                 skey = f"{key[:32]}-{k}"
                 template = dataclasses.replace(series, pixels=np.empty((0,), series.pixels.dtype))
-                self._entries[skey] = _Entry(series, template, int(series.pixels.nbytes), now)
+                self._entries[skey] = _Entry(series, template, int(series.pixels.nbytes), now,
+                                             summary=series.summary())
                 self._entries.move_to_end(skey)
                 keys.append(skey)
             record = LoadRecord(keys, list(result.skipped), result.summary(), result.seconds)
             self._loads[key] = record
             self._lock.notify_all()
         return record
+
+    def summary(self, key: str) -> str:
+        """The series' one-line summary without reading its pixels back ('' when it is gone)."""
+        with self._lock:
+            entry = self._entries.get(key)
+            return entry.summary if entry is not None else ""
 
     def has(self, key: str) -> bool:
         """Whether the store still holds the series (in memory or spilled)."""

@@ -62,6 +62,11 @@ class Loaded:
                      icon=":material/history:")
         return series
 
+    @property
+    def summary(self) -> str:
+        """The picker's line for this series, without reading back pixels moved out of memory."""
+        return resources.store().summary(self.key)
+
 
 def loaded() -> list[Loaded]:
     """This session's series; those the server dropped after long disuse are removed, with a note."""
