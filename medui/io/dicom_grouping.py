@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from medui.io.geometry import FrameTable, sort_order
+from medui.io.geometry import FrameTable, normal_of, sort_order
 from medui.io.mosaic import volume_labels
 
 if TYPE_CHECKING:
@@ -142,6 +142,10 @@ def _split_duplicates(stack: Stack) -> list[Stack]:
         return [stack]
     if pos.strides[0] == 0:  # every frame at one position
         return [stack]
+    if stack.table.positioned:  # sorted along the normal: gaps over 0.02 mm leave no two frames at one position
+        proj = pos @ normal_of(stack.table.orientation[0])  # (positions are compared rounded to 0.01 mm)
+        if bool(np.all(np.diff(proj) > 0.02)):
+            return [stack]
     rounded = np.ascontiguousarray(np.where(np.isfinite(pos), np.round(pos, 2) + 0.0, np.inf))
     keys = rounded.view(np.dtype((np.void, rounded.dtype.itemsize * 3))).ravel()
     _, inverse, counts = np.unique(keys, return_inverse=True, return_counts=True)
