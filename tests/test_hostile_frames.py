@@ -14,8 +14,9 @@ from pydicom.uid import RLELossless
 
 from medui.io import dicom_grouping
 from medui.io.decode import Decoded, write_frames
-from medui.io.geometry import MIN_RUN, FrameGeom, FrameTable, _runs, stack_affine
+from medui.io.geometry import FrameGeom, FrameTable, stack_affine
 from medui.io.loader import load
+from medui.io.spacing import MIN_RUN, _runs
 from medui.reading.display import slice_position_mm, slice_positions_mm
 from tests.hostile_corpus import _encapsulated, _frames, _offsets, _orientations, _set, dicom
 
