@@ -194,3 +194,13 @@ def test_a_2m_frame_header_without_pixels_is_refused_at_once():
     result = load([("many.dcm", dicom(one_pixel, rows=1, cols=1, frames=2_000_000, pixel=b"\x01" * 64))])
     assert time.perf_counter() - start < 2
     assert "holds 64 bytes" in result.skipped[0].reason
+
+
+def test_a_multi_frame_object_split_into_stacks_is_charged_once(monkeypatch):
+    monkeypatch.setenv("MEDUI_MAX_LOAD_MB", "10")  # its 400 frames of 64x64 take 6.3 MiB once decoded
+
+    def two_echoes(ds: Dataset) -> None:
+        ds.GridFrameOffsetVector = [float(k // 2) for k in range(400)]
+
+    result = load([("echoes.dcm", dicom(two_echoes, rows=64, cols=64, frames=400))])
+    assert [s.n_slices for s in result.series] == [200, 200], [k.reason for k in result.skipped]

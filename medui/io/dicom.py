@@ -244,7 +244,9 @@ def plan_stack(stack: Stack, limits: Limits, decoder: Decoder,
 
     A native multi-frame object is decoded here (once, kept in `decoded` for its other stacks)."""
     first = stack.first
-    need = sum(decoded_bytes(i.ds, i.n_frames) for i in stack.insts)
+    used = np.bincount(stack.owner, minlength=len(stack.insts))  # frames of a multi-frame object in this stack
+    need = sum(decoded_bytes(i.ds, int(k) if i.n_frames > 1 else i.n_frames) for i, k in zip(stack.insts, used,
+                                                                                            strict=True))
     try:
         limits.check_series(need, f"its whole series of {len(stack)} frame(s); upload fewer slices")
         limits.charge(need, f"a series of {len(stack)} frame(s)")
