@@ -7,6 +7,7 @@ geometry), so a multi-frame object of a million frames is grouped and sorted by 
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -77,8 +78,9 @@ def _by_orientation(table: FrameTable) -> list[tuple[tuple[float, ...] | None, n
     n = len(table)
     o = table.orientation
     if n == 1 or (o.shape[0] > 1 and o.strides[0] == 0):
-        first = table[0].orientation
-        return [(None if first is None else tuple(round(v, 3) for v in first), np.arange(n))]
+        first = o[0].tolist()
+        known = all(math.isfinite(v) for v in first)
+        return [(tuple(round(v, 3) for v in first) if known else None, np.arange(n))]
     rounded = np.where(np.isfinite(o), np.round(o, 3) + 0.0, np.inf)
     uniq, where, inverse = np.unique(rounded, axis=0, return_index=True, return_inverse=True)
     out = []

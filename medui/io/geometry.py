@@ -90,16 +90,7 @@ class FrameTable(Sequence[FrameGeom]):
     def concat(cls, tables: Sequence[FrameTable]) -> FrameTable:
         if len(tables) == 1:
             return tables[0]
-        cols = []
-        for name in cls.__slots__:
-            parts = [getattr(t, name) for t in tables]
-            first = parts[0][:1]
-            if all(p.shape[0] == 1 or _uniform(p) for p in parts) and all(
-                    np.array_equal(p[:1], first, equal_nan=True) for p in parts):
-                cols.append(np.broadcast_to(first, (sum(p.shape[0] for p in parts), *first.shape[1:])))
-            else:
-                cols.append(np.concatenate(parts))
-        return cls(*cols)
+        return cls(*(np.concatenate([getattr(t, name) for t in tables]) for name in cls.__slots__))
 
     def take(self, index: np.ndarray) -> FrameTable:
         """The rows at `index` (integers, or a boolean mask)."""
