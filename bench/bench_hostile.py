@@ -1,6 +1,7 @@
 """Benchmark: the hostile-input corpus (tests/hostile_corpus.py) through the loader. Prints JSON.
 
     .venv/bin/python bench/bench_hostile.py [--budget-mb 16] [--hang-s 5] [--baseline-ref REF] [--repeats 2]
+                                            [--frames-ref REF] [--frames-timeout-s 60]
 
 Each category of the corpus runs in a fresh process (so its peak RSS is its own), case by case,
 under a load budget of --budget-mb (MEDUI_MAX_LOAD_MB). Outcomes per case: loaded (a series came
@@ -9,6 +10,12 @@ exception escaped `load`), hang (slower than --hang-s; it is not interrupted). T
 255-slice CT (../shared/data/ct-chest-covid-255, skipped when absent) is loaded in fresh processes
 by this tree and, with --baseline-ref, by that commit of the repository (exported with `git archive`,
 i.e. before the budget code path existed): wall time and peak RSS, medians of interleaved repeats.
+
+`many_frames`: multi-frame objects with many tiny frames (native 1x1 frames: 200 000 and 2 000 000,
+200 000 placed by GridFrameOffsetVector, 5 000 with per-frame functional groups, 20 000 RLE frames),
+each loaded in a fresh process with MEDUI_MAX_FRAMES out of the way and a 4 GiB budget, by this tree
+and, with --frames-ref, by that commit (before the frames were handled as arrays): wall time of `load`,
+peak RSS, and what came out; a load past --frames-timeout-s is killed and reported as such.
 """
 
 from __future__ import annotations
@@ -17,10 +24,12 @@ import argparse
 import json
 import os
 import statistics
+import struct
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -87,10 +96,79 @@ def _child_ct(src: Path) -> dict[str, float]:
     return {"seconds": seconds, "rss_mb": peak_rss_mb()}
 
 
-def _run_child(args: list[str], env: dict[str, str], cwd: Path = ROOT) -> dict[str, object]:
+def _child_frames(src: Path, path: Path) -> dict[str, object]:
+    sys.path.insert(0, str(src))
+    from medui.io.loader import load
+
+    start = time.perf_counter()
+    result = load([path])
+    return {"seconds": round(time.perf_counter() - start, 3), "rss_mb": round(peak_rss_mb()),
+            "series_slices": [s.n_slices for s in result.series][:4],
+            "skipped": [k.reason[:80] for k in result.skipped][:1]}
+
+
+def _frame_cases(folder: Path) -> dict[str, Path]:
+    import numpy as np
+    from pydicom.dataset import Dataset
+    from pydicom.sequence import Sequence
+    from pydicom.uid import RLELossless
+
+    from tests.hostile_corpus import _encapsulated, _frames, _offsets
+
+    def per_frame(n: int) -> Callable[[Dataset], None]:
+        def mutate(ds: Dataset) -> None:
+            groups = []
+            for k in range(n):
+                fg, pp = Dataset(), Dataset()
+                pp.ImagePositionPatient = [0, 0, float(k)]
+                fg.PlanePositionSequence = Sequence([pp])
+                groups.append(fg)
+            ds.PerFrameFunctionalGroupsSequence = Sequence(groups)
+        return mutate
+
+    rle = struct.pack("<16I", 1, 64, *([0] * 14)) + b"\x00\x07"
+    made = {"native_200k_1x1": _frames(200_000), "native_2m_1x1": _frames(2_000_000),
+            "native_200k_grid_offsets": _frames(200_000, _offsets(np.arange(200_000) * 0.5)),
+            "enhanced_5000_per_frame_groups": _frames(5000, per_frame(5000)),
+            "rle_20000_frames": _frames(20_000, syntax=RLELossless, pixel=_encapsulated([rle] * 20_000))}
+    out = {}
+    for name, data in made.items():
+        out[name] = folder / f"{name}.dcm"
+        out[name].write_bytes(data)
+    return out
+
+
+def _many_frames(frames_ref: str | None, timeout_s: float) -> dict[str, object]:
+    trees = {"this_tree": ROOT}
+    tmp = tempfile.TemporaryDirectory()
+    if frames_ref:
+        archive = subprocess.run(["git", "-C", str(ROOT), "archive", frames_ref, "medui"], capture_output=True,
+                                 check=True).stdout
+        (Path(tmp.name) / "tree").mkdir()
+        subprocess.run(["tar", "-x", "-C", str(Path(tmp.name) / "tree")], input=archive, check=True)
+        trees[f"before_{frames_ref}"] = Path(tmp.name) / "tree"
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cases = _frame_cases(Path(tmp.name))
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "MEDUI_MAX_FRAMES": "100000000", "MEDUI_MAX_LOAD_MB": "4096",
+           "MEDUI_MAX_IMAGE_MB": "4096"}
+    out: dict[str, object] = {}
+    for case, path in cases.items():
+        out[case] = {name: _run_child(["--child-frames", str(src), str(path)], {**env, "PYTHONPATH": str(src)},
+                                      cwd=src, timeout=timeout_s) for name, src in trees.items()}
+    tmp.cleanup()
+    return out
+
+
+def _run_child(args: list[str], env: dict[str, str], cwd: Path = ROOT, timeout: float = 600) -> dict[str, object]:
     """This script in a fresh process; `cwd` is where its decode workers (forkserver) import medui from."""
-    run = subprocess.run([sys.executable, str(Path(__file__).resolve()), *args], env=env, capture_output=True,
-                         text=True, timeout=600, cwd=cwd)
+    try:
+        run = subprocess.run([sys.executable, str(Path(__file__).resolve()), *args], env=env, capture_output=True,
+                             text=True, timeout=timeout, cwd=cwd)
+    except subprocess.TimeoutExpired:
+        return {"error": f"killed after {timeout:g} s (a hang)"}
     if run.returncode != 0:
         return {"error": run.stderr.strip().splitlines()[-1] if run.stderr.strip() else f"rc {run.returncode}"}
     out: dict[str, object] = json.loads(run.stdout.strip().splitlines()[-1])
@@ -129,8 +207,15 @@ def main() -> None:
     parser.add_argument("--baseline-ref", default=None, help="a commit to compare the real CT load with")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--child-category", nargs=2, metavar=("FOLDER", "CATEGORY"), help=argparse.SUPPRESS)
+    parser.add_argument("--frames-ref", default=None, help="a commit to compare the many-frame loads with")
+    parser.add_argument("--frames-timeout-s", type=float, default=60.0)
+    parser.add_argument("--only-frames", action="store_true", help="only the many-frame section")
     parser.add_argument("--child-ct", metavar="SRC", help=argparse.SUPPRESS)
+    parser.add_argument("--child-frames", nargs=2, metavar=("SRC", "FILE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.child_frames:
+        print(json.dumps(_child_frames(Path(args.child_frames[0]), Path(args.child_frames[1]))))
+        return
     if args.child_category:
         print(json.dumps(_child_category(Path(args.child_category[0]), args.child_category[1], args.hang_s)))
         return
@@ -139,6 +224,10 @@ def main() -> None:
         return
     sys.path.insert(0, str(ROOT))
     from tests.hostile_corpus import build
+
+    if args.only_frames:
+        print(json.dumps({"many_frames": _many_frames(args.frames_ref, args.frames_timeout_s)}, indent=2))
+        return
 
     env = {**os.environ, "MEDUI_MAX_LOAD_MB": str(args.budget_mb), "MEDUI_HEADER_TIMEOUT_S": "2",
            "PYTHONWARNINGS": "ignore"}
@@ -156,7 +245,8 @@ def main() -> None:
               for k in ("cases", "loaded", "reported", "over_budget", "crash", "hang")}
     print(json.dumps({"budget_mb": args.budget_mb, "hang_s": args.hang_s, "totals": totals,
                       "corpus_seconds": round(corpus_seconds, 1), "categories": per_category,
-                      "real_ct_255": _real_ct(args.baseline_ref, args.repeats)}, indent=2))
+                      "real_ct_255": _real_ct(args.baseline_ref, args.repeats),
+                      "many_frames": _many_frames(args.frames_ref, args.frames_timeout_s)}, indent=2))
 
 
 if __name__ == "__main__":

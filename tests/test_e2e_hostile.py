@@ -19,7 +19,7 @@ pytestmark = pytest.mark.browser
 WORST = {
     "trunc100_": "a DICOM file cut short after its header",
     "value003_": "RescaleSlope = inf",
-    "value016_": "200000 frames declared",
+    "frames005_": "2000000 frames declared over 64 bytes of pixels",
     "value064_": "a JPEG 2000 codestream declaring 60000x60000 pixels",
     "value073_": "random bytes named .dcm",
     "nifti011_": "a NIfTI declaring 30000^3 voxels",

@@ -82,9 +82,10 @@ def test_no_identifier_reaches_any_file_medui_writes(tmp_path, isolated, monkeyp
     assert wait_for_job(stale, 300, 0.5)["state"] == "failed", stale.log_tail()
     assert "check the data again" in stale.status()["error"]
 
-    # overlays are named after the scan the user gave, in the folder the user gave (`predict --out`): not scanned
-    found = leaks([isolated["jobs"], isolated["models"], scratch, *[p for p in work.iterdir() if p.name != "overlays"]],
-                  forms)
+    # overlays are named by number, not after the scan the user gave (`predict --out`): scanned too
+    assert [p.name for p in (work / "overlays").iterdir()] == ["scan001_gradcam_slice1.png"]
+    assert json.loads(predict.stdout)["results"][0]["overlay_name"] == "scan001"
+    found = leaks([isolated["jobs"], isolated["models"], scratch, work], forms)
     assert not found, "identifiers in files MedUI wrote:\n" + "\n".join(found)
     print(f"privacy end to end: {time.time() - t0:.0f} s")
 

@@ -250,3 +250,113 @@ def test_mosaics_are_still_cut_into_slices_after_staging(tmp_path):
     kept = [e for p in staged.rglob("*.dcm") for e in pydicom.dcmread(p) if e.tag.is_private]
     assert {(e.tag.group, e.tag.element & 0xFF) for e in kept if e.tag.element >= 0x1000} <= {
         (0x0019, 0x0A), (0x0029, 0x10), (0x0065, 0x50)}
+
+
+def _tiff_with_text(path: Path, pages: list[np.ndarray]) -> None:
+    """A TIFF whose every text tag names the patient (PIL writes them as given)."""
+    from PIL.TiffImagePlugin import ImageFileDirectory_v2
+
+    tags = ImageFileDirectory_v2()
+    for tag, text in ((270, "Qzfam0x^Qzgiv0x chest"), (315, "Qzdoc0x"), (269, "QZPID0X77"), (285, "QZACC0X88"),
+                      (316, "Qzhost0x"), (305, "Qzsoft0x"), (306, "2024:01:02 03:04:05")):
+        tags[tag] = text
+    tags[700] = b"<x:xmpmeta>QZPID0X77</x:xmpmeta>"  # XMP
+    images = [Image.fromarray(p) for p in pages]
+    images[0].save(path, tiffinfo=tags, save_all=True, append_images=images[1:])
+
+
+def test_text_of_tiff_files_is_not_kept_and_their_pixels_are(tmp_path):
+    data = tmp_path / "set"
+    rng = np.random.default_rng(1)
+    for label in ("normal", "lesion"):
+        (data / label).mkdir(parents=True)
+        _tiff_with_text(data / label / "grey16.tif", [rng.integers(0, 4000, (20, 24), dtype=np.uint16)])
+        _tiff_with_text(data / label / "rgb.tif", [rng.integers(0, 255, (16, 18, 3), dtype=np.uint8)])
+        _tiff_with_text(data / label / "pages.tiff", [rng.integers(0, 255, (12, 10), dtype=np.uint8) for _ in range(3)])
+    forms = {"Qzfam0x", "Qzgiv0x", "Qzdoc0x", "QZPID0X77", "QZACC0X88", "Qzhost0x", "Qzsoft0x", "2024:01:02"}
+    assert leaks([data], forms)
+    staged = stage_upload(_uploads(data))
+    assert not leaks([staged], forms)
+    assert len(list(staged.rglob("*.tif*"))) == 6
+    originals = _images(data)
+    assert len(originals) == 6 and _images(staged) == originals  # the same pixels, pages, shapes, types
+
+
+def _nifti_with_text(voxels: np.ndarray) -> bytes:
+    """A NIfTI-1 file (scaled int16) whose text fields and a header extension name the patient."""
+    import nibabel as nib
+
+    img = nib.Nifti1Image(voxels, np.diag([0.8, 0.8, 2.5, 1.0]))
+    img.header["descrip"] = b"Qzfam0x^Qzgiv0x 19700101"
+    img.header["aux_file"] = b"QZPID0X77"
+    img.header["intent_name"] = b"QZACC0X88"
+    img.header["db_name"] = b"Qzdoc0x"
+    img.header.extensions.append(nib.nifti1.Nifti1Extension("comment", b"PatientName=Qzfam0x^Qzgiv0x"))
+    raw = bytearray(img.to_bytes())
+    raw[112:120] = np.array([0.5, -100], "<f4").tobytes()  # scl_slope, scl_inter: kept as they are
+    return bytes(raw)
+
+
+def _gzip_named(raw: bytes, name: str) -> bytes:
+    import gzip
+
+    buf = io.BytesIO()
+    with gzip.GzipFile(filename=name, mode="wb", fileobj=buf) as gz:  # the gzip header keeps the file name
+        gz.write(raw)
+    return buf.getvalue()
+
+
+def test_text_fields_and_extensions_of_nifti_files_are_not_kept_and_their_voxels_are(tmp_path):
+    import nibabel as nib
+
+    data = tmp_path / "set"
+    rng = np.random.default_rng(2)
+    for label in ("normal", "lesion"):
+        (data / label).mkdir(parents=True)
+        raw = _nifti_with_text(rng.integers(-1000, 1000, (10, 12, 6)).astype(np.int16))
+        (data / label / "a.nii.gz").write_bytes(_gzip_named(raw, "Qzfam0x_Qzgiv0x.nii"))
+        (data / label / "b.nii").write_bytes(raw)
+    forms = {"Qzfam0x", "Qzgiv0x", "QZPID0X77", "QZACC0X88", "Qzdoc0x", "19700101"}
+    assert leaks([data], forms) and b"Qzfam0x" in (data / "normal" / "a.nii.gz").read_bytes()  # the gzip header
+    staged = stage_upload(_uploads(data))
+    assert not leaks([staged], forms)
+    staged_files = sorted(staged.rglob("*.nii*"))
+    assert len(staged_files) == 4
+    for path in staged_files:
+        img = nib.load(path)
+        assert not img.header.extensions and img.header["descrip"].item() == b""
+        assert (img.dataobj.slope, img.dataobj.inter) == (0.5, -100)  # the voxels keep their scaling
+    originals = _images(data)
+    assert len(originals) == 4 and _images(staged) == originals
+
+
+def test_a_jpeg_keeps_no_text_after_its_first_scan_nor_after_its_end(tmp_path):
+    from medui.training.scrub import jpeg_tail_without_text
+
+    img = Image.fromarray(np.random.default_rng(3).integers(0, 255, (32, 32, 3), dtype=np.uint8))
+    buf = io.BytesIO()
+    img.save(buf, format="JPEG", progressive=True, quality=90)
+    jpeg = buf.getvalue()
+    sos = jpeg.index(b"\xff\xda", jpeg.index(b"\xff\xda") + 2)  # the second scan
+    comment = b"QZPID0X77 Qzfam0x"
+    hostile = jpeg[:sos] + b"\xff\xfe" + (len(comment) + 2).to_bytes(2, "big") + comment + jpeg[sos:] + comment
+    cleaned = jpeg_tail_without_text(hostile)
+    assert b"QZPID0X77" not in cleaned and cleaned == jpeg
+    data = tmp_path / "set"
+    for label in ("normal", "lesion"):
+        (data / label).mkdir(parents=True)
+        (data / label / "x.jpg").write_bytes(hostile)
+    staged = stage_upload(_uploads(data))
+    assert not leaks([staged], {"QZPID0X77", "Qzfam0x"})
+    originals = _images(data)
+    assert len(originals) == 2 and _images(staged) == originals
+
+
+def test_a_file_named_like_an_image_but_of_no_known_format_is_not_kept(tmp_path):
+    data = tmp_path / "set"
+    for label in ("normal", "lesion"):
+        (data / label).mkdir(parents=True)
+        Image.fromarray(np.zeros((8, 8), np.uint8)).save(data / label / "ok.png")
+        (data / label / "list.png").write_bytes(b"Qzfam0x^Qzgiv0x, QZPID0X77\n")
+    staged = stage_upload(_uploads(data))
+    assert not leaks([staged], {"Qzfam0x", "QZPID0X77"}) and len(list(staged.rglob("*.png"))) == 2

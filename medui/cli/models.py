@@ -161,7 +161,10 @@ def _cmd_predict(args: argparse.Namespace) -> int:
             if args.cam:
                 out_dir = Path(args.out)
                 out_dir.mkdir(parents=True, exist_ok=True)
-                stem = Path(path).name.replace(".", "_") + (f"_s{k + 1}" if len(loaded.series) > 1 else "")
+                # named by the result's number, never by the input (a file name can carry a patient's name):
+                # the output below says which input each number is
+                stem = f"scan{sum(1 for r in results if 'overlay_name' in r) + 1:03d}"
+                item["overlay_name"] = stem
                 for method in args.cam:
                     result = overlay(dx, dx.peak_slice, method)
                     target = out_dir / f"{stem}_{method.replace('+', 'p')}_slice{dx.peak_slice + 1}.png"
@@ -194,7 +197,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
             if "slice_scores" in r:
                 print(f"    {len(r['slice_scores'])} slices, peak at {r['peak_slice_label']}")
             for o in r["overlays"]:
-                print(f"    overlay: {o}")
+                print(f"    overlay ({r['overlay_name']} = this scan): {o}")
         for s in skipped:
             print(f"  skipped {s['file']}: {s['reason']}")
         print("Decision support only, not a medical device.")
@@ -264,7 +267,9 @@ def add_commands(sub: Any) -> None:
                               "(see python -m medui models)")
     predict.add_argument("--cam", nargs="*", choices=list(METHODS), default=None, metavar="METHOD",
                          help=f"saliency method(s): {', '.join(METHODS)}")
-    predict.add_argument("--out", default="medui-overlays", help="folder for overlay PNGs")
+    predict.add_argument("--out", default="medui-overlays",
+                         help="folder for overlay PNGs, named scanNNN_<method>_slice<k>.png by the number of the "
+                              "result (never after the input file); the output says which input each is")
     predict.add_argument("--json", action="store_true")
     predict.add_argument("--dir", default=None, help="registry folder")
     predict.set_defaults(func=_cmd_predict)

@@ -215,27 +215,52 @@ def write_frames(result: Decoded, out: np.ndarray, targets: Sequence[Target]) ->
     A negative frame -1-k means tile k of a mosaic's one frame (`medui.io.mosaic`).
     Returns the slots written, or why none could be (pixels of another size than the header's).
     """
+    t = np.asarray(targets, float).reshape(-1, 4)
+    done = write_many(result, out, t[:, 0].astype(np.intp), t[:, 1].astype(np.intp), t[:, 2], t[:, 3])
+    return done if isinstance(done, str) else done.tolist()
+
+
+# Frames are rescaled in blocks of about this many bytes (bounded temporaries, few numpy calls).
+_BLOCK_BYTES = 16 * 1024**2
+
+
+def write_many(result: Decoded, out: np.ndarray, frames: np.ndarray, slots: np.ndarray, slope: np.ndarray,
+               intercept: np.ndarray) -> str | np.ndarray:
+    """`write_frames` with the targets as arrays: frame `frames[k]` goes to slot `slots[k]` as
+    `value * slope[k] + intercept[k]`. Vectorised: a million 1x1 frames are a few numpy calls.
+    Returns the slots written, or why none could be."""
     arr = result.array
-    if targets and targets[0][0] < 0:  # a mosaic: frame -1-k is tile k of its one frame (mosaic.tile_frame)
+    frames = np.asarray(frames, np.intp)
+    if frames.size and frames[0] < 0:  # a mosaic: frame -1-k is tile k of its one frame (mosaic.tile_frame)
         tiles = detile(arr[0], *out.shape[1:3]) if arr.ndim == 3 and out.ndim == 3 else (
             "its pixel data is not one greyscale frame, so the mosaic cannot be cut into slices")
         if isinstance(tiles, str):
             return tiles
-        arr, targets = tiles, [(-1 - frame, slot, slope, intercept) for frame, slot, slope, intercept in targets]
+        arr, frames = tiles, -1 - frames
     if arr.shape[1:] != out.shape[1:]:
         return (f"its pixel data decoded to {'x'.join(map(str, arr.shape[1:]))}, not the "
                 f"{'x'.join(map(str, out.shape[1:]))} its header states")
-    done = []
-    for frame, slot, slope, intercept in targets:
-        if frame >= arr.shape[0]:
-            continue
-        dst = out[slot]
-        if result.rescale and slope != 1:
-            np.multiply(arr[frame], np.float32(slope), out=dst, casting="unsafe")
-            dst += np.float32(intercept)
-        elif result.rescale and intercept != 0:
-            np.add(arr[frame], np.float32(intercept), out=dst, casting="unsafe")
+    keep = (frames >= 0) & (frames < arr.shape[0])
+    frames, slots = frames[keep], np.asarray(slots, np.intp)[keep]
+    slope = np.broadcast_to(np.asarray(slope, float), keep.shape)[keep]
+    intercept = np.broadcast_to(np.asarray(intercept, float), keep.shape)[keep]
+    per = (slice(None),) + (np.newaxis,) * (arr.ndim - 1)
+    step = max(1, _BLOCK_BYTES // max(out[0].nbytes, 1))
+    for lo in range(0, len(frames), step):
+        f, s = frames[lo:lo + step], slots[lo:lo + step]
+        contiguous = len(f) == arr.shape[0] and f[0] == 0 and bool(np.all(np.diff(f) == 1))
+        src = arr if contiguous else arr[f]
+        sl = slope[lo:lo + step].astype(np.float32)
+        ic = intercept[lo:lo + step].astype(np.float32)
+        if not result.rescale or (np.all(sl == 1) and np.all(ic == 0)):
+            block = src
+        elif np.all(sl == 1):
+            block = np.add(src, ic[per])
         else:
-            dst[...] = arr[frame]
-        done.append(slot)
-    return done
+            block = np.multiply(src, sl[per]).astype(np.float32, copy=False)
+            block += ic[per]
+        if len(s) and s[0] == 0 and s[-1] == len(s) - 1 and len(s) == out.shape[0] and bool(np.all(np.diff(s) == 1)):
+            out[...] = block
+        else:
+            out[s] = block
+    return slots

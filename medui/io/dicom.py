@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import dataclasses
 import functools
-from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -13,13 +11,13 @@ import numpy as np
 
 from medui.errors import ImageTooLargeError, InvalidHeaderError, MedUIError, UnreadableFileError, UnsupportedImageError
 from medui.io.budget import FATAL
-from medui.io.decode import PixelHint, Target
+from medui.io.decode import Decoded, PixelHint, Target, alloc_volume, decode_dicom, write_many
 from medui.io.dicom_checks import DEADLINE_FROM_BYTES, DeadlineReader, check_header, window_warnings
-from medui.io.dicom_grouping import Frame, group
+from medui.io.dicom_grouping import MAX_SPLIT, Stack, group
 from medui.io.dicom_header import header_rows
 from medui.io.dicom_voi import voi_lut, voi_module, window
-from medui.io.geometry import FrameGeom, frame_geometries, stack_affine
-from medui.io.mosaic import Mosaic, described, is_mosaic, layout, tile_frame
+from medui.io.geometry import FrameTable, frame_geometries, stack_affine
+from medui.io.mosaic import Mosaic, described, is_mosaic, layout
 from medui.io.parallel import Decoder
 from medui.io.sources import Limits, Skipped, SourceFile
 from medui.series import Series
@@ -43,7 +41,7 @@ class Instance:
 
     src: SourceFile
     ds: Any
-    geoms: list[FrameGeom]
+    geoms: FrameTable  # one row per frame (per tile of a mosaic)
     n_frames: int
     index: int = -1  # position in the list given to the Decoder
     slim: bool = False  # `ds` holds only what grouping needs (parsed in a worker); see full_header
@@ -100,16 +98,21 @@ def read_header(src: SourceFile, limits: Limits) -> Instance:
     n_frames = check_header(ds, src.size, offset, limits)
     limits.check_image(decoded_bytes(ds, n_frames), f"{ds.Rows}x{ds.Columns}, {n_frames} frame(s)")
     try:
-        geoms = frame_geometries(ds, n_frames)
+        geoms = frame_geometries(ds, n_frames, limits.header_seconds)
+    except InvalidHeaderError:
+        raise
     except (TypeError, ValueError, IndexError, AttributeError, OverflowError) as exc:
         raise InvalidHeaderError(
             f"has a position, orientation, spacing or rescale value that is no number ({_first_line(exc)}), in its "
             "per-frame functional groups (5200,9230) or shared ones (5200,9229). Re-export it from the PACS") from exc
-    geoms = [_checked_orientation(g) for g in geoms]
+    geoms = geoms.checked_orientation()
+    _check_orientations(ds, geoms)
     mosaic: Mosaic | None = None
     notes: list[str] = []
     if is_mosaic(ds):
-        mosaic, geoms, notes = layout(ds, n_frames, geoms)
+        mosaic, tiles, notes = layout(ds, n_frames, geoms[:1])  # a mosaic has one frame; more are refused
+        if mosaic is not None:
+            geoms = FrameTable.of(tiles)
     return Instance(src, ds, geoms, n_frames, hint=_pixel_hint(ds, offset), mosaic=mosaic, notes=tuple(notes))
 
 
@@ -117,15 +120,18 @@ _BAD_ORIENTATION = ("ImageOrientationPatient (0020,0037) is not two unit, perpen
                     "image is shown without orientation (no reslicing or millimetre positions)")
 
 
-def _checked_orientation(g: FrameGeom) -> FrameGeom:
-    """The frame's geometry, without an orientation that is no pair of unit, perpendicular cosines
-    (all zero, parallel, ...): such a one would make a singular affine downstream."""
-    if g.orientation is None:
-        return g
-    row, col = np.asarray(g.orientation[:3], float), np.asarray(g.orientation[3:6], float)
-    if abs(np.linalg.norm(row) - 1) < 0.01 and abs(np.linalg.norm(col) - 1) < 0.01 and abs(row @ col) < 0.01:
-        return g
-    return dataclasses.replace(g, orientation=None)
+def _check_orientations(ds: Any, geoms: FrameTable) -> None:
+    """A multi-frame object whose frames lie in more orientations than MAX_SPLIT would become as many
+    one-frame stacks: refused (a hostile header, or a localiser set better loaded as separate files)."""
+    o = geoms.orientation
+    if len(geoms) <= MAX_SPLIT or o.strides[0] == 0:
+        return
+    count = len(np.unique(np.where(np.isfinite(o), np.round(o, 3) + 0.0, np.inf), axis=0))
+    if count > MAX_SPLIT:
+        raise InvalidHeaderError(
+            f"has frames in {count} different orientations (ImageOrientationPatient (0020,0037) of its per-frame "
+            f"functional groups); at most {MAX_SPLIT} are read, each as a stack of its own. Re-export the frames "
+            "as separate files")
 
 
 def _check_is_image(ds: Any) -> None:
@@ -196,12 +202,17 @@ def full_header(inst: Instance) -> Any:
     return inst.ds
 
 
+# What a load keeps per frame besides its pixels (its row of geometry, its slot): charged with them, so
+# a header of millions of tiny frames is bounded by the memory budget rather than by a frame count.
+FRAME_BOOKKEEPING_BYTES = 160
+
+
 def decoded_bytes(ds: Any, n_frames: int) -> int:
-    """Bytes the float32 pixels of an instance will take once decoded."""
+    """Bytes the float32 pixels of an instance will take once decoded, and their bookkeeping."""
     samples = int(ds.get("SamplesPerPixel", 1) or 1)
     if str(ds.get("PhotometricInterpretation", "")).upper() == "PALETTE COLOR":
         samples = 3
-    return int(ds.Rows) * int(ds.Columns) * n_frames * samples * 4
+    return int(ds.Rows) * int(ds.Columns) * n_frames * samples * 4 + n_frames * FRAME_BOOKKEEPING_BYTES
 
 
 def _first_line(exc: Exception) -> str:
@@ -211,73 +222,104 @@ def _first_line(exc: Exception) -> str:
 
 @dataclass
 class _Plan:
-    """A stack waiting for its pixels: the output volume and the instances that fill it."""
+    """A stack waiting for its pixels: the output volume (a Decoder's, or `pixels` filled here)."""
 
-    stack: list[Frame]
-    insts: list[Instance]
-    volume: int
+    stack: Stack
+    volume: int = -1
+    pixels: np.ndarray | None = None
+    ok: np.ndarray | None = None  # slots of `pixels` written
+    error: str = ""  # why `pixels` could not be filled
 
 
-def plan_stack(stack: list[Frame], limits: Limits, decoder: Decoder) -> _Plan | list[Skipped]:
+def _native_many_frames(inst: Instance) -> bool:
+    """A multi-frame object with native (uncompressed) pixel data: decoded here in one piece and
+    written with one vectorised pass, not frame by frame in the Decoder."""
+    return inst.hint is None and inst.n_frames > 1 and inst.mosaic is None
+
+
+def plan_stack(stack: Stack, limits: Limits, decoder: Decoder,
+               decoded: dict[int, Decoded | str] | None = None) -> _Plan | list[Skipped]:
     """Check a stack against the memory limits (the series cap, then the load's budget, which it
-    is charged to), make its volume and queue its decoding. Refused: every file of it, with why."""
-    first = stack[0].inst
-    insts: list[Instance] = list(dict.fromkeys(f.inst for f in stack))
-    need = sum(decoded_bytes(i.ds, i.n_frames) for i in insts)
+    is charged to), make its volume and queue its decoding. Refused: every file of it, with why.
+
+    A native multi-frame object is decoded here (once, kept in `decoded` for its other stacks)."""
+    first = stack.first
+    used = np.bincount(stack.owner, minlength=len(stack.insts))  # frames of a multi-frame object in this stack
+    need = sum(decoded_bytes(i.ds, int(k) if i.n_frames > 1 else i.n_frames) for i, k in zip(stack.insts, used,
+                                                                                            strict=True))
     try:
         limits.check_series(need, f"its whole series of {len(stack)} frame(s); upload fewer slices")
         limits.charge(need, f"a series of {len(stack)} frame(s)")
     except ImageTooLargeError as exc:
-        return [Skipped.because(i.src.name, exc) for i in insts]
+        return [Skipped.because(i.src.name, exc) for i in stack.insts]
     ds = first.ds
-    samples = 3 if decoded_bytes(ds, 1) > int(ds.Rows) * int(ds.Columns) * 4 else 1
+    samples = 3 if decoded_bytes(ds, 1) - FRAME_BOOKKEEPING_BYTES > int(ds.Rows) * int(ds.Columns) * 4 else 1
     plane = (first.mosaic.tile_rows, first.mosaic.tile_cols) if first.mosaic else (int(ds.Rows), int(ds.Columns))
     shape = (len(stack), *plane) + ((3,) if samples == 3 else ())
+    table = stack.table
+    if len(stack.insts) == 1 and _native_many_frames(first):
+        cache = {} if decoded is None else decoded
+        if first.index not in cache:
+            cache[first.index] = decode_dicom(first.src, limits.max_image_bytes, decoder.fast, None)
+        result = cache[first.index]
+        pixels = alloc_volume(shape)
+        if isinstance(result, str):
+            return _Plan(stack, pixels=pixels, ok=np.zeros(len(stack), bool), error=result)
+        written = write_many(result, pixels, stack.frame, np.arange(len(stack)), table.slope, table.intercept)
+        if isinstance(written, str):
+            return _Plan(stack, pixels=pixels, ok=np.zeros(len(stack), bool), error=written)
+        ok = np.zeros(len(stack), bool)
+        ok[written] = True
+        return _Plan(stack, pixels=pixels, ok=ok)
     volume = decoder.volume(shape)
-    targets: dict[int, list[Target]] = defaultdict(list)
-    for slot, f in enumerate(stack):
-        frame = tile_frame(f.index) if f.inst.mosaic else f.index
-        targets[f.inst.index].append((frame, slot, float(f.geom.slope), float(f.geom.intercept)))
-    for inst in insts:
-        decoder.add(inst.index, volume, targets[inst.index], inst.hint)
-    return _Plan(stack, insts, volume)
+    for inst, slots in zip(stack.insts, stack.slots_of(), strict=True):
+        frames = -1 - stack.frame[slots] if inst.mosaic else stack.frame[slots]  # mosaic.tile_frame
+        targets: list[Target] = list(zip(frames.tolist(), slots.tolist(), table.slope[slots].tolist(),
+                                         table.intercept[slots].tolist(), strict=True))
+        decoder.add(inst.index, volume, targets, inst.hint)
+    return _Plan(stack, volume=volume)
 
 
 def build_series(plan: _Plan, decoder: Decoder, errors: dict[int, str]) -> tuple[Series | None, list[Skipped]]:
     """Assemble a Series from a decoded stack; undecodable frames are dropped with a reason each."""
     stack = plan.stack
-    skipped = [Skipped(i.src.name, errors[i.index]) for i in plan.insts if i.index in errors]
-    ok = decoder.written(plan.volume)
+    if plan.pixels is not None and plan.ok is not None:
+        errors = {stack.first.index: plan.error} if plan.error else {}
+        pixels, ok = plan.pixels, plan.ok
+    else:
+        pixels, ok = decoder.array(plan.volume), decoder.written(plan.volume)
+    skipped = [Skipped(i.src.name, errors[i.index]) for i in stack.insts if i.index in errors]
     if not ok.any():
         return None, skipped
-    pixels = decoder.array(plan.volume)
-    kept = [f for f, good in zip(stack, ok, strict=True) if good]
+    kept = stack
     if not ok.all():
         pixels = pixels[ok]
-    affine, warnings, has_geometry = stack_affine([f.geom for f in kept])
+        kept = stack.take(ok)
+    affine, warnings, has_geometry = stack_affine(kept.table)
     if len(kept) < len(stack):
         warnings.append(f"{len(stack) - len(kept)} of {len(stack)} slices could not be decoded and are missing")
-    ds = full_header(stack[0].inst)
+    ds = full_header(stack.first)
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper()
     if pixels.ndim == 4:
         photometric = "RGB"
     modality = str(ds.get("Modality", "OT") or "OT")
-    files = list(dict.fromkeys(f.inst.src.name for f in kept))
+    files = [i.src.name for i in kept.insts]
     voi = voi_module(ds)
     warnings += window_warnings(ds)
-    warnings += list(dict.fromkeys(note for i in plan.insts for note in i.notes))
-    if kept[0].geom.orientation is None and ("ImageOrientationPatient" in ds or "PerFrameFunctionalGroupsSequence" in ds
-                                             or "SharedFunctionalGroupsSequence" in ds):
+    warnings += list(dict.fromkeys(note for i in stack.insts for note in i.notes))
+    g0 = kept.table[0]
+    if g0.orientation is None and ("ImageOrientationPatient" in ds or "PerFrameFunctionalGroupsSequence" in ds
+                                   or "SharedFunctionalGroupsSequence" in ds):
         warnings.append(_BAD_ORIENTATION)
         has_geometry = False
     return Series(
         pixels=pixels, affine=affine, modality=modality, photometric=photometric,
         window=window(ds), voi_lut=voi_lut(voi), voi=voi, body_part=str(ds.get("BodyPartExamined", "") or ""),
-        description=described(ds, stack[0].inst.mosaic, stack[0].inst.label),
+        description=described(ds, stack.first.mosaic, stack.first.label),
         uid=str(ds.get("SeriesInstanceUID", "")), source_format="DICOM", header=header_rows(ds),
         files=files, warnings=warnings, has_geometry=has_geometry,
         patient_id=str(ds.get("PatientID", "") or "").strip(),
-        pixel_spacing_known=kept[0].geom.pixel_spacing is not None,
+        pixel_spacing_known=g0.pixel_spacing is not None,
     ), skipped
 
 
@@ -293,12 +335,14 @@ def read_dicom(sources: Sequence[SourceFile], limits: Limits) -> tuple[list[Seri
         headers = decoder.map(parse_detached, limits) if decoder.pooled else [parse(s, limits) for s in sources]
         instances = _kept(headers, sources, skipped)
         plans: list[_Plan] = []
+        decoded: dict[int, Decoded | str] = {}  # native multi-frame objects, decoded once for all their stacks
         for stack in group(instances):
-            plan = _contained(functools.partial(plan_stack, stack, limits, decoder), stack)
+            plan = _contained(functools.partial(plan_stack, stack, limits, decoder, decoded), stack)
             if isinstance(plan, list):
                 skipped += plan
             else:
                 plans.append(plan)
+        decoded.clear()
         errors = decoder.run()
     stats = dict(decoder.stats)
     series: list[Series] = []
@@ -317,7 +361,7 @@ def read_dicom(sources: Sequence[SourceFile], limits: Limits) -> tuple[list[Seri
 T = TypeVar("T")
 
 
-def _contained(step: Callable[[], T], stack: list[Frame]) -> T | list[Skipped]:
+def _contained(step: Callable[[], T], stack: Stack) -> T | list[Skipped]:
     """`step()`, or when it fails in a way no check foresaw, a skip entry for each file of the stack."""
     from medui.io.readers import unexpected
 
@@ -326,7 +370,7 @@ def _contained(step: Callable[[], T], stack: list[Frame]) -> T | list[Skipped]:
     except FATAL:
         raise
     except BaseException as exc:
-        return [Skipped(i.src.name, unexpected(exc)) for i in dict.fromkeys(f.inst for f in stack)]
+        return [Skipped(i.src.name, unexpected(exc)) for i in stack.insts]
 
 
 def _kept(headers: Sequence[Instance | Skipped], sources: Sequence[SourceFile],

@@ -94,10 +94,12 @@ def check_header(ds: Any, size: int, offset: int, limits: Limits) -> int:
     """
     rows, cols = whole(ds, "Rows"), whole(ds, "Columns")
     frames = whole(ds, "NumberOfFrames", default=1)
-    if frames > limits.max_frames:
+    tsyntax = _transfer_syntax(ds)
+    one_by_one = _frames_one_by_one(ds, tsyntax)
+    if one_by_one and frames > limits.max_frames:
         raise InvalidHeaderError(
-            f"declares {tag_name(ds, 'NumberOfFrames')} = {frames}; at most {limits.max_frames} frames per file are "
-            "read. Raise MEDUI_MAX_FRAMES if this is a real acquisition")
+            f"declares {tag_name(ds, 'NumberOfFrames')} = {frames} {one_by_one}; at most {limits.max_frames} such "
+            "frames per file are read. Raise MEDUI_MAX_FRAMES if this is a real acquisition")
     samples = whole(ds, "SamplesPerPixel", default=1)
     bits = whole(ds, "BitsAllocated", default=16)
     if bits not in _BITS:
@@ -113,9 +115,20 @@ def check_header(ds: Any, size: int, offset: int, limits: Limits) -> int:
     _check_modality_lut(ds)
     if photometric == "PALETTE COLOR":
         _check_palette(ds)
-    tsyntax = _transfer_syntax(ds)
     _check_pixel_length(ds, size, offset, rows * cols * frames * samples, bits, tsyntax)
     return frames
+
+
+def _frames_one_by_one(ds: Any, tsyntax: Any) -> str:
+    """Why the frames of this object are handled one by one ('' when they are not): compressed frames
+    are decoded one at a time and per-frame functional groups are parsed item by item, so both are
+    capped by MEDUI_MAX_FRAMES. Native frames are decoded and placed as arrays (medui.io.dicom_grouping):
+    their number is bounded by memory alone (pixels and bookkeeping are charged to the load's budget)."""
+    if tsyntax is not None and tsyntax.is_encapsulated:
+        return "of compressed pixel data (decoded frame by frame)"
+    if "PerFrameFunctionalGroupsSequence" in ds:
+        return "with per-frame functional groups (5200,9230), read frame by frame"
+    return ""
 
 
 def _transfer_syntax(ds: Any) -> Any:

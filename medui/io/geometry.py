@@ -1,13 +1,16 @@
-"""Slice geometry: per-frame position/orientation from DICOM headers, stack ordering, affines and
-the checks a radiologist cares about (irregular spacing, missing slices, gantry tilt)."""
+"""Slice geometry: per-frame position/orientation from DICOM headers (as arrays: `FrameTable`), stack
+ordering and affines; the spacing checks a radiologist cares about are in `medui.io.spacing`."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, overload
 
 import numpy as np
+
+from medui.errors import InvalidHeaderError
+from medui.io.spacing import check_spacing
 
 
 @dataclass(frozen=True)
@@ -34,6 +37,106 @@ def _positive(values: tuple[float, ...] | None) -> tuple[float, ...] | None:
     return values if values is not None and all(v > 0 for v in values) else None
 
 
+def _row(values: Sequence[float] | None, n: int) -> np.ndarray:
+    return np.asarray(values if values is not None else [np.nan] * n, float)
+
+
+def _uniform(a: np.ndarray) -> bool:
+    """True for a column that is one row repeated without copies (np.broadcast_to)."""
+    return a.shape[0] > 1 and a.strides[0] == 0
+
+
+def _take(a: np.ndarray, index: np.ndarray) -> np.ndarray:
+    if _uniform(a) or a.shape[0] == 1:
+        count = int(index.sum()) if index.dtype == bool else len(index)
+        return np.broadcast_to(a[:1], (count, *a.shape[1:]))
+    picked: np.ndarray = a[index]
+    return picked
+
+
+class FrameTable(Sequence[FrameGeom]):
+    """The geometry and rescale of all frames of an instance or a stack, one row a frame, as arrays
+    (NaN where unknown). A value shared by every frame is one row broadcast (no copies), so a header
+    promising millions of frames costs a few arrays, not millions of objects. Indexing gives a FrameGeom."""
+
+    __slots__ = ("position", "orientation", "spacing", "thickness", "slope", "intercept")
+
+    def __init__(self, position: np.ndarray, orientation: np.ndarray, spacing: np.ndarray, thickness: np.ndarray,
+                 slope: np.ndarray, intercept: np.ndarray) -> None:
+        self.position = position  # (n, 3) LPS mm of the top-left voxel centre
+        self.orientation = orientation  # (n, 6) row cosine then column cosine
+        self.spacing = spacing  # (n, 2) between rows, between columns (mm)
+        self.thickness = thickness  # (n,)
+        self.slope = slope  # (n,)
+        self.intercept = intercept  # (n,)
+
+    @classmethod
+    def uniform(cls, g: FrameGeom, n: int) -> FrameTable:
+        """`n` frames that all share `g`."""
+        def rep(row: np.ndarray) -> np.ndarray:
+            return np.broadcast_to(row[np.newaxis], (n, *row.shape))
+        return cls(rep(_row(g.position, 3)), rep(_row(g.orientation, 6)), rep(_row(g.pixel_spacing, 2)),
+                   rep(np.asarray(np.nan if g.thickness is None else g.thickness, float)),
+                   rep(np.asarray(g.slope, float)), rep(np.asarray(g.intercept, float)))
+
+    @classmethod
+    def of(cls, geoms: Sequence[FrameGeom]) -> FrameTable:
+        """A table of a few FrameGeoms (a mosaic's tiles, a test's frames)."""
+        if isinstance(geoms, FrameTable):
+            return geoms
+        return cls.concat([cls.uniform(g, 1) for g in geoms])
+
+    @classmethod
+    def concat(cls, tables: Sequence[FrameTable]) -> FrameTable:
+        if len(tables) == 1:
+            return tables[0]
+        return cls(*(np.concatenate([getattr(t, name) for t in tables]) for name in cls.__slots__))
+
+    def take(self, index: np.ndarray) -> FrameTable:
+        """The rows at `index` (integers, or a boolean mask)."""
+        return FrameTable(*(_take(getattr(self, name), index) for name in self.__slots__))
+
+    def __len__(self) -> int:
+        return int(self.slope.shape[0])
+
+    @overload
+    def __getitem__(self, i: int) -> FrameGeom: ...
+    @overload
+    def __getitem__(self, i: slice) -> FrameTable: ...
+
+    def __getitem__(self, i: int | slice) -> FrameGeom | FrameTable:
+        if isinstance(i, slice):
+            return self.take(np.arange(len(self))[i])
+        if not -len(self) <= i < len(self):
+            raise IndexError(i)
+
+        def known(a: np.ndarray) -> tuple[float, ...] | None:
+            return tuple(float(v) for v in a[i]) if np.all(np.isfinite(a[i])) else None
+        th = float(self.thickness[i])
+        return FrameGeom(known(self.position), known(self.orientation), known(self.spacing),
+                         th if np.isfinite(th) else None, float(self.slope[i]), float(self.intercept[i]))
+
+    @property
+    def positioned(self) -> bool:
+        """Every frame has a position and an orientation."""
+        return bool(np.isfinite(self.position).all() and np.isfinite(self.orientation).all())
+
+    def checked_orientation(self) -> FrameTable:
+        """Orientations that are no pair of unit, perpendicular cosines (all zero, parallel, ...) removed:
+        such a one would make a singular affine downstream."""
+        o = self.orientation[:1] if _uniform(self.orientation) else self.orientation
+        row, col = o[:, :3], o[:, 3:6]
+        with np.errstate(invalid="ignore"):
+            good = ((np.abs(np.linalg.norm(row, axis=1) - 1) < 0.01) & (np.abs(np.linalg.norm(col, axis=1) - 1) < 0.01)
+                    & (np.abs(np.einsum("ij,ij->i", row, col)) < 0.01))
+        if good.all():
+            return self
+        fixed = np.where(good[:, np.newaxis], o, np.nan)
+        if o.shape[0] == 1:
+            fixed = np.broadcast_to(fixed, self.orientation.shape)
+        return FrameTable(self.position, fixed, self.spacing, self.thickness, self.slope, self.intercept)
+
+
 def functional_value(ds: Any, index: int, seq: str, attr: str) -> Any:
     """An attribute of an enhanced multi-frame functional group: per-frame first, then shared."""
     per_frame = ds.get("PerFrameFunctionalGroupsSequence")
@@ -43,43 +146,102 @@ def functional_value(ds: Any, index: int, seq: str, attr: str) -> Any:
         candidates.append(per_frame[index])
     if shared:
         candidates.append(shared[0])
-    for group in candidates:
+    return _group_value(candidates, seq, attr)
+
+
+def _group_value(groups: Sequence[Any], seq: str, attr: str) -> Any:
+    for group in groups:
         items = group.get(seq)
         if items and attr in items[0]:
             return items[0][attr].value
     return None
 
 
-def frame_geometries(ds: Any, n_frames: int) -> list[FrameGeom]:
-    """Geometry and rescale of every frame of a (possibly enhanced multi-frame) dataset."""
+# What the functional groups hold per frame: (sequence, attribute).
+_FUNCTIONAL = (("PlanePositionSequence", "ImagePositionPatient"),
+               ("PlaneOrientationSequence", "ImageOrientationPatient"),
+               ("PixelMeasuresSequence", "PixelSpacing"), ("PixelMeasuresSequence", "SpacingBetweenSlices"),
+               ("PixelMeasuresSequence", "SliceThickness"), ("PixelValueTransformationSequence", "RescaleSlope"),
+               ("PixelValueTransformationSequence", "RescaleIntercept"))
+
+
+def _many_floats(ds: Any, keyword: str, n: int) -> np.ndarray | None:
+    """A multi-valued decimal attribute of `n` finite values as an array (parsed in one call from the
+    raw bytes: millions of values cost a fraction of a second), or None."""
+    import warnings
+
+    elem = ds.get_item(keyword) if keyword in ds else None
+    if elem is None or elem.value is None:
+        return None
+    raw = elem.value
+    try:
+        if isinstance(raw, (bytes, str)):
+            text = raw.decode("latin-1") if isinstance(raw, bytes) else raw
+            with warnings.catch_warnings():
+                warnings.simplefilter("error")
+                out = np.fromstring(text, sep="\\")
+        else:  # already converted by pydicom: a number or a MultiValue of them
+            out = np.asarray([float(v) for v in raw] if hasattr(raw, "__iter__") else [float(raw)], float)
+    except (TypeError, ValueError, DeprecationWarning):
+        return None
+    return out if out.shape == (n,) and np.isfinite(out).all() else None
+
+
+def frame_geometries(ds: Any, n_frames: int, seconds: float = 10.0) -> FrameTable:
+    """Geometry and rescale of every frame of a (possibly enhanced multi-frame) dataset, as arrays;
+    per-frame functional groups are given up after `seconds` (InvalidHeaderError)."""
     top_iop = _floats(ds.get("ImageOrientationPatient"), 6)
     top_ipp = _floats(ds.get("ImagePositionPatient"), 3)
     spacing = _positive(_floats(ds.get("PixelSpacing"), 2)) or _positive(_floats(ds.get("ImagerPixelSpacing"), 2))
     thickness = _floats([ds.get("SpacingBetweenSlices") or ds.get("SliceThickness")], 1)
     slope = float(ds.get("RescaleSlope", ds.get("DoseGridScaling", 1.0)) or 1.0)
     intercept = float(ds.get("RescaleIntercept", 0.0) or 0.0)
-    offsets = _floats(ds.get("GridFrameOffsetVector"), n_frames) if n_frames > 1 else None
-    enhanced = "PerFrameFunctionalGroupsSequence" in ds or "SharedFunctionalGroupsSequence" in ds
-    out = []
-    for i in range(n_frames):
-        ipp, iop, sp, th, sl, ic = top_ipp, top_iop, spacing, thickness, slope, intercept
-        if enhanced:
-            ipp = _floats(functional_value(ds, i, "PlanePositionSequence", "ImagePositionPatient"), 3) or ipp
-            iop = _floats(functional_value(ds, i, "PlaneOrientationSequence", "ImageOrientationPatient"), 6) or iop
-            sp = _positive(_floats(functional_value(ds, i, "PixelMeasuresSequence", "PixelSpacing"), 2)) or sp
-            th = _floats([functional_value(ds, i, "PixelMeasuresSequence", "SpacingBetweenSlices")
-                          or functional_value(ds, i, "PixelMeasuresSequence", "SliceThickness")], 1) or th
-            rs = functional_value(ds, i, "PixelValueTransformationSequence", "RescaleSlope")
-            ri = functional_value(ds, i, "PixelValueTransformationSequence", "RescaleIntercept")
-            sl = float(rs) if rs not in (None, "") else sl
-            ic = float(ri) if ri not in (None, "") else ic
-        elif offsets is not None and ipp is not None and iop is not None:
-            normal = np.cross(iop[:3], iop[3:])
-            ipp = tuple(float(v) for v in np.asarray(ipp) + offsets[i] * normal)
-        elif n_frames > 1:
-            ipp = None  # legacy multi-frame without per-frame positions: frames in file order
-        out.append(FrameGeom(ipp, iop, sp, th[0] if th else None, sl, ic))
-    return out
+    top = FrameGeom(top_ipp, top_iop, spacing, thickness[0] if thickness else None, slope, intercept)
+    if "PerFrameFunctionalGroupsSequence" in ds or "SharedFunctionalGroupsSequence" in ds:
+        return _enhanced(ds, n_frames, top, seconds)
+    table = FrameTable.uniform(top, n_frames)
+    if n_frames > 1:
+        offsets = _many_floats(ds, "GridFrameOffsetVector", n_frames)
+        if offsets is not None and top_ipp is not None and top_iop is not None:
+            normal = np.cross(top_iop[:3], top_iop[3:])
+            table.position = np.asarray(top_ipp) + offsets[:, np.newaxis] * normal
+        else:
+            table.position = np.broadcast_to(np.full(3, np.nan), (n_frames, 3))  # frames in file order
+    return table
+
+
+def _enhanced(ds: Any, n_frames: int, top: FrameGeom, seconds: float) -> FrameTable:
+    """Per-frame values of an enhanced multi-frame object, each from its frame's functional groups,
+    else the shared ones, else the top level. pydicom parses each frame's groups when they are first
+    read (~0.3 ms a frame), so reading them stops with InvalidHeaderError after `seconds`."""
+    import time
+
+    per_frame = ds.get("PerFrameFunctionalGroupsSequence") or []
+    shared_seq = ds.get("SharedFunctionalGroupsSequence")
+    shared = [shared_seq[0]] if shared_seq else []
+    fallback = [_group_value(shared, seq, attr) for seq, attr in _FUNCTIONAL]
+    deadline = time.monotonic() + seconds
+    rows = []
+    for i in range(min(n_frames, len(per_frame))):
+        if i % 256 == 255 and time.monotonic() > deadline:
+            raise InvalidHeaderError(
+                f"took more than {seconds:g} s to read the per-frame functional groups (5200,9230) of its "
+                f"{n_frames} frames ({i} read): a damaged or hostile file. Raise MEDUI_HEADER_TIMEOUT_S if it is "
+                "a real image")
+        rows.append([_group_value([per_frame[i], *shared], seq, attr) for seq, attr in _FUNCTIONAL])
+    rows += [fallback] * (n_frames - len(rows))
+    cols = list(zip(*rows, strict=True)) if rows else [()] * len(_FUNCTIONAL)
+    ipp = [_floats(v, 3) or top.position for v in cols[0]]
+    iop = [_floats(v, 6) or top.orientation for v in cols[1]]
+    sp = [_positive(_floats(v, 2)) or top.pixel_spacing for v in cols[2]]
+    th = [_floats([a or b], 1) for a, b in zip(cols[3], cols[4], strict=True)]
+    return FrameTable(
+        np.array([_row(v, 3) for v in ipp]).reshape(n_frames, 3),
+        np.array([_row(v, 6) for v in iop]).reshape(n_frames, 6),
+        np.array([_row(v, 2) for v in sp]).reshape(n_frames, 2),
+        np.array([t[0] if t else (np.nan if top.thickness is None else top.thickness) for t in th], float),
+        np.array([float(v) if v not in (None, "") else top.slope for v in cols[5]], float),
+        np.array([float(v) if v not in (None, "") else top.intercept for v in cols[6]], float))
 
 
 def normal_of(orientation: Sequence[float]) -> np.ndarray:
@@ -87,13 +249,18 @@ def normal_of(orientation: Sequence[float]) -> np.ndarray:
     return n / (np.linalg.norm(n) or 1.0)
 
 
+def sort_order(table: FrameTable, tie_break: np.ndarray) -> np.ndarray:
+    """Indices ordered by position projected on the slice normal (never by number or name), ties by
+    `tie_break`; in `tie_break` order alone when a frame has no position or orientation."""
+    if not table.positioned:
+        return np.argsort(tie_break, kind="stable")
+    proj = table.position @ normal_of(table.orientation[0])
+    return np.lexsort((tie_break, proj))
+
+
 def sort_frames(geoms: Sequence[FrameGeom], tie_break: Sequence[float]) -> list[int]:
-    """Indices ordered by position projected on the slice normal (never by number or name)."""
-    if any(g.position is None or g.orientation is None for g in geoms):
-        return sorted(range(len(geoms)), key=lambda i: tie_break[i])
-    normal = normal_of(geoms[0].orientation)  # type: ignore[arg-type]
-    proj = [float(np.dot(g.position, normal)) for g in geoms]  # type: ignore[arg-type]
-    return sorted(range(len(geoms)), key=lambda i: (proj[i], tie_break[i]))
+    """`sort_order` for a list of frames."""
+    return [int(i) for i in sort_order(FrameTable.of(geoms), np.asarray(tie_break, float))]
 
 
 def canonical_axes(affine: np.ndarray) -> tuple[np.ndarray, np.ndarray, bool] | None:
@@ -124,9 +291,11 @@ def shown_last_first(affine: np.ndarray) -> bool:
 
 
 def stack_affine(geoms: Sequence[FrameGeom]) -> tuple[np.ndarray, list[str], bool]:
-    """Affine (slice,row,col)->LPS for frames already in order, warnings, and whether geometry is known."""
+    """Affine (slice,row,col)->LPS for frames already in order (a FrameTable, or FrameGeoms), warnings,
+    and whether geometry is known."""
+    table = FrameTable.of(geoms)
     warnings: list[str] = []
-    g0 = geoms[0]
+    g0 = table[0]
     has_geometry = True
     iop = g0.orientation or (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
     if g0.orientation is None:
@@ -138,11 +307,11 @@ def stack_affine(geoms: Sequence[FrameGeom]) -> tuple[np.ndarray, list[str], boo
     row_cos, col_cos = np.asarray(iop[:3], float), np.asarray(iop[3:], float)
     normal = normal_of(iop)
     origin = np.asarray(g0.position if g0.position is not None else (0.0, 0.0, 0.0), float)
-    n = len(geoms)
-    positioned = all(g.position is not None for g in geoms) and g0.orientation is not None
+    n = len(table)
+    positioned = bool(np.isfinite(table.position).all()) and g0.orientation is not None
     check = n > 1 and positioned
     if check:
-        first, last = np.asarray(geoms[0].position), np.asarray(geoms[-1].position)
+        first, last = table.position[0], table.position[-1]
         slice_vec = (last - first) / (n - 1)
         if np.linalg.norm(slice_vec) < 1e-6:
             slice_vec = normal * (g0.thickness or 1.0)
@@ -159,72 +328,5 @@ def stack_affine(geoms: Sequence[FrameGeom]) -> tuple[np.ndarray, list[str], boo
     if check:
         # Slice numbers in the warnings are the Viewer's (Series.is_volume: 3+ slices with geometry).
         reverse = has_geometry and n >= 3 and shown_last_first(affine)
-        warnings += _check_spacing(geoms, normal, slice_vec, reverse)
+        warnings += check_spacing(table.position, normal, slice_vec, reverse)
     return affine, warnings, has_geometry
-
-
-MIN_RUN = 3  # gaps in a row at one spacing that make a section of a variable-spacing series
-
-
-def _runs(steps: np.ndarray, tol: float) -> list[tuple[int, int, float]]:
-    """Consecutive gaps of one size: (first gap, last gap, mean step) each; gap i follows slice i."""
-    runs: list[tuple[int, int, float]] = []
-    start = 0
-    for i in range(1, len(steps) + 1):
-        if i == len(steps) or abs(steps[i] - np.mean(steps[start:i])) > tol:
-            runs.append((start, i - 1, float(np.mean(steps[start:i]))))
-            start = i
-    return runs
-
-
-def _variable_spacing(proj: np.ndarray, runs: list[tuple[int, int, float]], reverse: bool) -> str:
-    """'variable slice spacing: 4 mm for slices 1–14, 7 mm after' in the Viewer's numbering."""
-    n = len(proj)
-
-    def shown(native: int) -> int:
-        return n - native if reverse else native + 1
-
-    sections = sorted((min(shown(a), shown(b + 1)), max(shown(a), shown(b + 1)), step) for a, b, step in runs)
-    parts = [f"{step:.3g} mm for slices {lo}–{hi}" for lo, hi, step in sections[:-1]]
-    parts.append(f"{sections[-1][2]:.3g} mm after")
-    mean = (proj[-1] - proj[0]) / (n - 1)
-    off = float(np.max(np.abs(proj - (proj[0] + mean * np.arange(n)))))
-    return (f"variable slice spacing: {', '.join(parts)}; positions are shown on a mean step of {abs(mean):.2f} mm, "
-            f"up to {off:.1f} mm from where the slices were acquired")
-
-
-def _check_spacing(geoms: Sequence[FrameGeom], normal: np.ndarray, slice_vec: np.ndarray,
-                   reverse: bool = False) -> list[str]:
-    """Missing slices, variable or irregular spacing, gantry tilt. Slice numbers are the Viewer's:
-    `reverse` when it shows the stack last-first (`shown_last_first`)."""
-    warnings = []
-    pos = np.asarray([g.position for g in geoms], float)
-    proj = pos @ normal
-    steps = np.diff(proj)
-    step = float(np.median(steps)) if steps.size else 0.0
-    tol = max(0.02 * abs(step), 0.05)
-    runs = _runs(steps, tol) if steps.size else []
-    sections = [r for r in runs if r[1] - r[0] + 1 >= MIN_RUN]
-    if sections and max(r[2] for r in sections) - min(r[2] for r in sections) > tol:
-        warnings.append(_variable_spacing(proj, runs, reverse))
-    elif steps.size >= 1 and abs(step) > 1e-6:
-        big = np.nonzero(steps > 1.5 * step)[0]
-        for i in big[:5]:
-            missing = int(round(steps[i] / step)) - 1
-            after = len(steps) - int(i) if reverse else int(i) + 1  # the gap lies between these two slices
-            warnings.append(f"missing slice(s): a gap of {steps[i]:.2f} mm between slices {after} and {after + 1} "
-                            f"where {step:.2f} mm is usual (about {missing} slice(s) absent)")
-        if len(big) > 5:
-            warnings.append(f"... and {len(big) - 5} more gaps")
-        spread = float(steps.max() - steps.min())
-        if len(big) == 0 and spread > max(0.01 * abs(step), 0.05):
-            warnings.append(f"irregular slice spacing: steps range from {steps.min():.3f} to {steps.max():.3f} mm; "
-                            "the affine uses the mean step")
-    length = np.linalg.norm(slice_vec)
-    if length > 1e-6:
-        cos = abs(float(np.dot(slice_vec / length, normal)))
-        angle = float(np.degrees(np.arccos(min(1.0, cos))))
-        if angle > 0.1:
-            warnings.append(f"gantry tilt of {angle:.1f} degrees: slices are sheared, not perpendicular to "
-                            "their stacking direction; positions are kept as acquired (not resampled)")
-    return warnings

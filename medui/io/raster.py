@@ -18,7 +18,7 @@ def looks_like_raster(head: bytes, name: str) -> bool:
     return head.startswith(_MAGIC) or name.lower().endswith(RASTER_SUFFIXES)
 
 
-def _declared_size(data: bytes, max_pages: int) -> tuple[int, int, int, int] | None:
+def declared_size(data: bytes, max_pages: int) -> tuple[int, int, int, int] | None:
     """(pixels over all pages, pages, first page's width x height, bands) from the headers only."""
     from PIL import Image
 
@@ -47,7 +47,7 @@ def read_raster(src: SourceFile, limits: Limits) -> Series:
     import cv2
 
     data = src.read()
-    declared = _declared_size(data, limits.max_frames)
+    declared = declared_size(data, limits.max_frames)
     if declared is None:
         raise UnreadableFileError("is not a readable PNG/JPEG/TIFF image (damaged or another format); "
                                   "re-save it as PNG")

@@ -225,7 +225,15 @@ def slice_positions_mm(series: Series) -> list[float] | None:
     """`slice_position_mm` of every slice, in display order (None without geometry)."""
     if not series.has_geometry:
         return None
-    return [float(v) for v in (slice_position_mm(series, d) for d in range(series.n_slices)) if v is not None]
+    native = display_order(series).astype(float)  # one pass for all slices, as `slice_position_mm` does each
+    pos = native[:, np.newaxis] * series.affine[:3, 0] + series.affine[:3, 3]
+    axis = slice_axis(series)
+    if axis == "position":
+        normal = series.affine[:3, 0]
+        values = pos @ normal / max(float(np.linalg.norm(normal)), 1e-6)
+    else:
+        values = pos[:, {"z": 2, "y": 1, "x": 0}[axis]]
+    return [float(v) for v in values.tolist()]
 
 
 def slice_label(series: Series, display_index: int) -> str:

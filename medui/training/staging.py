@@ -5,7 +5,10 @@ given (labels, not identifiers); the patient decided as `index_dataset` decides 
 (`medui.training.data.patient_key`) and replaced by a salted HMAC whose salt is never kept, so files
 of one patient share a folder and patient-grouped splits group them the same way; file names replaced
 by sequence numbers within their folder. DICOM files are rewritten by `medui.reading.deidentify`
-(PatientID = the pseudonym). Files that are neither DICOM nor an image MedUI reads are not kept.
+(PatientID = the pseudonym). Other images lose their text metadata (`medui.reading.metadata` for PNG and
+JPEG, `medui.training.scrub` for TIFF, NIfTI and what follows a JPEG's first scan), their pixels unchanged.
+Files that are neither DICOM nor an image MedUI reads, or whose structure cannot be followed, are not kept.
+Text burned into the pixels is not removed: that would need OCR, and is not attempted.
 """
 
 from __future__ import annotations
@@ -21,10 +24,11 @@ from pathlib import PurePosixPath
 from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 
-from medui.io.sources import SourceFile
+from medui.io.sources import Limits, SourceFile
 from medui.reading.deidentify import deidentify, read_dicom
 from medui.reading.metadata import PNG_SIGNATURE, jpeg_without_text, png_without_text
 from medui.training.data import layout, patient_key
+from medui.training.scrub import jpeg_tail_without_text, nifti_without_text, tiff_without_text
 
 _RASTER = (b"\x89PNG", b"\xff\xd8\xff", b"II*\x00", b"MM\x00*", b"BM")
 _IMAGE_SUFFIXES = (".nii", ".nii.gz", ".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
@@ -70,13 +74,22 @@ def _is_image(data: bytes, name: str) -> bool:
     return data.startswith(_RASTER) or name.lower().endswith(_IMAGE_SUFFIXES)
 
 
-def _image(data: bytes) -> bytes | None:
-    """A PNG or JPEG without its text metadata (None: broken, not kept); other images as they are."""
+def _image(data: bytes, name: str) -> bytes | None:
+    """The image without its text metadata, pixels unchanged: PNG, JPEG, TIFF and NIfTI rewritten, BMP
+    (no text fields) as it is. None (not kept): broken, too large to rewrite, or no image format known."""
+    max_bytes = Limits().max_image_bytes
     if data.startswith(PNG_SIGNATURE):
         return png_without_text(data)
     if data.startswith(b"\xff\xd8\xff"):
-        return jpeg_without_text(data)
-    return data
+        head = jpeg_without_text(data)
+        return None if head is None else jpeg_tail_without_text(head)
+    if data.startswith((b"II*\x00", b"MM\x00*")):
+        return tiff_without_text(data, max_bytes)
+    if data.startswith(b"BM"):
+        return data
+    if name.lower().endswith((".nii", ".nii.gz")):
+        return nifti_without_text(data, max_bytes)
+    return None
 
 
 def _deidentified(ds: Dataset, patient: str, names: Pseudonyms) -> bytes | None:
@@ -112,7 +125,7 @@ def stage_files(files: list[SourceFile], pattern: str | None) -> list[StagedFile
             patient_id = str(ds.get("PatientID", "") or "").strip() if ds is not None else ""
             pseudonym = names.patient(patient_key(patient_id, parts, pattern)[0])
             folder = (*top, parts[0], pseudonym)
-        content = _image(data) if ds is None else _deidentified(ds, pseudonym, names)
+        content = _image(data, src.name) if ds is None else _deidentified(ds, pseudonym, names)
         if content is not None:
             folders[folder].append((_suffix(src.name), content))
     return [StagedFile((*folder, f"{n:04d}{suffix}"), content)
