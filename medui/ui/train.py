@@ -56,7 +56,8 @@ def server_folder_note() -> None:
 
 
 DEIDENTIFIED = ("Uploads are stored de-identified: file and folder names replaced, DICOM identifying attributes "
-                "removed (patients kept apart by pseudonyms).")
+                "and image text metadata removed (patients kept apart by pseudonyms). Text burned into the pixels "
+                "(a name or date written on the image) is not removed: check or crop such images first.")
 
 
 def data_source(pattern: str = "") -> Path | None:
