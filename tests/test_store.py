@@ -182,7 +182,7 @@ def test_a_load_past_its_share_stops_with_a_message_and_keeps_what_it_read(tmp_p
     """Real files through the loader: the store's budget is charged while reading."""
     folders = [write_series(tmp_path / f"s{k}", phantom_volume(16, 128, 128, seed=k)) for k in range(3)]
     one = 16 * 128 * 128 * 4
-    store = _store(tmp_path, (2 * one + 1000) / MiB)
+    store = _store(tmp_path, (2 * one + 64 * 1024) / MiB)  # two series and their frames' bookkeeping
     record = open_inputs([str(f[0].parent) for f in folders], store)
     assert len(record.keys) == 2
     assert any("server's memory for open series" in s.reason for s in record.skipped)
