@@ -155,7 +155,8 @@ def test_the_train_page_stages_an_upload_de_identified_and_restages_when_the_pat
     data, texts = identified_dataset(tmp_path / "QZPID2X77", per_class=5)
     at = AppTest.from_file(str(ROOT / "pages" / "train.py"), default_timeout=120).run()
     assert any("stored de-identified" in c.value and "file and folder names replaced" in c.value
-               and "DICOM identifying attributes removed" in c.value for c in at.caption)
+               and "DICOM identifying attributes" in c.value and "burned into the pixels" in c.value
+               for c in at.caption)
     files = [(u.name, u.data, "application/dicom") for u in _uploads(data)]
     at.number_input(key="train.min").set_value(2)
     at.file_uploader(key="train.folder").set_value(files).run()
