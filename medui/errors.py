@@ -94,3 +94,15 @@ class ModelFileError(ModelLoadError):
 
 class DatasetScanError(DatasetError):
     """Listing a training folder stopped: too many entries, too long, cancelled, or outside the data roots."""
+
+
+class NotAllowedError(MedUIError):
+    """The signed-in user's roles do not allow an action (refused on the server, whatever the page showed)."""
+
+
+class AuditStoreError(MedUIError):
+    """The audit trail (MEDUI_DB_URL) cannot be opened, written or read."""
+
+
+class AuthConfigError(MedUIError):
+    """Sign-in is required (MEDUI_REQUIRE_AUTH=1) or configured, but its configuration is missing or unusable."""

@@ -84,6 +84,12 @@ class Series:
         return (float(norms[0]), float(norms[1]), float(norms[2]))
 
     @property
+    def study_uid(self) -> str:
+        """The DICOM StudyInstanceUID (0020,000D) from the header rows ('' when the file has none): an
+        identifier the audit trail records beside `uid`, never a name."""
+        return next((r.value for r in self.header if r.tag == "(0020,000D)"), "")
+
+    @property
     def is_color(self) -> bool:
         return self.pixels.ndim == 4
 

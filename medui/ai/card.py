@@ -105,6 +105,8 @@ class ModelCard:
     intended_use: str = "Decision support for qualified clinicians. Not a medical device."
     limitations: str = ""
     demo: bool = False
+    # Who registered it: {"subject", "name"} from the identity provider (empty: unknown, e.g. older cards)
+    registered_by: dict[str, str] = field(default_factory=dict)
 
     @property
     def output(self) -> str:

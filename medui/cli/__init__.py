@@ -1,8 +1,9 @@
 """Command line: `python -m medui COMMAND ...`. Every capability of the pages is reachable here.
 
 One module per area: `reading` (info), `models` (models, promote, predict), `training` (train,
-train-job, evaluate, datasets, demo-model). Heavy imports (TensorFlow) happen inside the commands, so
-`--help` stays fast.
+train-job, evaluate, datasets, demo-model), `audit` (audit). Every command acts as the operating-system
+user with every role, and the use cases record that user in the audit trail. Heavy imports
+(TensorFlow) happen inside the commands, so `--help` stays fast.
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ import argparse
 from collections.abc import Sequence
 
 from medui import __version__
-from medui.cli import models, reading, training
+from medui.accounts.actor import acting_as, cli_actor
+from medui.cli import audit, models, reading, training
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -20,7 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="MedUI: AI-assisted review of medical images (decision support, not a medical device).")
     parser.add_argument("--version", action="version", version=f"MedUI {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for area in (reading, models, training):
+    for area in (reading, models, training, audit):
         area.add_commands(sub)
     return parser
 
@@ -33,4 +35,5 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 0
-    return int(args.func(args))
+    with acting_as(cli_actor()):  # use cases record the operating-system user in the audit trail
+        return int(args.func(args))

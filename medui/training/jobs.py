@@ -5,6 +5,7 @@ jobs/<id>/params.json   what to do          status.json  state, progress, ETA, r
 jobs/<id>/metrics.jsonl one line per epoch  log.txt      everything the process printed
 jobs/<id>/index.json    the checked data    split.json   the data split (sample numbers and files per split)
 jobs/<id>/result.json   evaluation          cancel       present = please stop
+jobs/<id>/started_by.json  who started it: {"subject", "name"} from the identity provider (no roles, no tokens)
 
 File names in job files are pseudonymous: below the class folder every folder and file name is replaced
 by a salted hash (`installation_salt`, jobs/.pseudonym-salt); the patient folders' names never appear.
@@ -28,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
+from medui.accounts.actor import current as current_actor
 from medui.errors import CardError, JobFolderError, TrainingError
 
 if TYPE_CHECKING:
@@ -203,15 +205,27 @@ class Job:
     def cancel_requested(self) -> bool:
         return (self.path / "cancel").exists()
 
+    def started_by(self) -> dict[str, str]:
+        """Who started the job ({"subject", "name"}; empty for jobs from before this was recorded)."""
+        try:
+            data = json.loads((self.path / STARTED_BY).read_text())
+        except (OSError, json.JSONDecodeError):
+            return {}
+        return {k: str(data[k]) for k in ("subject", "name") if isinstance(data, dict) and k in data}
+
     def result(self) -> dict[str, Any] | None:
         path = self.path / "result.json"
         return json.loads(path.read_text()) if path.exists() else None
 
 
+STARTED_BY = "started_by.json"
+
+
 def create(params: dict[str, Any], root: Path | None = None, index: DatasetIndex | None = None,
-           prefix: str = "") -> Job:
-    """The one way to make a job folder: params.json, status.json (queued) and, when the caller has
-    already checked the data, index.json (no pixels, pseudonymous patients) so the job need not read it again."""
+           prefix: str = "", started_by: dict[str, str] | None = None) -> Job:
+    """The one way to make a job folder: params.json, status.json (queued), who started it (`started_by`,
+    {"subject", "name"}) and, when the caller has already checked the data, index.json (no pixels,
+    pseudonymous patients) so the job need not read it again."""
     root = Path(root or jobs_dir())
     _check_names(params, prefix)
     if index is not None and [str(i) for i in index.inputs] != [str(d) for d in params.get("data", [])]:
@@ -224,6 +238,10 @@ def create(params: dict[str, Any], root: Path | None = None, index: DatasetIndex
         write_json(job.path / "params.json", params)
         if index is not None:
             write_json(job.path / "index.json", index.to_json())
+        if started_by is None and (acting := current_actor()) is not None:  # the CLI's user
+            started_by = acting.to_json()
+        if started_by:
+            write_json(job.path / STARTED_BY, {k: started_by[k] for k in ("subject", "name") if k in started_by})
         write_json(job.path / "status.json", {"state": "queued", "created": time.time()})
     except OSError as exc:
         shutil.rmtree(job.path, ignore_errors=True)  # no half job folder for the list
@@ -261,9 +279,10 @@ def launch(job: Job) -> Job:
     return job
 
 
-def start(params: dict[str, Any], root: Path | None = None, index: DatasetIndex | None = None) -> Job:
+def start(params: dict[str, Any], root: Path | None = None, index: DatasetIndex | None = None,
+          started_by: dict[str, str] | None = None) -> Job:
     """Create a job folder (`create`) and launch its process (`launch`)."""
-    return launch(create(params, root, index))
+    return launch(create(params, root, index, started_by=started_by))
 
 
 def list_jobs(root: Path | None = None) -> list[Job]:

@@ -359,6 +359,21 @@ def _source(cfg: TrainConfig, names_patient: bool) -> str:
     return ", ".join(str(d) for d in cfg.data)
 
 
+def _audit_registration(job: Job, model_id: str) -> None:
+    """The audit trail's 'register-model' row, for the user who started the job (a failure is logged:
+    the model is registered by then)."""
+    from medui.accounts import audit
+    from medui.accounts.actor import Actor
+    from medui.errors import AuditStoreError
+
+    who = job.started_by()
+    actor = Actor(who.get("subject", "unattributed"), who.get("name", ""), frozenset(), via="job")
+    try:
+        audit.record(audit.REGISTER_MODEL, actor, model_id, details={"job": job.id})
+    except AuditStoreError as exc:
+        _log(f"warning: {exc}")
+
+
 def register(ctx: RunContext, fitted: FitResult, cal: Calibration, ev: dict[str, Any],
              compared: dict[str, dict[str, Any]] | None = None) -> Entry:
     """The final card (`card_for_run`) and the model into the registry."""
@@ -386,9 +401,11 @@ def register(ctx: RunContext, fitted: FitResult, cal: Calibration, ev: dict[str,
         intended_use="Decision support for qualified clinicians. Not a medical device.",
         limitations=(f"Trained on {len(parts['train'])} images ({report.grouping}); evaluated on {ev['n']} held-out "
                      "images from the same source. Performance on other scanners, sites and populations is unknown."))
+    card = dataclasses.replace(card, registered_by=ctx.job.started_by())  # who started the job
     tmp = ctx.job.path / "model.keras"
     pause_point("save")
     fitted.model.save(tmp)
     entry = add(tmp, card, _models_dir(cfg))
+    _audit_registration(ctx.job, entry.id)
     _log(f"registered {entry.id}: test AUC {ev['auc']:.4f}, threshold {card.threshold:.4f}")
     return entry

@@ -10,6 +10,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from medui.accounts import audit
+from medui.accounts.actor import Actor, current, require
 from medui.ai.inference import Prediction, Predictor
 from medui.ai.overlay import COLORMAPS, overlay_rgb
 from medui.ai.preprocess import Geometry, to_original
@@ -18,6 +20,7 @@ from medui.ai.saliency import METHODS, Explainer
 from medui.errors import MedUIError
 from medui.reading.display import default_window, display_order, plane_view, png_bytes, render, shows_inverted
 from medui.series import Series, Window
+from medui.usecases.reading import series_ids
 
 
 class LoadedModel(NamedTuple):
@@ -123,10 +126,14 @@ def load_model(name: str, root: Path | None = None) -> LoadedModel:
     return LoadedModel(entry, Predictor(model, entry.card), Explainer(model, entry.card.cam_layer, entry.card.task))
 
 
-def score(series: Series, model: LoadedModel) -> Diagnosis:
-    """Prepare every slice once through the model card and score the series."""
-    batch, geoms = model.predictor.prepare(series)
-    return Diagnosis(series, model, model.predictor.predict_prepared(batch, series), batch, tuple(geoms))
+def score(series: Series, model: LoadedModel, actor: Actor | None = None) -> Diagnosis:
+    """Prepare every slice once through the model card and score the series. Needs the 'diagnose'
+    permission; recorded in the audit trail (series UIDs and model id, not the result)."""
+    who = current(actor)
+    with audit.attempt(audit.SCORE, who, series_ids(series), {"model": model.entry.id}):
+        require(who, "diagnose", "scoring a series")
+        batch, geoms = model.predictor.prepare(series)
+        return Diagnosis(series, model, model.predictor.predict_prepared(batch, series), batch, tuple(geoms))
 
 
 def _class_index(diagnosis: Diagnosis, class_index: int | None) -> int:
@@ -139,27 +146,33 @@ def _class_index(diagnosis: Diagnosis, class_index: int | None) -> int:
     return class_index
 
 
-def saliency(diagnosis: Diagnosis, index: int, method: str, class_index: int | None = None) -> np.ndarray:
+def saliency(diagnosis: Diagnosis, index: int, method: str, class_index: int | None = None,
+             actor: Actor | None = None) -> np.ndarray:
     """The map of `method` for slice `index` (display numbering) on the slice's native grid, in
-    [0, 1]; it explains `class_index`, by default the predicted class (`Diagnosis.predicted_class`)."""
-    native = diagnosis.native_index(index)
-    if method not in METHODS:
-        raise MedUIError(f"unknown saliency method '{method}'; choose one of {', '.join(METHODS)}")
-    cls = _class_index(diagnosis, class_index)
-    cam = diagnosis.model.explainer.explain(method, diagnosis.batch[native:native + 1], cls)[0]
-    return to_original(cam, diagnosis.geometries[native])
+    [0, 1]; it explains `class_index`, by default the predicted class (`Diagnosis.predicted_class`).
+    Needs the 'diagnose' permission; recorded in the audit trail."""
+    who = current(actor)
+    details = {"model": diagnosis.model.entry.id, "method": method, "slice": index + 1}
+    with audit.attempt(audit.EXPLAIN, who, series_ids(diagnosis.series), details):
+        require(who, "diagnose", "explaining a score")
+        native = diagnosis.native_index(index)
+        if method not in METHODS:
+            raise MedUIError(f"unknown saliency method '{method}'; choose one of {', '.join(METHODS)}")
+        cls = _class_index(diagnosis, class_index)
+        cam = diagnosis.model.explainer.explain(method, diagnosis.batch[native:native + 1], cls)[0]
+        return to_original(cam, diagnosis.geometries[native])
 
 
 def overlay(diagnosis: Diagnosis, index: int, method: str, style: Style = Style(), class_index: int | None = None,
-            saliency_map: np.ndarray | None = None) -> OverlayResult:
+            saliency_map: np.ndarray | None = None, actor: Actor | None = None) -> OverlayResult:
     """The saliency of `method` for slice `index` (display numbering) blended over the windowed slice.
 
     `saliency_map`: a map `saliency()` computed before for the same slice, method and class (a
-    display change then costs no new computation)."""
+    display change then costs no new computation); a map computed here is audited as `saliency` does."""
     if style.colormap not in COLORMAPS:
         raise MedUIError(f"unknown colour map '{style.colormap}'; choose one of {', '.join(COLORMAPS)}")
     cls = _class_index(diagnosis, class_index)
-    sal = saliency(diagnosis, index, method, cls) if saliency_map is None else saliency_map
+    sal = saliency(diagnosis, index, method, cls, actor) if saliency_map is None else saliency_map
     series = diagnosis.series
     view = plane_view(series, "native", diagnosis.native_index(index))
     base = render(series, view, style.window or default_window(series), shows_inverted(series))

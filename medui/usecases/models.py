@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from medui.accounts import audit
+from medui.accounts.actor import Actor, current, require
 from medui.ai import promotion
 from medui.ai.card import ModelCard, Preprocessing
 from medui.ai.modelfile import check as check_model_file
@@ -92,10 +94,21 @@ def _require_keras_name(file_name: str) -> None:
 
 
 def register_file(path: Path, file_name: str, card: bytes | CardFields | None = None, card_name: str = "the card",
-                  root: Path | None = None, name: str | None = None) -> Entry:
+                  root: Path | None = None, name: str | None = None, actor: Actor | None = None) -> Entry:
     """Check (`medui.ai.modelfile`), load once and register a `.keras` file on disk with its card: a JSON
     card file's bytes, the form's fields, or None (the model's own shape with `CardFields`' defaults).
-    `name` renames the card (at the next free version of that name). Errors name `file_name`, never `path`."""
+    `name` renames the card (at the next free version of that name). Errors name `file_name`, never `path`.
+    Needs the 'register-model' permission; the card records who registered it; audited."""
+    who = current(actor)
+    with audit.attempt(audit.REGISTER_MODEL, who, file_name) as step:
+        require(who, "register-model", "registering a model")
+        entry = _register_file(path, file_name, card, card_name, root, name, who)
+        step.target = entry.id
+    return entry
+
+
+def _register_file(path: Path, file_name: str, card: bytes | CardFields | None, card_name: str,
+                   root: Path | None, name: str | None, who: Actor | None) -> Entry:
     _require_keras_name(file_name)
     model = load_keras(path, display_name=file_name)
     try:
@@ -111,6 +124,8 @@ def register_file(path: Path, file_name: str, card: bytes | CardFields | None = 
             if name is not None:
                 fields = dataclasses.replace(fields, name=name)
             model_card = fields.card(root, shape_of(model, file_name))
+        if who is not None:
+            model_card = dataclasses.replace(model_card, registered_by=who.to_json())
         return register(path, model_card, root, model=model)
     except MedUIError as exc:
         text = str(exc).replace(str(path), file_name)
@@ -118,16 +133,21 @@ def register_file(path: Path, file_name: str, card: bytes | CardFields | None = 
 
 
 def register_upload(model_bytes: bytes, file_name: str, card: bytes | CardFields, card_name: str = "the card",
-                    root: Path | None = None) -> Entry:
+                    root: Path | None = None, actor: Actor | None = None) -> Entry:
     """Validate an uploaded model with its card (a JSON card file's bytes, or the form's fields) and
     register it. The zip is checked in memory before anything is written; the model is loaded once;
-    every error names `file_name`, never a temporary path."""
-    _require_keras_name(file_name)
-    check_model_file(io.BytesIO(model_bytes), file_name)
-    with tempfile.TemporaryDirectory(prefix="medui-upload-") as tmp:
-        path = Path(tmp) / "upload.keras"  # Keras reads the format from the suffix
-        path.write_bytes(model_bytes)
-        return register_file(path, file_name, card, card_name, root)
+    every error names `file_name`, never a temporary path. Permission and audit as `register_file`."""
+    who = current(actor)
+    with audit.attempt(audit.REGISTER_MODEL, who, file_name) as step:
+        require(who, "register-model", "registering a model")
+        _require_keras_name(file_name)
+        check_model_file(io.BytesIO(model_bytes), file_name)
+        with tempfile.TemporaryDirectory(prefix="medui-upload-") as tmp:
+            path = Path(tmp) / "upload.keras"  # Keras reads the format from the suffix
+            path.write_bytes(model_bytes)
+            entry = _register_file(path, file_name, card, card_name, root, None, who)
+        step.target = entry.id
+    return entry
 
 
 def inspect_upload(model_bytes: bytes, file_name: str) -> ModelShape:
@@ -141,15 +161,20 @@ def inspect_upload(model_bytes: bytes, file_name: str) -> ModelShape:
         return shape_of(load_keras(path, display_name=file_name), file_name)
 
 
-def delete(entry_id: str, root: Path | None = None, user: str | None = None, via: str = "cli") -> Entry:
+def delete(entry_id: str, root: Path | None = None, user: str | None = None, via: str = "cli",
+           actor: Actor | None = None) -> Entry:
     """Delete a registered model (never the demo model); returns what was deleted. A promoted model
     loses its promotion first (audited as 'delete'). Callers that cache loaded models drop their copy
-    afterwards (`medui.ui.modelcache.delete`)."""
-    entry = find(entry_id, root)
-    if entry.card.demo:
-        registry_delete(entry.id, root)  # refuses, with the reason
-    promotion.withdraw(entry.id, entry.path.parent, user=user, via=via, action="delete")
-    registry_delete(entry.id, root)
+    afterwards (`medui.ui.modelcache.delete`). Needs the 'delete-model' permission (administrators)."""
+    who = current(actor)
+    with audit.attempt(audit.DELETE_MODEL, who, entry_id):
+        require(who, "delete-model", "deleting a model")
+        entry = find(entry_id, root)
+        if entry.card.demo:
+            registry_delete(entry.id, root)  # refuses, with the reason
+        user = user or (who.label if who else None)
+        promotion.withdraw(entry.id, entry.path.parent, user=user, via=via, action="delete")
+        registry_delete(entry.id, root)
     return entry
 
 
@@ -175,9 +200,15 @@ def model_warning(state: Status) -> str | None:
 
 
 def promote(model_id: str, override: str | None = None, user: str | None = None, via: str = "cli",
-            root: Path | None = None) -> Promotion:
-    """Promote a model for its task (the gate must pass, or `override` gives the reason). Audited."""
-    return promotion.promote(model_id, root, override=override, user=user, via=via)
+            root: Path | None = None, actor: Actor | None = None) -> Promotion:
+    """Promote a model for its task (the gate must pass, or `override` gives the reason). Needs the
+    'promote-model' permission; recorded in the registry's audit.jsonl and in the audit trail."""
+    who = current(actor)
+    details = {"override": (override or "")[:400]} if override else {}
+    with audit.attempt(audit.PROMOTE_MODEL, who, model_id, details):
+        require(who, "promote-model", "promoting a model")
+        return promotion.promote(model_id, root, override=override, user=user or (who.label if who else None),
+                                 via=via)
 
 
 @dataclass(frozen=True)

@@ -15,9 +15,11 @@ from typing import Literal, Protocol
 
 import numpy as np
 
+from medui.accounts import audit
+from medui.accounts.actor import Actor, current, require
 from medui.ai.architectures import ARCHITECTURES
 from medui.ai.registry import check_name
-from medui.errors import CardError, DatasetError, ServerFolderError, TrainingError
+from medui.errors import CardError, DatasetError, NotAllowedError, ServerFolderError, TrainingError
 from medui.io.sources import expand
 from medui.training import jobs
 from medui.training.data import DatasetIndex, index_dataset, thumbnails
@@ -96,10 +98,30 @@ def dataset_roots() -> list[Path]:
     return [*data_roots(), (jobs.jobs_dir() / "uploads").resolve()]
 
 
-def start(request: TrainRequest, index: DatasetIndex | None = None) -> jobs.Job:
+def start(request: TrainRequest, index: DatasetIndex | None = None, actor: Actor | None = None) -> jobs.Job:
     """Start a background training job (its own process); returns at once. With the index of the
-    checked data the job trains on exactly what the user saw and does not read the folder again."""
-    return jobs.start(request.config().to_json(), index=index)
+    checked data the job trains on exactly what the user saw and does not read the folder again.
+    Needs the 'train' permission; the job folder records who started it; audited."""
+    who = current(actor)
+    with audit.attempt(audit.START_JOB, who, request.name.strip()) as step:
+        require(who, "train", "starting a training job")
+        job = jobs.start(request.config().to_json(), index=index, started_by=who.to_json() if who else None)
+        step.target = job.id
+        step.details["model"] = request.name.strip()
+    return job
+
+
+def cancel(job: jobs.Job, actor: Actor | None = None) -> None:
+    """Ask a queued or running job to stop. Needs the 'cancel-job' permission, and for a job someone else
+    started, 'cancel-any-job' (administrators); audited."""
+    who = current(actor)
+    with audit.attempt(audit.CANCEL_JOB, who, job.id):
+        require(who, "cancel-job", "cancelling a training job")
+        owner = job.started_by().get("subject")
+        if who is not None and owner and owner != who.subject and not who.can("cancel-any-job"):
+            raise NotAllowedError(f"not allowed: job {job.id} was started by {job.started_by().get('name') or owner}; "
+                                  "only they or an administrator can cancel it")
+        job.cancel()
 
 
 def plans(gpu: bool | None = None) -> dict[str | None, ModelPlan]:
