@@ -2,10 +2,13 @@
 .PHONY: run test lint bench clean
 
 PORT ?= 8501
+# The loopback only: the app is for the person at this machine unless sign-in is configured. On a shared
+# server: [auth] in .streamlit/secrets.toml, MEDUI_REQUIRE_AUTH=1 and e.g. `make run ADDRESS=0.0.0.0`.
+ADDRESS ?= 127.0.0.1
 
 run:
 	@scripts/setup.sh
-	.venv/bin/streamlit run app.py --server.port $(PORT)
+	.venv/bin/python -m medui.ui.serve --server.address $(ADDRESS) --server.port $(PORT)
 
 test:
 	@scripts/setup.sh test

@@ -4,9 +4,11 @@ import streamlit as st
 
 from medui.errors import MedUIError
 from medui.ui import diagnose, modelcache, state, viewer
+from medui.ui import auth
 from medui.ui.shell import ensure_navigation
 
 ensure_navigation()  # before anything renders
+auth.require("diagnose")  # the user's roles must open this page (else: not allowed, stop)
 
 st.title("Diagnose")
 st.caption("Decision support only — not a medical device. Scores must be interpreted by a qualified clinician.")

@@ -6,9 +6,11 @@ import streamlit as st
 from medui.errors import MedUIError
 from medui.ui import modelcache
 from medui.ui import models as ui
+from medui.ui import auth
 from medui.ui.shell import ensure_navigation
 
 ensure_navigation()  # before anything renders
+auth.require("models")  # the user's roles must open this page (else: not allowed, stop)
 
 st.title("Models")
 ui.flash()

@@ -4,9 +4,11 @@ import streamlit as st
 
 from medui.ui import modelcache
 from medui.ui import train as ui
+from medui.ui import auth
 from medui.ui.shell import ensure_navigation
 
 ensure_navigation()  # before anything renders
+auth.require("train")  # the user's roles must open this page (else: not allowed, stop)
 
 st.title("Train")
 st.caption("Fine-tune on your own labelled images. Runs as a background job: you can refresh or close the page.")

@@ -3,9 +3,11 @@
 import streamlit as st
 
 from medui.ui import state, viewer
+from medui.ui import auth
 from medui.ui.shell import ensure_navigation
 
 ensure_navigation()  # before anything renders
+auth.require("viewer")  # the user's roles must open this page (else: not allowed, stop)
 
 st.title("Viewer")
 viewer.upload_panel()

@@ -31,20 +31,22 @@ def parse_time(text: str, now: datetime | None = None) -> datetime:
 def _cmd_audit(args: argparse.Namespace) -> int:
     from medui.accounts import audit
     from medui.errors import MedUIError
+    from medui.usecases.audit import events, export_csv
 
     try:
         query = audit.Query(since=parse_time(args.since) if args.since else None,
                             until=parse_time(args.until) if args.until else None, user=args.user or "",
                             actions=tuple(args.action or ()), outcome=args.outcome or "", target=args.target or "",
                             limit=args.limit)
-        rows = audit.events(query)
+        if args.csv:  # an export, recorded as the Audit page's
+            sys.stdout.write(export_csv(query))
+            return 0
+        rows = events(query)
     except (ValueError, MedUIError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if args.json:
         print(json.dumps([r.to_json() for r in rows], indent=2))
-    elif args.csv:
-        sys.stdout.write(audit.to_csv(rows))
     else:
         for r in rows:
             print(f"{r.time.isoformat(timespec='seconds')}  {r.subject:<24} {r.action:<15} {r.outcome:<8} "

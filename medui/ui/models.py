@@ -9,10 +9,11 @@ from typing import Any
 
 import streamlit as st
 
+from medui.accounts.actor import LOCAL
 from medui.ai.promotion import Status, auc_interval, blocking, held_out_auc
 from medui.ai.registry import ModelShape
 from medui.errors import MedUIError, PromotionRefusedError
-from medui.ui import modelcache
+from medui.ui import auth, modelcache
 from medui.ui.markdown import md
 from medui.usecases.models import CardFields, Comparison, compare, inspect_upload, promote, register_upload
 
@@ -31,12 +32,15 @@ def flash() -> None:
 
 
 def _user() -> str | None:
-    """The signed-in user when the server has authentication configured, else None."""
-    try:
-        user = st.user.get("email") or st.user.get("name")
-    except Exception:  # no authentication configured
-        return None
-    return str(user) if user else None
+    """The signed-in user for the registry's audit.jsonl ('Name (subject)'); None in single-user mode."""
+    who = auth.actor()
+    return None if who == LOCAL else who.label
+
+
+def registered_by(state: Status) -> str:
+    """Who registered the model (the user who uploaded it, or who started the training job), or '—'."""
+    who = state.entry.card.registered_by
+    return str(who.get("name") or who.get("subject") or "—")
 
 
 def _auc_text(state: Status) -> str:
@@ -49,7 +53,8 @@ def _auc_text(state: Status) -> str:
 def registry_table(models: list[Status]) -> None:
     st.dataframe([{"model": s.entry.id, "status": s.label, "task": s.task, "AUC (95% CI)": _auc_text(s),
                    "architecture": s.entry.card.architecture, "threshold": round(s.entry.card.threshold, 3),
-                   "created": s.entry.card.created, "parent": s.entry.card.parent or "", "demo": s.entry.card.demo}
+                   "created": s.entry.card.created, "registered by": registered_by(s),
+                   "parent": s.entry.card.parent or "", "demo": s.entry.card.demo}
                   for s in models], hide_index=True, width="stretch")
 
 
@@ -60,6 +65,7 @@ def model_card(state: Status) -> None:
     if card.demo:
         st.info("This is the demonstration model, trained on synthetic phantoms only.", icon=":material/science:")
     _status_line(state)
+    st.caption(f"Registered by {md(registered_by(state))} on {md(card.created)}.")
     st.markdown(f"**Intended use.** {md(card.intended_use)}  \n**Limitations.** {md(card.limitations or '—')}  \n"
                 f"**Trained on.** {md(json.dumps(card.training_data))}  \n**Threshold.** {card.threshold:.3f} — "
                 f"{md(card.threshold_method)}")
@@ -72,7 +78,9 @@ def model_card(state: Status) -> None:
                        key="models.download-model", icon=":material/download:")
     c2.download_button("Download card", json.dumps(card.to_json(), indent=2), file_name=f"{card.id}.json",
                        key="models.download-card", icon=":material/download:")
-    if not card.demo and c3.button("Delete", key="models.delete", type="secondary", icon=":material/delete:"):
+    who = auth.actor()
+    if not card.demo and who.can("delete-model") and c3.button("Delete", key="models.delete", type="secondary",
+                                                                icon=":material/delete:"):
         try:
             modelcache.delete(entry, user=_user())
         except MedUIError as exc:
@@ -80,7 +88,7 @@ def model_card(state: Status) -> None:
             return
         st.session_state[FLASH] = ("success", f"Deleted {entry.id}.")
         st.rerun()
-    if not state.promoted or state.demo_fallback:
+    if (not state.promoted or state.demo_fallback) and who.can("promote-model"):
         promotion_panel(compare(entry.id, entry.path.parent))
 
 
@@ -132,7 +140,8 @@ def promotion_panel(cmp: Comparison) -> None:
             st.error("Give the override reason first: the gate refused this model.", icon=":material/error:")
             return
         try:
-            done = promote(model.id, override=reason or None, user=_user(), via="app", root=model.path.parent)
+            done = promote(model.id, override=reason or None, user=_user(), via="app", root=model.path.parent,
+                           actor=auth.actor())
         except (PromotionRefusedError, MedUIError) as exc:
             st.error(str(exc), icon=":material/error:")
             return
@@ -208,7 +217,8 @@ def add_form() -> None:
         return
     try:
         with st.spinner(f"Validating {up.name}…"):
-            entry = register_upload(model_bytes, up.name, card, card_name=card_file.name if card_file else "the card")
+            entry = register_upload(model_bytes, up.name, card, card_name=card_file.name if card_file else "the card",
+                                    actor=auth.actor())
     except MedUIError as exc:
         st.error(str(exc), icon=":material/error:")
         return

@@ -48,23 +48,48 @@ def ensure_navigation() -> None:
         st.rerun()
 
 
+# The pages (file, title, icon); a page is shown to the roles `medui.accounts.roles.PAGES` gives it. PACS
+# settings and the worklist come with their own issues: listed when their page file is there.
+PAGES = (
+    ("pages/viewer.py", "Viewer", ":material/radiology:"),
+    ("pages/diagnose.py", "Diagnose", ":material/image_search:"),
+    ("pages/worklist.py", "Worklist", ":material/list_alt:"),
+    ("pages/train.py", "Train", ":material/model_training:"),
+    ("pages/models.py", "Models", ":material/neurology:"),
+    ("pages/pacs.py", "PACS", ":material/lan:"),
+    ("pages/audit.py", "Audit", ":material/history:"),
+)
+
+
 def run_app() -> None:
-    """The app: navigation over pages/, the sidebar (device, version, notice), the current page."""
+    """The app: sign-in, navigation over pages/ (pages the user's roles do not open are hidden, and
+    refused when reached by a link), the sidebar (user, device, version, notice), the current page run
+    as the signed-in user."""
+    from pathlib import Path
+
     from medui import __version__
+    from medui.accounts.actor import acting_as
+    from medui.ui import auth
     from medui.ui.state import device_label
 
     ensure_navigation()
     st.set_page_config(page_title="MedUI", page_icon=":material/radiology:", layout="wide")
-    pages = [
-        st.Page("pages/viewer.py", title="Viewer", icon=":material/radiology:", default=True),
-        st.Page("pages/diagnose.py", title="Diagnose", icon=":material/image_search:"),
-        st.Page("pages/train.py", title="Train", icon=":material/model_training:"),
-        st.Page("pages/models.py", title="Models", icon=":material/neurology:"),
-    ]
-    nav = st.navigation(pages)
+    who = auth.sign_in()  # stops here with the sign-in page, or a refusal, when nobody may go on
+    root = Path(__file__).resolve().parents[2]
+    pages = {Path(path).stem: st.Page(path, title=title, icon=icon, default=path == "pages/viewer.py",
+                                      visibility="visible" if auth.allowed(Path(path).stem, who) else "hidden")
+             for path, title, icon in PAGES if (root / path).exists()}
+    nav = st.navigation(list(pages.values()))
+    name = next((n for n, p in pages.items() if p is nav or p.url_path == nav.url_path), "")  # default: url_path ""
+
     with st.sidebar:
         st.markdown(f"**MedUI** {__version__}")
+        auth.sidebar(who)
         st.caption(f"Compute device — {device_label()}")
         st.warning("Decision support only — **not a medical device**. Not for primary diagnosis; "
                    "every finding must be confirmed by a qualified clinician.", icon=":material/warning:")
-    nav.run()
+    if not auth.allowed(name, who):
+        auth.refuse(name, who)
+        return
+    with acting_as(who):  # use cases called without an explicit actor act for this user
+        nav.run()

@@ -16,12 +16,14 @@ from medui.errors import DatasetError, MedUIError, ServerFolderError
 from medui.training import jobs
 from medui.training.data import DatasetIndex
 from medui.training.plan import ModelPlan
+from medui.ui import auth
 from medui.ui.markdown import md
 from medui.usecases.train import (
     ROOTS_VARIABLE,
     StartFrom,
     TrainRequest,
     allowed_folder,
+    cancel,
     check_dataset,
     data_roots,
     plans,
@@ -147,7 +149,7 @@ def start_form(entries: list[Entry], data: Path | None, index: DatasetIndex | No
                            learning_rate=float(lr), target_sensitivity=float(sens) or None, hflip=bool(hflip),
                            patient_pattern=pattern or None, min_per_class=min_per_class)
     try:
-        job = start(request, index)
+        job = start(request, index, actor=auth.actor())
     except MedUIError as exc:
         st.error(f"Training did not start: {exc}", icon=":material/error:")
         return
@@ -162,7 +164,8 @@ def jobs_panel() -> None:
         st.info("No training jobs yet.", icon=":material/info:")
         return
     ids = [j.id for j in all_jobs]
-    outs = {j.id: str(j.params().get("out")) for j in all_jobs}
+    outs = {j.id: str(j.params().get("out")) + (f" · {by}" if (by := started_by(j)) != "—" else "")
+            for j in all_jobs}
     current = st.session_state.get(CURRENT_JOB)
     # the job just started, else the one chosen last, else the newest; set before the widget exists
     st.session_state[JOB_CHOICE] = current if current in ids else ids[0]
@@ -176,6 +179,12 @@ def jobs_panel() -> None:
             evaluation(result)
     else:
         _live(str(job.path))
+
+
+def started_by(job: jobs.Job) -> str:
+    """Who started the job (display name), or '—' for jobs from before this was recorded."""
+    who = job.started_by()
+    return who.get("name") or who.get("subject") or "—"
 
 
 def _remember_job() -> None:
@@ -266,6 +275,7 @@ def progress(job: jobs.Job) -> str:
     label = f"{state} · epoch {epoch}/{epochs}" + (f" · at most {int(eta) // 60} min {int(eta) % 60} s left "
                                                     "(early stopping may end it sooner)"
                                                     if eta is not None and state == "running" else "")
+    st.caption(f"Started by {md(started_by(job))}")
     if status.get("plan"):
         st.caption(f"Training: {status['plan']}")
     st.progress(1.0 if state == "done" else min(epoch / max(epochs, 1), 1.0), text=label)
@@ -276,10 +286,17 @@ def progress(job: jobs.Job) -> str:
     rows = job.metrics()
     if rows:
         st.plotly_chart(curves(rows), width="stretch", key=f"train.curves.{job.id}")
-    cancellable = state in ("queued", "running")
+    who = auth.actor()  # the session's user (this runs in a fragment too: passed, not taken from the context)
+    owner = job.started_by().get("subject")
+    cancellable = state in ("queued", "running") and who.can("cancel-job") and (
+        not owner or owner == who.subject or who.can("cancel-any-job"))
     if cancellable and st.button("Cancel training", key=f"train.cancel.{job.id}", icon=":material/cancel:"):
-        job.cancel()
-        st.toast("Cancelling after the current batch…")
+        try:
+            cancel(job, actor=who)
+        except MedUIError as exc:
+            auth.not_allowed(exc)
+        else:
+            st.toast("Cancelling after the current batch…")
     with st.expander("Log", expanded=state == "failed"):
         st.code(job.log_tail(40) or "(empty)", language=None)
     return state
