@@ -16,6 +16,7 @@ import csv
 import io
 import json
 import os
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -23,8 +24,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import DDL, DateTime, Engine, Integer, String, Text, create_engine, event, select
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy import DateTime, Engine, Integer, String, Text, create_engine, event, select
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from medui.accounts.actions import (
@@ -115,10 +116,9 @@ class AuditRow(Base):
 
 
 # SQLite: the table refuses changes (a RAISE in a trigger aborts the statement and its transaction).
-for _verb in ("UPDATE", "DELETE"):
-    event.listen(AuditRow.__table__, "after_create", DDL(  # type: ignore[no-untyped-call]
-        f"CREATE TRIGGER IF NOT EXISTS audit_events_no_{_verb.lower()} BEFORE {_verb} ON audit_events "
-        "BEGIN SELECT RAISE(ABORT, 'audit rows are append-only'); END").execute_if(dialect="sqlite"))
+APPEND_ONLY_TRIGGERS = tuple(
+    f"CREATE TRIGGER IF NOT EXISTS audit_events_no_{verb.lower()} BEFORE {verb} ON audit_events "
+    "BEGIN SELECT RAISE(ABORT, 'audit rows are append-only'); END" for verb in ("UPDATE", "DELETE"))
 
 
 @dataclass(frozen=True)
@@ -167,10 +167,27 @@ def _engine(url: str) -> Engine:
         engine = create_engine(url, connect_args={"timeout": 30} if url.startswith("sqlite") else {})
         if engine.dialect.name == "sqlite":
             event.listen(engine, "connect", _sqlite_pragmas)
-        Base.metadata.create_all(engine)
+        _create(engine)
     except (SQLAlchemyError, OSError) as exc:
         raise AuditStoreError(_where(url, exc, "opened")) from exc
     return engine
+
+
+def _create(engine: Engine, tries: int = 5) -> None:
+    """The table (and on SQLite its append-only triggers), made once; another process or thread making
+    them at the same moment is waited for, not an error."""
+    for attempt in range(tries):
+        try:
+            Base.metadata.create_all(engine)
+            if engine.dialect.name == "sqlite":
+                with engine.begin() as conn:
+                    for ddl in APPEND_ONLY_TRIGGERS:
+                        conn.exec_driver_sql(ddl)
+            return
+        except OperationalError:
+            if attempt == tries - 1:
+                raise
+            time.sleep(0.05 * (attempt + 1))
 
 
 def _where(url: str, exc: Exception, verb: str) -> str:

@@ -60,7 +60,8 @@ def problem(argv: Sequence[str]) -> str | None:
 
     from medui.ui import auth
 
-    config.get_config_options(force_reparse=True, options_from_flags=env_options(flag_options(argv)))
+    wanted = {k: v for k, v in env_options(flag_options(argv)).items() if k.startswith("secrets.")}
+    config.get_config_options(force_reparse=True, options_from_flags=wanted)
     secrets_singleton._reset()  # read the files these options name, not ones loaded before
     return auth.startup_problem()
 
