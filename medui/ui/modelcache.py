@@ -10,6 +10,7 @@ from pathlib import Path
 
 import streamlit as st
 
+from medui.accounts.actor import Actor
 from medui.ai.promotion import Status
 from medui.ai.registry import Entry, list_models
 from medui.usecases import models as usecase
@@ -50,8 +51,9 @@ def evict(entry: Entry, stamp: str) -> None:
     cached_model.clear(entry.id, stamp, str(entry.path.parent))
 
 
-def delete(entry: Entry, user: str | None = None) -> None:
-    """Delete a registered model (the use case; a promoted one loses its promotion) and drop its cached copy."""
+def delete(entry: Entry, user: str | None = None, actor: Actor | None = None) -> None:
+    """Delete a registered model (the use case: administrators only; a promoted one loses its promotion) and
+    drop its cached copy."""
     stamp = _stamp(entry)
-    usecase.delete(entry.id, entry.path.parent, user=user, via="app")
+    usecase.delete(entry.id, entry.path.parent, user=user, via="app", actor=actor)
     evict(entry, stamp)

@@ -82,7 +82,7 @@ def model_card(state: Status) -> None:
     if not card.demo and who.can("delete-model") and c3.button("Delete", key="models.delete", type="secondary",
                                                                 icon=":material/delete:"):
         try:
-            modelcache.delete(entry, user=_user())
+            modelcache.delete(entry, user=_user(), actor=who)
         except MedUIError as exc:
             st.error(f"{entry.id} was not deleted: {exc}", icon=":material/error:")
             return
