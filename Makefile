@@ -3,12 +3,12 @@
 
 PORT ?= 8501
 # The loopback only: the app is for the person at this machine unless sign-in is configured. On a shared
-# server: [auth] in .streamlit/secrets.toml, MEDUI_REQUIRE_AUTH=1 and e.g. `make run ADDRESS=0.0.0.0`.
-ADDRESS ?= 127.0.0.1
+# server: [auth] in .streamlit/secrets.toml, MEDUI_REQUIRE_AUTH=1 and e.g. `make run MEDUI_ADDRESS=0.0.0.0`.
+MEDUI_ADDRESS ?= 127.0.0.1
 
 run:
 	@scripts/setup.sh
-	.venv/bin/python -m medui.ui.serve --server.address $(ADDRESS) --server.port $(PORT)
+	.venv/bin/python -m medui.ui.serve --server.address $(MEDUI_ADDRESS) --server.port $(PORT)
 
 test:
 	@scripts/setup.sh test
