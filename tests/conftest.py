@@ -38,6 +38,8 @@ def isolated(tmp_path, tmp_path_factory, monkeypatch):
     monkeypatch.setenv("MEDUI_JOBS", str(folders["jobs"]))
     monkeypatch.setenv("MEDUI_DATA_ROOTS", f"{folders['data']}:{tmp_path}")
     monkeypatch.setenv("MEDUI_CACHE_DIR", str(own / "cache"))
+    for name in ("MEDUI_DB_URL", "MEDUI_REQUIRE_AUTH"):  # the audit trail in this jobs folder; single-user mode
+        monkeypatch.delenv(name, raising=False)
     yield folders
     resources = sys.modules.get("medui.ui.resources")
     if resources is not None:  # a page test made the server-wide series store: each test gets its own

@@ -12,6 +12,7 @@ to the use cases (`medui.accounts.actor.acting_as`) and that pages pass explicit
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -149,7 +150,11 @@ def sign_in() -> Actor:
         _sign_in_screen()
         st.stop()
     if who != LOCAL:
-        _record_sign_in(who, why)
+        try:
+            _record_sign_in(who, why)
+        except MedUIError as exc:  # every access is recorded: no trail, no access
+            st.error(f"Signed in as {who.label}, but {exc}", icon=":material/error:")
+            st.stop()
     if why:
         st.error(f"Signed in as {who.label}, but {why}.", icon=":material/block:")
         sign_out_button(who)
@@ -191,7 +196,8 @@ def _record_sign_in(who: Actor, why: str | None) -> None:
 def sign_out_button(who: Actor) -> None:
     """'Sign out': recorded, then Streamlit's logout (and the provider's end-session page, when it has one)."""
     if st.button("Sign out", key="auth.sign-out", icon=":material/logout:"):
-        audit.record(audit.SIGN_OUT, who, _provider())
+        with contextlib.suppress(MedUIError):  # signing out always works; the trail says it when it can
+            audit.record(audit.SIGN_OUT, who, _provider())
         st.session_state.pop(ACTOR, None)
         st.session_state.pop(SIGNED_IN, None)
         st.logout()
