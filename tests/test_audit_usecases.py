@@ -144,3 +144,34 @@ def test_jobs_record_who_started_them_and_cancel_is_theirs_or_an_admins(tmp_path
         start(TrainRequest(data=tmp_path, name="m"), actor=CLARA)
     assert len(jobs.list_jobs()) == before
     assert _rows(audit.START_JOB)[0].outcome == "refused"
+
+
+def test_a_training_run_registers_its_model_for_the_user_who_started_the_job(tmp_path):
+    from medui.training.runs import _audit_registration
+
+    job = jobs.create(_params(tmp_path), started_by=EMIL.to_json())
+    _audit_registration(job, "m-v1")  # what `runs.register` does once the trained model is in the registry
+    (row,) = _rows(audit.REGISTER_MODEL)
+    assert (row.subject, row.display_name, row.via, row.target, row.details) == (
+        "emil-sub", "Emil Engineer", "job", "m-v1", {"job": job.id})
+
+
+def test_a_model_trained_from_the_command_line_names_who_trained_it(tmp_path, isolated):
+    import getpass
+    import subprocess
+    import sys
+
+    from medui.synthetic.phantoms import write_labeled_folder
+
+    data = write_labeled_folder(tmp_path / "data", 24, seed=7, size=48)
+    out = subprocess.run([sys.executable, "-m", "medui", "train", str(data), "--arch", "seed_cnn", "--epochs", "1",
+                          "--out", "who", "--min-per-class", "4", "--json"], capture_output=True, text=True,
+                         timeout=900, cwd=Path(__file__).resolve().parents[1])
+    assert out.returncode in (0, 3), out.stderr[-3000:]  # 3: registered, flagged by its evaluation
+    card = json.loads((Path(isolated["models"]) / "who-v1.json").read_text())
+    me = f"cli:{getpass.getuser()}"
+    assert card["registered_by"] == {"subject": me, "name": getpass.getuser()}
+    (job,) = jobs.list_jobs()
+    assert job.started_by()["subject"] == me
+    (row,) = _rows(audit.REGISTER_MODEL)
+    assert (row.subject, row.via, row.target) == (me, "job", "who-v1")
