@@ -148,3 +148,13 @@ def test_sign_in_roles_deep_links_logout_and_the_audit_trail(signed_server, brow
     ada.close()
     assert [(r.action, r.outcome) for r in _audit(signed_server, user="ada")][-1] == ("sign-in", "ok")
     assert "Traceback" not in Path(signed_server["log"]).read_text()
+
+
+def test_without_sign_in_the_app_says_single_user_mode_and_every_page_is_there(app_url, page):
+    _loopback_only(page)
+    page.goto(app_url, wait_until="networkidle")
+    page.get_by_text("Sign-in not configured — single-user mode").wait_for(timeout=90_000)
+    assert _nav(page) == ["Viewer", "Diagnose", "Train", "Models", "Audit"]
+    page.goto(app_url + "/audit", wait_until="networkidle")
+    page.get_by_role("heading", name="Audit trail").wait_for(timeout=60_000)
+    assert page.get_by_text("Not allowed.").count() == 0
