@@ -111,8 +111,8 @@ def test_sign_in_roles_deep_links_logout_and_the_audit_trail(signed_server, brow
     page.get_by_role("tab", name="Try a sample").click(timeout=90_000)
     page.get_by_role("button", name="Load sample").click()
     page.get_by_text("Model in use:").wait_for(timeout=180_000)
-    deadline = time.time() + 180  # the score is recorded once it is computed
-    while not _audit(signed_server, user="clara", actions=("score",)) and time.time() < deadline:
+    deadline = time.time() + 240  # the score and the default overlay are recorded once computed
+    while len(_audit(signed_server, user="clara", actions=("score", "explain"))) < 2 and time.time() < deadline:
         time.sleep(1)
 
     page.get_by_role("button", name="Sign out").click()
@@ -128,7 +128,9 @@ def test_sign_in_roles_deep_links_logout_and_the_audit_trail(signed_server, brow
     got = [(r.action, r.outcome) for r in reversed(rows)]
     assert got[0] == ("sign-in", "ok") and got[-1] == ("sign-out", "ok"), got
     assert ("open-page", "refused") in got and ("open-series", "ok") in got and ("score", "ok") in got
+    assert ("explain", "ok") in got
     assert [r.target for r in rows if r.action == "open-page"] == ["audit", "train"]
+    assert not _audit(signed_server, user="anonymous")  # nothing runs after signing out
     assert sum(1 for a, _ in got if a == "sign-in") == 1  # one sign-in, however many tabs and links
     opened = next(r for r in rows if r.action == "open-series")
     assert opened.target.startswith("study 1.") and " series 1." in opened.target
@@ -145,8 +147,14 @@ def test_sign_in_roles_deep_links_logout_and_the_audit_trail(signed_server, brow
     page.get_by_role("heading", name="Audit trail").wait_for(timeout=60_000)
     page.get_by_text("event(s), newest first").wait_for(timeout=30_000)
     page.screenshot(path=str(artifacts / "e2e-auth-audit.png"), full_page=True)
+    with page.expect_download(timeout=60_000) as download:
+        page.get_by_role("button", name="Download CSV").click()
+    exported = Path(download.value.path()).read_text()
+    assert exported.startswith("id,time,subject,display_name,via,action,target,outcome,details")
+    assert "clara,Clara Clinician,app,open-series,study 1." in exported
     ada.close()
-    assert [(r.action, r.outcome) for r in _audit(signed_server, user="ada")][-1] == ("sign-in", "ok")
+    got = [(r.action, r.outcome) for r in _audit(signed_server, user="ada")]
+    assert got == [("export-audit", "ok"), ("sign-in", "ok")]
     assert "Traceback" not in Path(signed_server["log"]).read_text()
 
 

@@ -201,6 +201,7 @@ def sign_out_button(who: Actor) -> None:
         st.session_state.pop(ACTOR, None)
         st.session_state.pop(SIGNED_IN, None)
         st.logout()
+        st.stop()  # the redirect is on its way: nothing more runs as a signed-out user
 
 
 def sidebar(who: Actor) -> None:
