@@ -45,7 +45,7 @@ class Actor:
 
 
 LOCAL_SUBJECT = "local"
-LOCAL = Actor(LOCAL_SUBJECT, "local user (single-user mode)", frozenset(ROLES))
+LOCAL = Actor(LOCAL_SUBJECT, "local user", frozenset(ROLES))  # single-user mode: no sign-in configured
 UNATTRIBUTED = Actor("unattributed", "unattributed (called without a user)", frozenset(), via="internal")
 
 
