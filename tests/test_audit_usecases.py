@@ -175,3 +175,16 @@ def test_a_model_trained_from_the_command_line_names_who_trained_it(tmp_path, is
     assert job.started_by()["subject"] == me
     (row,) = _rows(audit.REGISTER_MODEL)
     assert (row.subject, row.via, row.target) == (me, "job", "who-v1")
+
+
+def test_an_exported_overlay_is_recorded_with_what_left_the_server(demo):
+    from medui.io.loader import load
+    from medui.usecases.diagnose import export_overlay, overlay, score
+
+    series = load([str(SAMPLE)]).series[0]
+    dx = score(series, demo, actor=CLARA)
+    png = export_overlay(dx, overlay(dx, 0, "gradcam", actor=CLARA), actor=CLARA)
+    assert png.startswith(b"\x89PNG")
+    (row,) = _rows(audit.EXPORT_RESULT)
+    assert (row.subject, row.target) == ("clara-sub", f"study {series.study_uid} series {series.uid}")
+    assert row.details == {"model": "demo-chest-phantom-v1", "method": "gradcam", "slice": 1}

@@ -114,6 +114,9 @@ def test_sign_in_roles_deep_links_logout_and_the_audit_trail(signed_server, brow
     deadline = time.time() + 240  # the score and the default overlay are recorded once computed
     while len(_audit(signed_server, user="clara", actions=("score", "explain"))) < 2 and time.time() < deadline:
         time.sleep(1)
+    with page.expect_download(timeout=60_000) as download:  # the overlay PNG: made, and recorded, on click
+        page.get_by_role("button", name="Download PNG").first.click()
+    assert Path(download.value.path()).read_bytes().startswith(b"\x89PNG")
 
     page.get_by_role("button", name="Sign out").click()
     page.get_by_role("heading", name="End Session").wait_for(timeout=30_000)  # the provider's logout page
@@ -128,7 +131,7 @@ def test_sign_in_roles_deep_links_logout_and_the_audit_trail(signed_server, brow
     got = [(r.action, r.outcome) for r in reversed(rows)]
     assert got[0] == ("sign-in", "ok") and got[-1] == ("sign-out", "ok"), got
     assert ("open-page", "refused") in got and ("open-series", "ok") in got and ("score", "ok") in got
-    assert ("explain", "ok") in got
+    assert ("explain", "ok") in got and ("export-result", "ok") in got
     assert [r.target for r in rows if r.action == "open-page"] == ["audit", "train"]
     assert not _audit(signed_server, user="anonymous")  # nothing runs after signing out
     assert sum(1 for a, _ in got if a == "sign-in") == 1  # one sign-in, however many tabs and links

@@ -15,10 +15,10 @@ from medui.ai.promotion import Status, auc_interval, held_out_auc
 from medui.ai.promotion import default as default_model
 from medui.ai.saliency import METHODS
 from medui.reading.display import slice_axis, slice_label
-from medui.ui import state
+from medui.ui import auth, state
 from medui.ui.markdown import md
 from medui.ui.state import DIAGNOSES, SALIENCY, Loaded
-from medui.usecases.diagnose import Diagnosis, LoadedModel, Style, overlay, saliency, score
+from medui.usecases.diagnose import Diagnosis, LoadedModel, Style, export_overlay, overlay, saliency, score
 from medui.usecases.models import model_warning
 
 MAX_DIAGNOSES = 4  # per session: each keeps its series' model inputs
@@ -268,5 +268,6 @@ def overlays(dx: Diagnosis, index: int, series_id: str, class_index: int | None 
                         icon=":material/visibility_off:")
             st.image(result.rgb, caption=f"{METHODS[method]} · {result.class_name} · {slice_label(dx.series, index)}",
                      width="stretch")
-            st.download_button("Download PNG", result.png(), file_name=f"overlay_{method}_slice{index + 1}.png",
+            st.download_button("Download PNG", partial(export_overlay, dx, result, actor=auth.actor()),  # audited
+                               file_name=f"overlay_{method}_slice{index + 1}.png",
                                mime="image/png", key=f"dx.download.{method}", icon=":material/download:")

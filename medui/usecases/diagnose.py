@@ -178,3 +178,13 @@ def overlay(diagnosis: Diagnosis, index: int, method: str, style: Style = Style(
     base = render(series, view, style.window or default_window(series), shows_inverted(series))
     rgb = overlay_rgb(base, sal, style.opacity, style.colormap, style.contour)
     return OverlayResult(index, method, cls, diagnosis.class_names[cls], sal, rgb)
+
+
+def export_overlay(diagnosis: Diagnosis, result: OverlayResult, actor: Actor | None = None) -> bytes:
+    """An overlay as PNG for the user to keep (a download button's data, made when it is clicked): the
+    'export-result' row says which series, model, method and slice left the server, and for whom."""
+    who = current(actor)
+    details = {"model": diagnosis.model.entry.id, "method": result.method, "slice": result.index + 1}
+    with audit.attempt(audit.EXPORT_RESULT, who, series_ids(diagnosis.series), details):
+        require(who, "export-result", "exporting a result")
+        return result.png()
