@@ -19,7 +19,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
-CORE = ("io", "reading", "ai", "training", "synthetic")
+CORE = ("io", "reading", "ai", "training", "synthetic", "pacs", "results")
 TYPES = ("series", "errors")
 
 
