@@ -5,7 +5,6 @@ PDF report (also as Encapsulated PDF), all in the source's study; written to a f
 from __future__ import annotations
 
 import io
-import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,7 +13,8 @@ from typing import Any
 import pydicom
 from pydicom.dataset import Dataset
 
-from medui.errors import ResultsError
+from medui.errors import MedUIError, ResultsError
+from medui.io.loader import LoadResult, load
 from medui.pacs.model import Node
 from medui.reading.display import slice_label
 from medui.results.model import ResultInput, ResultObject, complete
@@ -22,8 +22,9 @@ from medui.results.pdf import build_encapsulated_pdf, report_pdf
 from medui.results.sc import build_sc
 from medui.results.seg import build_seg
 from medui.results.sr import build_sr
+from medui.series import Series
 from medui.usecases import pacs
-from medui.usecases.diagnose import Diagnosis, OverlayResult
+from medui.usecases.diagnose import Diagnosis, LoadedModel, OverlayResult, overlay, score
 
 
 @dataclass(frozen=True, eq=False)
@@ -122,5 +123,43 @@ def send(results: Results, node: Node, using: str | None = None) -> list[str]:
     return pacs.send(node, results.datasets(), using)
 
 
-def describe(rows: list[dict[str, Any]]) -> str:
-    return json.dumps(rows, indent=2)
+def read_inputs(paths: Sequence[str | Path]) -> list[tuple[str, bytes]]:
+    """Files and folders (recursively) as (path, bytes) pairs: the loader reads the pixels, the
+    results builder the headers, both from the same bytes."""
+    out = []
+    for p in map(Path, paths):
+        files = sorted(f for f in p.rglob("*") if f.is_file()) if p.is_dir() else [p]
+        for f in files:
+            try:
+                out.append((str(f), f.read_bytes()))
+            except OSError as exc:
+                raise ResultsError(f"cannot read {f} ({exc.strerror}); expected a readable DICOM file") from exc
+    return out
+
+
+@dataclass(frozen=True, eq=False)
+class Scored:
+    """One series of the inputs, its diagnosis, and its results (or why there are none)."""
+
+    series: Series
+    diagnosis: Diagnosis
+    results: Results | None
+    error: str = ""
+
+
+def report(items: Sequence[tuple[str, bytes]], model: LoadedModel, method: str = "gradcam",
+           index: int | None = None) -> tuple[list[Scored], LoadResult]:
+    """Load, score and build the results of every series in `items` (the overlay of slice `index`,
+    display numbering; by default the slice with the study score)."""
+    loaded = load(items)
+    headers = headers_from_bytes(items)
+    out = []
+    for series in loaded.series:
+        dx = score(series, model)
+        at = dx.peak_slice if index is None else index
+        try:
+            source, sources = source_headers(dx, headers, at)
+            out.append(Scored(series, dx, build(result_input(dx, overlay(dx, at, method), source, sources))))
+        except MedUIError as exc:
+            out.append(Scored(series, dx, None, str(exc)))
+    return out, loaded
