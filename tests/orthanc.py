@@ -202,6 +202,29 @@ def start(folder: Path, auth: bool = False, isolate: bool | None = None) -> Orth
     raise RuntimeError(f"Orthanc did not start: {text}")
 
 
+def require() -> None:
+    """Skip (with how to enable) where Orthanc or dciodvfy is missing."""
+    import pytest
+
+    if not available() or shutil.which("dciodvfy") is None:
+        pytest.skip(HINT)
+
+
+def served(tmp_path_factory: object, auth: bool = False):  # type: ignore[no-untyped-def]
+    """A generator for a pytest fixture: a started Orthanc, stopped by pid afterwards."""
+    require()
+    server = start(tmp_path_factory.mktemp("orthanc-auth" if auth else "orthanc"), auth=auth)  # type: ignore[attr-defined]
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def dciodvfy_errors(path: Path) -> list[str]:
+    out = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True, timeout=60)
+    return [line for line in (out.stdout + out.stderr).splitlines() if line.startswith("Error")]
+
+
 if __name__ == "__main__":  # a server for manual checks: python tests/orthanc.py
     srv = start(Path(os.environ.get("ORTHANC_DIR", "/tmp/medui-orthanc")), auth="--auth" in sys.argv)
     print(json.dumps({"dicomweb": srv.dicomweb, "dicom_port": srv.dicom_port, "pid": srv.pid,

@@ -19,6 +19,7 @@ from urllib.parse import quote
 
 import pydicom
 import requests
+import urllib3
 from dicomweb_client.api import DICOMwebClient
 
 from medui.errors import PacsAuthError, PacsConnectionError, PacsRequestError, PacsTimeoutError
@@ -68,7 +69,8 @@ def failure(node: Node, exc: BaseException, doing: str) -> PacsConnectionError |
         return PacsRequestError(f"the PACS {node.name!r} ({url}) answered HTTP {status} "
                                 f"({exc.response.reason}) while {doing}; expected 200. Check the node's URL and "
                                 "the PACS log")
-    if isinstance(exc, requests.Timeout):
+    if isinstance(exc, requests.Timeout) or (isinstance(exc, requests.ConnectionError) and exc.args
+                                             and isinstance(exc.args[0], urllib3.exceptions.ReadTimeoutError)):
         return PacsTimeoutError(f"the PACS {node.name!r} ({url}) stopped answering while {doing} (no data for "
                                 f"{_peer(node).timeout:g} s); try again, or raise timeout_s for this node")
     return PacsConnectionError(f"the PACS {node.name!r} ({url}) cannot be reached while {doing} "
@@ -162,7 +164,8 @@ def retrieve(node: Node, study_uid: str, series_uid: str | None, on_item: Callab
             for part in parts:
                 if cancel is not None and cancel.is_set():
                     break
-                on_item(_name(part, n), part)
+                data = bytes(part)
+                on_item(_name(data, n), data)
                 n += 1
         finally:
             resp.close()

@@ -56,9 +56,11 @@ def _association(node: Node, contexts: Sequence[tuple[str, Sequence[str]]], role
     assoc = ae.associate(peer.host, peer.port, ae_title=peer.ae_title, ext_neg=list(roles) or None,
                          evt_handlers=list(handlers) or None)
     if not assoc.is_established:
-        how = "rejected" if assoc.is_rejected else "aborted" if assoc.is_aborted else "could not open"
-        raise PacsConnectionError(f"{_where(node)} {how} an association from {peer.own_ae_title}; check that it "
-                                  f"runs, its AE title and port, and that it knows {peer.own_ae_title} as a modality")
+        if assoc.is_rejected:
+            raise PacsConnectionError(f"{_where(node)} rejected an association from {peer.own_ae_title}; check its "
+                                      f"AE title and that it knows {peer.own_ae_title} as a modality")
+        raise PacsConnectionError(f"{_where(node)} could not open an association (no DICOM answer at "
+                                  f"{peer.host}:{peer.port}); check that it runs and the host and port")
     accepted = {cx.abstract_syntax for cx in assoc.accepted_contexts}
     if contexts and contexts[0][0] not in accepted:
         assoc.release()
