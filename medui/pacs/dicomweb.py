@@ -23,7 +23,7 @@ import urllib3
 from dicomweb_client.api import DICOMwebClient
 
 from medui.errors import PacsAuthError, PacsConnectionError, PacsRequestError, PacsTimeoutError
-from medui.pacs.model import PAGE_SIZE, Node, Page, SeriesInfo, Study, StudyQuery, WebPeer, number, text
+from medui.pacs.model import PAGE_SIZE, Node, Page, SeriesInfo, Study, StudyQuery, WebPeer, as_file, number, text
 
 STUDY_FIELDS = ("StudyInstanceUID", "PatientID", "PatientName", "StudyDate", "AccessionNumber", "StudyDescription",
                 "ModalitiesInStudy", "NumberOfStudyRelatedSeries", "NumberOfStudyRelatedInstances")
@@ -176,7 +176,7 @@ def retrieve(node: Node, study_uid: str, series_uid: str | None, on_item: Callab
 
 def _name(part: bytes, n: int) -> str:
     try:
-        ds = pydicom.dcmread(io.BytesIO(part), stop_before_pixels=True, specific_tags=["SOPInstanceUID"])
+        ds = pydicom.dcmread(io.BytesIO(part), stop_before_pixels=True, specific_tags=["SOPInstanceUID"], force=True)
         return f"{ds.SOPInstanceUID}.dcm"
     except Exception:  # the loader gives the reason for an unreadable part
         return f"instance-{n + 1:05d}.dcm"
@@ -186,7 +186,7 @@ def store(node: Node, datasets: Sequence[pydicom.Dataset]) -> list[str]:
     """STOW-RS; the SOP Instance UIDs the PACS accepted. PacsRequestError names those it refused."""
     dw = client(node)
     try:
-        answer = dw.store_instances(list(datasets))
+        answer = dw.store_instances([as_file(ds) for ds in datasets])
     except requests.RequestException as exc:
         raise failure(node, exc, f"storing {len(datasets)} object(s)") from exc
     failed = answer.get("00081198", {}).get("Value", []) if answer else []

@@ -18,7 +18,7 @@ from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, build_role, evt
 from pynetdicom.association import Association
 
 from medui.errors import PacsConnectionError, PacsRequestError, PacsTimeoutError
-from medui.pacs.model import PAGE_SIZE, DimsePeer, Node, Page, SeriesInfo, Study, StudyQuery, number, text
+from medui.pacs.model import PAGE_SIZE, DimsePeer, Node, Page, SeriesInfo, Study, StudyQuery, as_file, number, text
 
 PENDING = (0xFF00, 0xFF01)
 Verification = "1.2.840.10008.1.1"
@@ -196,6 +196,7 @@ def retrieve(node: Node, study_uid: str, series_uid: str | None, on_item: Callab
 
 def store(node: Node, datasets: Sequence[pydicom.Dataset]) -> list[str]:
     """C-STORE each object; the SOP Instance UIDs stored."""
+    datasets = [as_file(ds) for ds in datasets]
     pairs = {(str(ds.SOPClassUID), str(ds.file_meta.TransferSyntaxUID)) for ds in datasets}
     contexts = [(sop, [ts]) for sop, ts in sorted(pairs)]
     done = []

@@ -148,3 +148,18 @@ def number(value: Any) -> int | None:
         return int(str(value))
     except (TypeError, ValueError):
         return None
+
+
+def as_file(ds: Any) -> Any:
+    """A pydicom Dataset as it reads back from a DICOM file (preamble, complete file meta, encapsulated
+    pixel data of undefined length). Built in memory (highdicom), a JPEG Secondary Capture went out by
+    C-STORE malformed and Orthanc never answered; `dicomweb-client` writes a plain Dataset without
+    preamble, and Orthanc then stores and serves it so."""
+    import io
+
+    import pydicom
+
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    buf.seek(0)
+    return pydicom.dcmread(buf)

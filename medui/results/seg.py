@@ -33,8 +33,10 @@ def build_seg(inp: ResultInput) -> Dataset:
             parameters={"method": inp.method, "class": inp.explained_class}))
     extra: dict[str, object] = {}
     projection = "ImageOrientationPatient" not in src and "PerFrameFunctionalGroupsSequence" not in src
-    if projection:  # a radiograph (no patient coordinates): highdicom needs the pixel size given
-        extra["pixel_measures"] = hd.PixelMeasuresSequence(pixel_spacing=_pixel_spacing(src), slice_thickness=None)
+    if projection:  # a radiograph (no patient coordinates): highdicom needs the pixel size given. Its
+        # reader (0.28) also needs a SliceThickness: the source's, else a nominal 1 mm (a projection has none)
+        extra["pixel_measures"] = hd.PixelMeasuresSequence(pixel_spacing=_pixel_spacing(src),
+                                                           slice_thickness=float(src.get("SliceThickness") or 1.0))
     seg = hd.seg.Segmentation(
         source_images=[src], pixel_array=sal[None], segmentation_type=hd.seg.SegmentationTypeValues.FRACTIONAL,
         segment_descriptions=[description], series_instance_uid=hd.UID(), series_number=SERIES_NUMBERS["seg"],
