@@ -57,6 +57,8 @@ def serve(fd, port):
         except OSError:
             conn.close()
             continue
+        for s in (conn, up):  # small DIMSE messages must not wait for Nagle's algorithm
+            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         for a, b in ((conn, up), (up, conn)):
             threading.Thread(target=pipe, args=(a, b), daemon=True).start()
 threads = [threading.Thread(target=serve, args=p) for p in pairs]
@@ -148,7 +150,7 @@ def _config(folder: Path, http: int, dicom: int, auth: bool) -> Path:
                      "StudiesMetadata": "Full", "SeriesMetadata": "Full"},
         "DicomAlwaysAllowEcho": True, "DicomAlwaysAllowStore": False, "DicomAlwaysAllowFind": False,
         "DicomAlwaysAllowGet": False, "DicomAlwaysAllowMove": False, "DicomCheckModalityHost": True,
-        "DicomCheckCalledAeTitle": True, "DicomScpTimeout": 30,
+        "DicomCheckCalledAeTitle": True, "DicomScpTimeout": 30, "MaximumPduLength": 131072,
         "DicomModalities": {"medui": {"AET": MEDUI_AET, "Host": "127.0.0.1", "Port": 1, "AllowEcho": True,
                                       "AllowFind": True, "AllowGet": True, "AllowMove": True,
                                       "AllowStore": True}},

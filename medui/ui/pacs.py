@@ -29,6 +29,7 @@ STUDY = "pacs.study"
 THUMBS = "pacs.thumbs"
 HEADERS = "pacs.headers"  # name -> DICOM header (no pixels) of every instance opened from a PACS
 BUILT = "pacs.results"
+LABELS = {"sr": "SR (DICOM)", "seg": "SEG (DICOM)", "sc": "SC (DICOM)", "pdf": "PDF (DICOM)"}
 MODALITIES = ["", "CR", "DX", "CT", "MR", "US", "NM", "PT", "MG", "XA", "OT"]
 
 
@@ -140,7 +141,7 @@ def _study_label(s: Study) -> str:
     if s.accession:
         parts.append(f"acc. {s.accession}")
     if s.n_instances is not None:
-        parts.append(f"{s.n_instances} images")
+        parts.append(f"{s.n_instances} instance(s)")
     return " · ".join(parts)
 
 
@@ -215,7 +216,7 @@ def results_panel(dx: Diagnosis, index: int) -> None:
                "PDF report, in the image's study, marked 'not for primary diagnosis'. Nothing is sent unless you "
                "click 'Send to PACS'.")
     key = (dx.series.uid, dx.model.entry.id, index)
-    method = st.selectbox("Saliency method", list(METHODS), key="pacs.method")
+    method = st.selectbox("Saliency method", list(METHODS), key="pacs.method", format_func=METHODS.get)
     built: dict[Any, results.Results] = st.session_state.setdefault(BUILT, {})
     if st.button("Build results", key="pacs.build", icon=":material/description:"):
         try:
@@ -236,7 +237,7 @@ def _result_actions(made: results.Results) -> None:
         st.warning(note, icon=":material/warning:")
     cols = st.columns(len(made.objects) + 1)
     for col, obj in zip(cols, made.objects, strict=False):
-        col.download_button(obj.kind.upper(), obj.to_bytes(), obj.filename, "application/dicom",
+        col.download_button(LABELS[obj.kind], obj.to_bytes(), obj.filename, "application/dicom",
                             key=f"pacs.dl.{obj.kind}", icon=":material/download:")
     cols[-1].download_button("PDF report", made.pdf, "medui-report.pdf", "application/pdf", key="pacs.dl.report",
                              icon=":material/picture_as_pdf:")
