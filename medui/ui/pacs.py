@@ -216,7 +216,8 @@ def results_panel(dx: Diagnosis, index: int) -> None:
                "PDF report, in the image's study, marked 'not for primary diagnosis'. Nothing is sent unless you "
                "click 'Send to PACS'.")
     key = (dx.series.uid, dx.model.entry.id, index)
-    method = st.selectbox("Saliency method", list(METHODS), key="pacs.method", format_func=METHODS.get)
+    method = str(st.selectbox("Saliency method", list(METHODS), key="pacs.method",
+                                  format_func=lambda m: METHODS[m]))
     built: dict[Any, results.Results] = st.session_state.setdefault(BUILT, {})
     if st.button("Build results", key="pacs.build", icon=":material/description:"):
         try:
