@@ -84,8 +84,8 @@ def open_panel() -> None:
     if nodes is None:
         return
     if not nodes:
-        st.info(f"No PACS is configured. Add a node to {config_path()} (see the PACS page) or set "
-                "MEDUI_DICOMWEB_URL.", icon=":material/info:")
+        st.caption(f"No PACS is configured. Add a node to {config_path()} (see the PACS page) or set "
+                   "MEDUI_DICOMWEB_URL.")
         return
     _finish_job()
     if st.session_state.get(JOB) is not None:
