@@ -148,6 +148,17 @@ def search_series(node: Node, study_uid: str) -> list[SeriesInfo]:
 
 
 def _sop_classes(node: Node, study_uid: str, series_uid: str | None) -> list[str]:
+    """The storage SOP classes to accept: the study's SOP Classes in Study (one answer), else those
+    of every instance (one answer each)."""
+    study = Dataset()
+    study.QueryRetrieveLevel = "STUDY"
+    study.StudyInstanceUID = study_uid
+    study.SOPClassesInStudy = ""
+    found = _find(node, study, 0, 1)
+    listed = found[0].get("SOPClassesInStudy") if found else None
+    if listed:
+        return sorted({str(uid) for uid in (listed if isinstance(listed, (list, pydicom.multival.MultiValue))
+                                            else [listed])})
     ds = Dataset()
     ds.QueryRetrieveLevel = "IMAGE"
     ds.StudyInstanceUID = study_uid
