@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import os
 import signal
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -183,3 +184,20 @@ def test_non_image_and_rejected_instances_are_listed_and_the_rest_loads(server, 
     assert [s.n_slices for s in result.series] == [3]
     reasons = {name: reason for name, reason in ((k.file, k.reason) for k in result.skipped)}
     assert f"{plan.SOPInstanceUID}.dcm" in reasons and f"{broken.SOPInstanceUID}.dcm" in reasons
+
+
+@pytest.mark.parametrize("using", ["dicomweb", "dimse"])
+def test_cancel_stops_a_retrieval(server, tmp_path, using):
+    node = Node("both", WebPeer(server.dicomweb), dimse_node(server).dimse)
+    server.upload(generated(tmp_path, f"RT-CANCEL-{using}", "Cancel^Test", n=30, rows=128, cols=128))
+    [study] = pacs.search(node, StudyQuery(patient_id=f"RT-CANCEL-{using}")).items
+    cancel = threading.Event()
+
+    def cancel_at_third(n: int, _total: int | None) -> None:
+        if n == 3:
+            cancel.set()
+
+    got = pacs.retrieve(node, study.uid, progress=cancel_at_third, cancel=cancel, using=using)
+    assert got.cancelled and not got.complete and len(got.items) == 3
+    assert "cancelled" in got.summary()
+    assert dimse.echo(node)  # the PACS still answers after the abort
