@@ -165,7 +165,8 @@ def _config(folder: Path, http: int, dicom: int, auth: bool) -> Path:
 def start(folder: Path, auth: bool = False, isolate: bool | None = None) -> Orthanc:
     """Start Orthanc with throw-away storage under `folder`; returns when its HTTP API answers."""
     folder.mkdir(parents=True, exist_ok=True)
-    isolate = _can_unshare() if isolate is None else isolate
+    if isolate is None:  # MEDUI_ORTHANC_NAMESPACE=0 forces the fallback (to test it)
+        isolate = os.environ.get("MEDUI_ORTHANC_NAMESPACE", "1") != "0" and _can_unshare()
     http, dicom = (8042, 4242) if isolate else (free_port(), free_port())
     cfg = _config(folder, http, dicom, auth)
     log = open(folder / "orthanc.log", "wb")  # noqa: SIM115 - kept open for the process
