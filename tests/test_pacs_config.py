@@ -102,3 +102,8 @@ def test_query_filters_and_date_ranges():
     assert StudyQuery(date_from=date(2024, 1, 2)).date_range() == "20240102-"
     assert StudyQuery(date_to=date(2024, 1, 2)).date_range() == "-20240102"
     assert StudyQuery().filters() == {}
+
+
+def test_bad_timeout_in_the_environment():
+    with pytest.raises(PacsConfigError, match="MEDUI_DICOMWEB_TIMEOUT_S is 'soon'"):
+        load_nodes({"MEDUI_DICOMWEB_URL": "http://h/dicom-web", "MEDUI_DICOMWEB_TIMEOUT_S": "soon"})

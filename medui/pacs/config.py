@@ -104,9 +104,14 @@ def load_nodes(env: Mapping[str, str] | None = None) -> dict[str, Node]:
     env = os.environ if env is None else env
     nodes: dict[str, Node] = {}
     if env.get("MEDUI_DICOMWEB_URL"):
+        try:
+            timeout = float(env.get("MEDUI_DICOMWEB_TIMEOUT_S", "30"))
+        except ValueError as exc:
+            raise PacsConfigError(f"MEDUI_DICOMWEB_TIMEOUT_S is {env['MEDUI_DICOMWEB_TIMEOUT_S']!r}; expected a "
+                                  "number of seconds, e.g. 30") from exc
         nodes[DEFAULT] = Node(DEFAULT, _web(env["MEDUI_DICOMWEB_URL"], env.get("MEDUI_DICOMWEB_USER", ""),
                                             env.get("MEDUI_DICOMWEB_PASSWORD", ""), env.get("MEDUI_DICOMWEB_TOKEN", ""),
-                                            float(env.get("MEDUI_DICOMWEB_TIMEOUT_S", "30")), "MEDUI_DICOMWEB_URL"))
+                                            timeout, "MEDUI_DICOMWEB_URL"))
     path = config_path(env)
     if not path.is_file():
         if env.get("MEDUI_PACS_CONFIG"):

@@ -204,6 +204,8 @@ def _finish_job() -> None:
                  icon=":material/error:")
         return
     headers: dict[str, Any] = st.session_state.setdefault(HEADERS, {})
+    if not state.loaded():  # everything was closed: so are the headers kept for results
+        headers.clear()
     headers.update(results.headers_from_bytes(got.items))
     record = state.add_inputs(got.items, f"{job.node.name}: {job.label}")
     st.toast(f"{got.summary()} — {record.summary()}")
