@@ -3,7 +3,7 @@
     pages/, app.py  ->  medui.ui  ->  medui.usecases  ->  core  ->  types
                         medui.cli ->  medui.usecases  ->  core  ->  types
 
-core is medui.io, medui.reading, medui.ai, medui.training and medui.synthetic; types are
+core is medui.io, medui.reading, medui.ai, medui.training, medui.synthetic, medui.pacs and medui.results; types are
 medui.series and medui.errors. Within core, medui.io (the readers) imports no other core package.
 Only medui.ui and the pages may import Streamlit.
 """
@@ -19,7 +19,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
-CORE = ("io", "reading", "ai", "training", "synthetic")
+CORE = ("io", "reading", "ai", "training", "synthetic", "pacs", "results")
 TYPES = ("series", "errors")
 
 

@@ -1,7 +1,8 @@
 """Command line: `python -m medui COMMAND ...`. Every capability of the pages is reachable here.
 
 One module per area: `reading` (info), `models` (models, promote, predict), `training` (train,
-train-job, evaluate, datasets, demo-model). Heavy imports (TensorFlow) happen inside the commands, so
+train-job, evaluate, datasets, demo-model), `pacs`
+(pacs echo|search|get|send, report). Heavy imports (TensorFlow) happen inside the commands, so
 `--help` stays fast.
 """
 
@@ -11,7 +12,7 @@ import argparse
 from collections.abc import Sequence
 
 from medui import __version__
-from medui.cli import models, reading, training
+from medui.cli import models, pacs, reading, training
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -20,7 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="MedUI: AI-assisted review of medical images (decision support, not a medical device).")
     parser.add_argument("--version", action="version", version=f"MedUI {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for area in (reading, models, training):
+    for area in (reading, models, training, pacs):
         area.add_commands(sub)
     return parser
 

@@ -60,6 +60,7 @@ def run_app() -> None:
         st.Page("pages/diagnose.py", title="Diagnose", icon=":material/image_search:"),
         st.Page("pages/train.py", title="Train", icon=":material/model_training:"),
         st.Page("pages/models.py", title="Models", icon=":material/neurology:"),
+        st.Page("pages/pacs.py", title="PACS", icon=":material/lan:"),
     ]
     nav = st.navigation(pages)
     with st.sidebar:
