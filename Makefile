@@ -13,6 +13,7 @@ run:
 test:
 	@scripts/setup.sh test
 	@scripts/ensure-browser.sh
+	@scripts/ensure-services.sh
 	.venv/bin/ruff check .
 	.venv/bin/mypy
 	.venv/bin/python -m pytest -q -ra

@@ -96,6 +96,30 @@ class DatasetScanError(DatasetError):
     """Listing a training folder stopped: too many entries, too long, cancelled, or outside the data roots."""
 
 
+class PacsConfigError(MedUIError):
+    """The PACS configuration (.streamlit/pacs.toml, MEDUI_PACS_CONFIG, MEDUI_DICOMWEB_URL) is missing or wrong."""
+
+
+class PacsConnectionError(MedUIError):
+    """A PACS could not be reached, refused the association or timed out (never names a credential)."""
+
+
+class PacsAuthError(PacsConnectionError):
+    """A PACS refused MedUI's credentials (HTTP 401/403)."""
+
+
+class PacsTimeoutError(PacsConnectionError):
+    """A PACS stopped answering in the middle of a request."""
+
+
+class PacsRequestError(MedUIError):
+    """A PACS answered a search, retrieve or store with an error status."""
+
+
+class ResultsError(MedUIError):
+    """AI results could not be built as DICOM objects or a report (e.g. no DICOM source headers)."""
+
+
 class NotAllowedError(MedUIError):
     """The signed-in user's roles do not allow an action (refused on the server, whatever the page showed)."""
 

@@ -3,7 +3,7 @@
 import streamlit as st
 
 from medui.errors import MedUIError
-from medui.ui import diagnose, modelcache, state, viewer
+from medui.ui import diagnose, modelcache, pacs, state, viewer
 from medui.ui import auth
 from medui.ui.shell import ensure_navigation
 
@@ -64,3 +64,4 @@ if dx.slice_scores:
     index = diagnose.slice_picker(dx, item.id)
 class_index = diagnose.class_picker(dx, key=f"dx.class.{entry.id}.{item.id}")
 diagnose.overlays(dx, index, item.id, class_index)
+pacs.results_panel(dx, index)

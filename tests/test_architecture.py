@@ -3,8 +3,9 @@
     pages/, app.py  ->  medui.ui  ->  medui.usecases  ->  core  ->  types
                         medui.cli ->  medui.usecases  ->  core  ->  types
 
-core is medui.io, medui.reading, medui.ai, medui.training, medui.synthetic and medui.accounts; types are
-medui.series and medui.errors. Within core, medui.io (the readers) imports no other core package.
+core is medui.io, medui.reading, medui.ai, medui.training, medui.synthetic, medui.pacs, medui.results and
+medui.accounts; types are medui.series and medui.errors. Within core, medui.io (the readers) imports no other
+core package.
 Only medui.ui and the pages may import Streamlit.
 """
 
@@ -19,7 +20,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
-CORE = ("io", "reading", "ai", "training", "synthetic", "accounts")
+CORE = ("io", "reading", "ai", "training", "synthetic", "pacs", "results", "accounts")
 TYPES = ("series", "errors")
 
 

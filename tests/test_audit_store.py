@@ -81,7 +81,7 @@ def test_patient_data_and_long_values_are_refused(isolated):
         with pytest.raises(AuditStoreError, match="would hold patient data"):
             audit.record(audit.SCORE, CLARA, "x", details={key: "Doe^Jane"})
     with pytest.raises(AuditStoreError, match="at most 512"):
-        audit.record(audit.SCORE, CLARA, "x" * 600)
+        audit.record(audit.SCORE, CLARA, "x", details={"note": "x" * 600})
     with pytest.raises(AuditStoreError, match="unknown audit action"):
         audit.record("look", CLARA)
     assert audit.events() == []
@@ -153,3 +153,11 @@ def test_the_command_line_lists_filters_and_exports(isolated):
     assert parse_time("24h", now) == now - timedelta(hours=24) and parse_time("2w", now) == now - timedelta(weeks=2)
     assert parse_time("2026-11-30T08:00+01:00") == datetime(2026, 11, 30, 7, tzinfo=UTC)
     assert parse_time("2026-11-30") == datetime(2026, 11, 30, tzinfo=UTC)
+
+
+def test_a_long_list_of_targets_keeps_its_start_and_says_how_many_more(isolated):
+    ids = [f"study 1.2.840.{i} series 1.2.840.{i}.1" for i in range(400)]  # a big zip of many series
+    row = audit.record(audit.OPEN_SERIES, CLARA, ids)
+    assert len(row.target) <= audit.MAX_TARGET and row.target.startswith(ids[0] + ", " + ids[1])
+    kept = row.target.count("study ")
+    assert row.target.endswith(f" … and {400 - kept} more") and kept > 100

@@ -188,3 +188,23 @@ def test_an_exported_overlay_is_recorded_with_what_left_the_server(demo):
     (row,) = _rows(audit.EXPORT_RESULT)
     assert (row.subject, row.target) == ("clara-sub", f"study {series.study_uid} series {series.uid}")
     assert row.details == {"model": "demo-chest-phantom-v1", "method": "gradcam", "slice": 1}
+
+
+def test_results_written_or_sent_are_recorded_and_sending_needs_the_role(tmp_path, demo):
+    from medui.pacs.model import Node, WebPeer
+    from medui.usecases import results
+
+    synth_paths = write_series(tmp_path / "ct", phantom_volume(4, rows=64, cols=64))
+    study = pydicom.dcmread(synth_paths[0]).StudyInstanceUID
+    [scored], _ = results.report(results.read_inputs([tmp_path / "ct"]), demo, "gradcam", index=1)
+    assert scored.results is not None, scored.error
+    rows = results.write(scored.results, tmp_path / "out", actor=CLARA)
+    (exported,) = _rows(audit.EXPORT_RESULT)
+    assert (exported.subject, exported.target) == ("clara-sub", f"study {study}")
+    assert exported.details == {"objects": len(rows), "to": "folder"}
+    node = Node(name="archive", dicomweb=WebPeer(url="http://127.0.0.1:9/dicom-web"))
+    with pytest.raises(NotAllowedError, match="sending results to a PACS needs the clinician role"):
+        results.send(scored.results, node, actor=NOBODY)  # refused before any connection is tried
+    (sent,) = _rows(audit.SEND_RESULT)
+    assert (sent.subject, sent.outcome, sent.target) == ("nobody-sub", "refused", f"study {study}")
+    assert sent.details["node"] == "archive" and sent.details["objects"] == len(scored.results.objects)

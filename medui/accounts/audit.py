@@ -89,7 +89,8 @@ __all__ = [  # the action names are re-exported: audit.SCORE, audit.OK, ...
 
 DB_VARIABLE = "MEDUI_DB_URL"
 
-MAX_VALUE = 512  # characters of one target id or detail value: ids fit, pixel data and free text do not
+MAX_VALUE = 512  # characters of one detail value: ids fit, pixel data and free text do not
+MAX_TARGET = 8192  # characters of the target ids; a longer list keeps its start and says how many more
 # Detail keys that would hold patient data; `record` refuses them (ids go in `target`).
 PATIENT_KEYS = ("patient", "patientname", "patientid", "patient_name", "patient_id", "birth", "birthdate",
                 "birth_date", "pixels", "pixel_data", "image")
@@ -207,6 +208,18 @@ def _clean(value: Any, key: str) -> Any:
     return text
 
 
+def _target(target: str | Sequence[str]) -> str:
+    """The ids acted on as one text: joined with ', ', at most MAX_TARGET characters ('… and N more')."""
+    ids = [target] if isinstance(target, str) else [str(t) for t in target]
+    text, kept = "", 0
+    for i, one in enumerate(ids):
+        more = f" … and {len(ids) - i} more"
+        if len(text) + len(one) + 2 + len(more) > MAX_TARGET:
+            return text + more if kept else one[:MAX_TARGET - 2] + " …"
+        text, kept = (f"{text}, {one}" if kept else one), kept + 1
+    return text
+
+
 def record(action: str, actor: Actor | None, target: str | Sequence[str] = "", outcome: str = OK,
            details: Mapping[str, Any] | None = None, url: str | None = None) -> AuditEvent:
     """Append one event. `target`: the ids acted on (joined with ', '); `details`: short values only."""
@@ -219,9 +232,9 @@ def record(action: str, actor: Actor | None, target: str | Sequence[str] = "", o
         raise AuditStoreError(f"audit details {bad} would hold patient data; record Study/Series UIDs in the "
                               "target instead")
     who = actor or UNATTRIBUTED
-    target_text = target if isinstance(target, str) else ", ".join(target)
+    target_text = _target(target)
     row = AuditRow(time=datetime.now(UTC), subject=who.subject[:255], display_name=who.name[:255], via=who.via,
-                   action=action, target=_clean(target_text, "target"), outcome=outcome,
+                   action=action, target=target_text, outcome=outcome,
                    details=json.dumps({k: _clean(v, k) for k, v in details.items()}, sort_keys=True))
     url = url or db_url()
     try:

@@ -105,6 +105,9 @@ class ModelCard:
     intended_use: str = "Decision support for qualified clinicians. Not a medical device."
     limitations: str = ""
     demo: bool = False
+    # Per class, the coded finding AI results report, e.g. {"pneumonia": {"scheme": "SCT", "value":
+    # "233604007", "meaning": "Pneumonia"}}; a class without one gets `medui.results.codes`' default.
+    finding_codes: dict[str, Any] = field(default_factory=dict)
     # Who registered it: {"subject", "name"} from the identity provider (empty: unknown, e.g. older cards)
     registered_by: dict[str, str] = field(default_factory=dict)
 
@@ -176,3 +179,11 @@ class ModelCard:
             raise CardError(f"input must be [height, width] with 1 or 3 channels, "
                             f"found {self.input_size} x {self.channels}")
         self.preprocessing.validate()
+        for cls, code in self.finding_codes.items():
+            if cls not in self.class_names:
+                raise CardError(f"finding_codes names the class {cls!r}, which the model does not have "
+                                f"({', '.join(self.class_names)})")
+            if not isinstance(code, dict) or not all(isinstance(code.get(k), str) and code.get(k)
+                                                     for k in ("scheme", "value", "meaning")):
+                raise CardError(f"finding_codes[{cls!r}] is {code!r}; expected {{\"scheme\": \"SCT\", "
+                                f"\"value\": \"233604007\", \"meaning\": \"Pneumonia\"}}")

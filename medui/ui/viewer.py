@@ -24,7 +24,7 @@ from medui.reading.display import (
 )
 from medui.reading.samples import SAMPLES, sample_path
 from medui.series import Series, Window
-from medui.ui import state
+from medui.ui import pacs, state
 from medui.ui.figures import slice_figure
 
 UPLOAD_TYPES = None  # any file: DICOM often has no extension
@@ -35,7 +35,7 @@ GENERATION = "viewer.upload-generation"  # bumped to empty the uploaders once th
 
 def upload_panel() -> None:
     """Files, a folder or a zip; or a bundled sample. New uploads are read once."""
-    files_tab, folder_tab, sample_tab = st.tabs(["Files or zip", "Folder", "Try a sample"])
+    files_tab, folder_tab, sample_tab, pacs_tab = st.tabs(["Files or zip", "Folder", "Try a sample", "From PACS"])
     # The uploaders are emptied (new key) once their files are read: the series stay in the session.
     generation = st.session_state.setdefault(GENERATION, 0)
     with files_tab:
@@ -52,6 +52,8 @@ def upload_panel() -> None:
         if st.button("Load sample", key="viewer.sample-load", type="primary", icon=":material/download:"):
             with st.spinner("Reading sample…"):
                 state.add_inputs([sample_path(label)], label)
+    with pacs_tab:
+        pacs.open_panel()
 
 
 def _read_uploads(files: list[Any] | None, slot: str) -> None:

@@ -1,0 +1,221 @@
+"""Classic DICOM (DIMSE) through `pynetdicom`: C-ECHO, C-FIND, C-GET and C-STORE.
+
+Retrieval is by C-GET: the instances come back on MedUI's own association (MedUI takes the SCP
+role for their storage SOP classes), so the PACS needs no route back to MedUI, unlike C-MOVE
+(whose destination must be in the PACS's list of modalities, e.g. Orthanc's `DicomModalities`)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import pydicom
+from pydicom.dataset import Dataset
+from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, build_role, evt
+from pynetdicom.association import Association
+
+from medui.errors import PacsConnectionError, PacsRequestError, PacsTimeoutError
+from medui.pacs.model import PAGE_SIZE, DimsePeer, Node, Page, SeriesInfo, Study, StudyQuery, as_file, number, text
+
+PENDING = (0xFF00, 0xFF01)
+Verification = "1.2.840.10008.1.1"
+StudyRootQueryRetrieveInformationModelFind = "1.2.840.10008.5.1.4.1.2.2.1"
+StudyRootQueryRetrieveInformationModelGet = "1.2.840.10008.5.1.4.1.2.2.3"
+UNCOMPRESSED = ("1.2.840.10008.1.2.1", "1.2.840.10008.1.2")
+# One presentation context each: Orthanc (1.10) sends a stored file unchanged only when a context
+# offers exactly its transfer syntax; offered together, it picks the first and transcodes (or fails).
+COMPRESSED = ("1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.51", "1.2.840.10008.1.2.4.57", "1.2.840.10008.1.2.4.70",
+              "1.2.840.10008.1.2.4.80", "1.2.840.10008.1.2.4.81", "1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.4.91",
+              "1.2.840.10008.1.2.5", "1.2.840.10008.1.2.1.99")
+
+
+def _peer(node: Node) -> DimsePeer:
+    if node.dimse is None:
+        raise PacsConnectionError(f"the PACS node {node.name!r} has no DIMSE peer; use DICOMweb or add ae_title, "
+                                  "host and port")
+    return node.dimse
+
+
+def _where(node: Node) -> str:
+    p = _peer(node)
+    return f"the PACS {node.name!r} ({p.ae_title}@{p.host}:{p.port})"
+
+
+@contextmanager
+def _association(node: Node, contexts: Sequence[tuple[str, Sequence[str]]], roles: Sequence[Any] = (),
+                 handlers: Sequence[Any] = ()) -> Iterator[Association]:
+    peer = _peer(node)
+    ae = AE(ae_title=peer.own_ae_title)
+    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = peer.timeout
+    ae.connection_timeout = min(peer.timeout, 10.0)
+    # Accept PDUs of any size: pynetdicom's default (16 kB) costs one Python round per 16 kB received
+    ae.maximum_pdu_size = 0
+    for abstract, syntaxes in contexts:
+        ae.add_requested_context(abstract, list(syntaxes))
+    assoc = ae.associate(peer.host, peer.port, ae_title=peer.ae_title, ext_neg=list(roles) or None,
+                         evt_handlers=list(handlers) or None)
+    if not assoc.is_established:
+        if assoc.is_rejected:
+            raise PacsConnectionError(f"{_where(node)} rejected an association from {peer.own_ae_title}; check its "
+                                      f"AE title and that it knows {peer.own_ae_title} as a modality")
+        raise PacsConnectionError(f"{_where(node)} could not open an association (no DICOM answer at "
+                                  f"{peer.host}:{peer.port}); check that it runs and the host and port")
+    accepted = {cx.abstract_syntax for cx in assoc.accepted_contexts}
+    if contexts and contexts[0][0] not in accepted:
+        assoc.release()
+        raise PacsConnectionError(f"{_where(node)} refused the service {pydicom.uid.UID(contexts[0][0]).name} to "
+                                  f"{peer.own_ae_title}; the PACS must list {peer.own_ae_title} (this host) among "
+                                  "its modalities with this service allowed")
+    try:
+        yield assoc
+    finally:
+        if assoc.is_established:
+            assoc.release()
+
+
+def _check(node: Node, status: Dataset | None, doing: str, since: float) -> int:
+    """The status code of a response; an error for a failure or no answer (`since`: when the wait began)."""
+    if status is None or "Status" not in status:
+        peer = _peer(node)
+        if time.monotonic() - since >= 0.8 * peer.timeout:
+            raise PacsTimeoutError(f"{_where(node)} stopped answering while {doing} (nothing for {peer.timeout:g} s); "
+                                   "try again, or raise timeout_s for this node")
+        raise PacsConnectionError(f"{_where(node)} ended the association without an answer while {doing}; a PACS "
+                                  f"does that when it does not allow {peer.own_ae_title} this service: list "
+                                  f"{peer.own_ae_title} (this host) among its modalities")
+    code = int(status.Status)
+    if code not in PENDING and code not in (0x0000, 0xFE00) and not 0xB000 <= code <= 0xBFFF:
+        raise PacsRequestError(f"{_where(node)} answered status 0x{code:04X} while {doing}; expected success "
+                               "(0x0000). See the PACS log")
+    return code
+
+
+def echo(node: Node) -> str:
+    with _association(node, [(Verification, ALL_TRANSFER_SYNTAXES[:3])]) as assoc:
+        since = time.monotonic()
+        _check(node, assoc.send_c_echo(), "answering C-ECHO", since)
+    return f"DIMSE {_peer(node).ae_title} answers C-ECHO"
+
+
+def _find(node: Node, query: Dataset, skip: int, keep: int) -> list[Dataset]:
+    """C-FIND (study root); the identifiers after `skip`, at most `keep` (the rest is cancelled)."""
+    out: list[Dataset] = []
+    with _association(node, [(StudyRootQueryRetrieveInformationModelFind, ALL_TRANSFER_SYNTAXES[:3])]) as assoc:
+        since = time.monotonic()
+        for seen, (status, ident) in enumerate(assoc.send_c_find(query, StudyRootQueryRetrieveInformationModelFind), 1):
+            if _check(node, status, "searching (C-FIND)", since) not in PENDING:
+                break
+            since = time.monotonic()
+            if seen > skip and ident is not None:
+                out.append(ident)
+            if len(out) >= keep:
+                assoc.abort()  # the rest is not wanted: a query matching thousands must not be read to the end
+                break
+    return out
+
+
+def search_studies(node: Node, query: StudyQuery, offset: int = 0, limit: int = PAGE_SIZE) -> Page[Study]:
+    ds = Dataset()
+    ds.QueryRetrieveLevel = "STUDY"
+    for key in ("StudyInstanceUID", "PatientID", "PatientName", "StudyDate", "AccessionNumber", "StudyDescription",
+                "ModalitiesInStudy", "NumberOfStudyRelatedSeries", "NumberOfStudyRelatedInstances"):
+        setattr(ds, key, "")
+    for key, value in query.filters().items():
+        setattr(ds, key, value)
+    found = _find(node, ds, offset, limit + 1)
+    studies = [Study(uid=text(i.get("StudyInstanceUID")), patient_id=text(i.get("PatientID")),
+                     patient_name=text(i.get("PatientName")), date=text(i.get("StudyDate")),
+                     accession=text(i.get("AccessionNumber")), description=text(i.get("StudyDescription")),
+                     modalities=text(i.get("ModalitiesInStudy")), n_series=number(i.get("NumberOfStudyRelatedSeries")),
+                     n_instances=number(i.get("NumberOfStudyRelatedInstances"))) for i in found]
+    return Page(studies[:limit], offset, len(studies) > limit)
+
+
+def search_series(node: Node, study_uid: str) -> list[SeriesInfo]:
+    ds = Dataset()
+    ds.QueryRetrieveLevel = "SERIES"
+    ds.StudyInstanceUID = study_uid
+    for key in ("SeriesInstanceUID", "Modality", "SeriesDescription", "SeriesNumber", "NumberOfSeriesRelatedInstances"):
+        setattr(ds, key, "")
+    found = _find(node, ds, 0, 10_000)
+    out = [SeriesInfo(study_uid, text(i.get("SeriesInstanceUID")), text(i.get("Modality")),
+                      text(i.get("SeriesDescription")), text(i.get("SeriesNumber")),
+                      number(i.get("NumberOfSeriesRelatedInstances"))) for i in found]
+    return sorted(out, key=lambda s: (number(s.number) or 0, s.uid))
+
+
+def _sop_classes(node: Node, study_uid: str, series_uid: str | None) -> list[str]:
+    """The storage SOP classes to accept: the study's SOP Classes in Study (one answer), else those
+    of every instance (one answer each)."""
+    study = Dataset()
+    study.QueryRetrieveLevel = "STUDY"
+    study.StudyInstanceUID = study_uid
+    study.SOPClassesInStudy = ""
+    found = _find(node, study, 0, 1)
+    listed = found[0].get("SOPClassesInStudy") if found else None
+    if listed:
+        return sorted({str(uid) for uid in (listed if isinstance(listed, (list, pydicom.multival.MultiValue))
+                                            else [listed])})
+    ds = Dataset()
+    ds.QueryRetrieveLevel = "IMAGE"
+    ds.StudyInstanceUID = study_uid
+    ds.SeriesInstanceUID = series_uid or ""
+    ds.SOPInstanceUID = ""
+    ds.SOPClassUID = ""
+    return sorted({str(i.SOPClassUID) for i in _find(node, ds, 0, 1_000_000) if i.get("SOPClassUID")})
+
+
+def retrieve(node: Node, study_uid: str, series_uid: str | None, on_item: Callable[[str, bytes], None],
+             cancel: threading.Event | None = None) -> int:
+    """C-GET a series (or a whole study); `on_item(name, bytes)` gets each instance (a DICOM file,
+    named by its SOP Instance UID) as it arrives. Returns the number retrieved; stops on `cancel`."""
+    per_class = 1 + len(COMPRESSED)
+    classes = _sop_classes(node, study_uid, series_uid)[:127 // per_class]  # 128 presentation contexts at most
+    count = [0]
+
+    def stored(event: Any) -> int:
+        if cancel is not None and cancel.is_set():
+            return 0xA700  # refused: out of resources (the user cancelled)
+        on_item(f"{event.request.AffectedSOPInstanceUID}.dcm", event.encoded_dataset(include_meta=True))
+        count[0] += 1
+        return 0x0000
+
+    contexts: list[tuple[str, Sequence[str]]] = [(StudyRootQueryRetrieveInformationModelGet, ALL_TRANSFER_SYNTAXES[:3])]
+    contexts += [(uid, syntaxes) for uid in classes for syntaxes in [UNCOMPRESSED, *([ts] for ts in COMPRESSED)]]
+    roles = [build_role(uid, scp_role=True) for uid in classes]
+    ds = Dataset()
+    ds.QueryRetrieveLevel = "SERIES" if series_uid else "STUDY"
+    ds.StudyInstanceUID = study_uid
+    if series_uid:
+        ds.SeriesInstanceUID = series_uid
+    with _association(node, contexts, roles, [(evt.EVT_C_STORE, stored)]) as assoc:
+        since = time.monotonic()
+        for status, _ident in assoc.send_c_get(ds, StudyRootQueryRetrieveInformationModelGet):
+            if cancel is not None and cancel.is_set():
+                assoc.abort()
+                break
+            try:
+                _check(node, status, f"retrieving (C-GET, after {count[0]} instance(s))", since)
+            except PacsRequestError:
+                if count[0] == 0:
+                    raise
+                break  # warnings or failures for some sub-operations: what arrived is kept
+            since = time.monotonic()
+    return count[0]
+
+
+def store(node: Node, datasets: Sequence[pydicom.Dataset]) -> list[str]:
+    """C-STORE each object; the SOP Instance UIDs stored."""
+    datasets = [as_file(ds) for ds in datasets]
+    pairs = {(str(ds.SOPClassUID), str(ds.file_meta.TransferSyntaxUID)) for ds in datasets}
+    contexts = [(sop, [ts]) for sop, ts in sorted(pairs)]
+    done = []
+    with _association(node, contexts) as assoc:
+        for ds in datasets:
+            since = time.monotonic()
+            _check(node, assoc.send_c_store(ds), f"storing {ds.SOPClassUID.name} (C-STORE)", since)
+            done.append(str(ds.SOPInstanceUID))
+    return done
