@@ -16,7 +16,7 @@ TIMEOUT = 120
 AUTH = {"redirect_uri": "http://localhost:8501/oauth2callback", "cookie_secret": "0123456789abcdef0123456789",
         "client_id": "medui", "client_secret": "test-secret",
         "server_metadata_url": "http://127.0.0.1:9/.well-known/openid-configuration"}
-PAGES = ("viewer", "diagnose", "train", "models", "audit")
+PAGES = ("viewer", "diagnose", "train", "models", "pacs", "audit")
 
 
 def _app(user: dict | None = None, secrets: dict | None = None) -> AppTest:
@@ -79,13 +79,15 @@ def test_a_clinician_is_refused_train_models_and_audit_and_each_refusal_is_recor
     assert "clara" in at.sidebar.markdown[1].value.lower() and "clinician" in at.sidebar.markdown[1].value
     _go(at, "diagnose")
     assert not _errors(at) and [t.value for t in at.title] == ["Diagnose"]
-    for page, role in (("train", "ml-engineer"), ("models", "ml-engineer"), ("audit", "admin")):
+    for page, title, role in (("train", "Train", "ml-engineer"), ("models", "Models", "ml-engineer"),
+                              ("pacs", "PACS", "admin"), ("audit", "Audit", "admin")):
         _go(at, page)
-        assert f"Not allowed. The {page.title()} page needs the {role} role" in _errors(at).replace("**", "")
+        assert f"Not allowed. The {title} page needs the {role} role" in _errors(at).replace("**", "")
         assert not at.title  # the page did not run
     refused = audit.events(audit.Query(actions=(audit.OPEN_PAGE,)))
     assert [(r.target, r.outcome, r.subject) for r in refused] == [
-        ("audit", "refused", "clara"), ("models", "refused", "clara"), ("train", "refused", "clara")]
+        ("audit", "refused", "clara"), ("pacs", "refused", "clara"), ("models", "refused", "clara"),
+        ("train", "refused", "clara")]
     signed = audit.events(audit.Query(actions=(audit.SIGN_IN,)))
     assert [(r.subject, r.outcome, r.details["roles"]) for r in signed] == [("clara", "ok", "clinician")]
     _app(_user("clara", "clinician"))  # another tab with the same sign-in: no second row

@@ -222,7 +222,8 @@ def allowed(page: str, who: Actor | None = None) -> bool:
 def refuse(page: str, who: Actor) -> None:
     """The clear 'not allowed' for a page the user's roles do not open (a deep link, an old tab), recorded."""
     permission = page_permission(page)
-    st.error(f"**Not allowed.** The {page.title()} page needs the {role_for(permission)} role; {who.label} has "
+    title = {"pacs": "PACS"}.get(page, page.title())
+    st.error(f"**Not allowed.** The {title} page needs the {role_for(permission)} role; {who.label} has "
              f"{', '.join(sorted(who.roles)) or 'no MedUI role'}. Ask an administrator for the role if you need it.",
              icon=":material/block:")
     try:
