@@ -294,7 +294,11 @@ def test_an_upload_killed_half_way_is_removed_once_stale_and_a_full_disk_is_a_cl
     old = time.time() - train.STALE_UPLOAD_S - 1
     for p in (dead / "normal" / "a.png", dead / "normal", dead):
         os.utime(p, (old, old))
-    train.stage_upload([Upload("normal/b.png", b"b")])
+    import cv2
+    import numpy as np
+
+    png = cv2.imencode(".png", np.zeros((8, 8), np.uint8))[1].tobytes()  # staging keeps only real images
+    train.stage_upload([Upload("normal/b.png", png)])
     assert not dead.exists() and fresh.exists()
 
     def full(self, data):
@@ -302,5 +306,5 @@ def test_an_upload_killed_half_way_is_removed_once_stale_and_a_full_disk_is_a_cl
 
     monkeypatch.setattr(Path, "write_bytes", full)
     with pytest.raises(DatasetError, match="could not save the upload.*No space left"):
-        train.stage_upload([Upload("normal/c.png", b"c")])
+        train.stage_upload([Upload("normal/c.png", png[:-1] + b"\x01")])
     assert sorted(p.name for p in uploads.iterdir()) == sorted([fresh.name, next(uploads.glob("[!.]*")).name])
