@@ -107,7 +107,8 @@ def test_orientation_labels_are_radiological():
 def test_values_travel_as_int16_when_they_allow_else_float32():
     ct = _series("axial-ascending")
     assert (volume.describe(ct).dtype, volume.describe(ct).intercept) == ("int16", 0.0)
-    wide = _series("axial-ascending", values=np.linspace(0, 60000, 7 * 9 * 11, dtype=np.float32).round().reshape(7, 9, 11))
+    ramp = np.linspace(0, 60000, 7 * 9 * 11, dtype=np.float32).round().reshape(7, 9, 11)
+    wide = _series("axial-ascending", values=ramp)
     v = volume.describe(wide)
     assert v.dtype == "int16" and v.intercept == 32768.0
     np.testing.assert_array_equal(_decode(wide, v), wide.pixels[display_order(wide)])

@@ -168,7 +168,7 @@ class Reader {
       for (const name of [...names, 'mpr']) {
         const b = el('button', { type: 'button', testid: `reader-plane-${name}` },
           name === 'mpr' ? '3 planes' : this.planes[name].title)
-        b.addEventListener('click', () => { this.setLayout(name); this.reportSoon('window') })
+        b.addEventListener('click', () => this.setLayout(name))
         g.appendChild(b)
         this.planeButtons[name] = b
       }

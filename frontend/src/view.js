@@ -116,6 +116,7 @@ export class View {
     ctx.imageSmoothingEnabled = p.px < 1 || r.smooth
     const { W, H } = this.g
     ctx.drawImage(this.img, p.ox, p.oy, W * p.px, H * p.py)
+    this.el.dataset.box = [p.ox, p.oy, W * p.px, H * p.py].map((v) => v.toFixed(2)).join(',')
     this.drawOverlay(ctx, p)
     if (r.crosshair) this.drawCrosshair(ctx, p)
     this.drawMeasure(ctx, p)
