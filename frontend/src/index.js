@@ -95,6 +95,7 @@ class Reader {
     const start = data.goto ? data.goto.slice : init.slice ?? Math.floor(nat.n / 2)
     this.cur[nat.axis] = Math.min(nat.n - 1, Math.max(0, nat.reverse ? nat.n - 1 - start : start))
     this.gotoNonce = data.goto ? data.goto.nonce : null
+    if (data.goto) this.reported.slice = JSON.stringify(data.goto.slice)
     this.layout = init.layout && (init.layout === 'mpr' || this.planes[init.layout]) ? init.layout : this.nativePlane
     this.tool = 'window'
     this.crosshair = false
@@ -135,8 +136,14 @@ class Reader {
     this.report = data.report || {}
     this.setOverlay(data.overlay)
     if (data.goto && data.goto.nonce !== this.gotoNonce) {
+      // Python's current slice: jump unless it is what this reader reported (then the user may be further on)
       this.gotoNonce = data.goto.nonce
-      this.gotoSlice(data.goto.slice)
+      const said = JSON.stringify(data.goto.slice)
+      if (this.reported.slice !== said) {
+        this.reported.slice = said
+        clearTimeout(this.timers.slice)
+        this.gotoSlice(data.goto.slice, true)
+      }
     }
   }
 
@@ -331,7 +338,6 @@ class Reader {
     this.paintOverlay()
     if (!prev) this.overlayControls()
     this.overlayTitle.textContent = o.title
-    this.gotoSlice(o.slice, true)
   }
 
   paintOverlay() {

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import os
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -37,14 +38,22 @@ def classic_requested() -> bool:
     return os.environ.get("MEDUI_VIEWER", "") == CLASSIC or st.query_params.get("viewer") == CLASSIC
 
 
-def _remember(store_key: str, widget_key: str, name: str) -> None:
+def _reported(widget_key: str, name: str) -> Any:
+    state = st.session_state.get(widget_key)
+    value = getattr(state, name, None)
+    if value is None and isinstance(state, dict):
+        value = state.get(name)
+    return value
+
+
+def _remember(store_key: str, widget_key: str, name: str, then: Callable[[Any], None] | None = None) -> None:
     """Copy a value the browser reported into session state the page keeps (widget state is
-    dropped once the component is not drawn, e.g. on another page)."""
-    value = getattr(st.session_state.get(widget_key), name, None)
-    if value is None and isinstance(st.session_state.get(widget_key), dict):
-        value = st.session_state[widget_key].get(name)
+    dropped once the component is not drawn, e.g. on another page); `then` gets it too."""
+    value = _reported(widget_key, name)
     if value is not None:
         st.session_state[store_key] = value
+        if then is not None:
+            then(value)
 
 
 def window_key(item_id: str) -> str:
@@ -60,10 +69,13 @@ def failed_key(item_id: str) -> str:
 
 
 def reader(series: Series, item_id: str, *, key: str, overlay: dict[str, Any] | None = None,
-           goto: dict[str, int] | None = None, report_slice: bool = False, height: int = 620) -> None:
+           goto: dict[str, int] | None = None, report_slice: bool = False, height: int = 620,
+           on_slice: Callable[[int], None] | None = None) -> None:
     """Mount the reader for a series. The window chosen is remembered per series for this session
-    (`window_key`); with `report_slice` the slice the user is on is kept under `slice_key`; a
-    browser that cannot hold the series reports why under `failed_key`."""
+    (`window_key`); with `report_slice` the slice the user is on (display index in the native plane)
+    is kept under `slice_key` and handed to `on_slice` (a callback: before the rerun); `goto` moves
+    the reader to {'slice'} when it differs from what the reader last reported. A browser that
+    cannot hold the series reports why under `failed_key`."""
     token = volumes.publish(series)
     meta = volumes.lookup(token)
     if meta is None:
@@ -78,7 +90,7 @@ def reader(series: Series, item_id: str, *, key: str, overlay: dict[str, Any] | 
         "height": height,
     }
     _COMPONENT(key=key, data=data, height="content",
-               on_slice_change=lambda: _remember(slice_key(item_id), key, "slice"),
+               on_slice_change=lambda: _remember(slice_key(item_id), key, "slice", on_slice),
                on_window_change=lambda: _remember(window_key(item_id), key, "window"),
                on_failed_change=lambda: _remember(failed_key(item_id), key, "failed"))
 
