@@ -171,3 +171,55 @@ def test_real_ct_scrolls_twenty_slices_in_the_browser(app_url, page, artifacts):
     c, r, d = (int(v) for v in readout.get_attribute("data-voxel").split(","))
     assert float(readout.get_attribute("data-value")) == float(s.pixels[display_order(s)[d], r, c])
     page.screenshot(path=str(artifacts / "reader-real-ct.png"))
+
+
+def _choose(page, label: str, option: str) -> None:
+    """Pick `option` in the Streamlit selectbox labelled `label` (reopened if a rerun closes the list)."""
+    for attempt in range(3):
+        box = page.get_by_role("combobox", name=label, exact=True)
+        box.scroll_into_view_if_needed(timeout=60_000)
+        box.click()
+        try:
+            page.get_by_role("option").filter(has_text=option).first.click(timeout=10_000)
+            return
+        except Exception:
+            if attempt == 2:
+                raise
+
+
+def test_diagnose_overlay_styles_in_the_browser_and_a_method_switch_sends_only_the_overlay(app_url, page, marked,
+                                                                                           artifacts):
+    files, s = marked
+    sent: list[str] = []
+    chunks: list[str] = []
+    page.on("websocket", lambda ws: ws.on("framesent", lambda f: sent.append(str(f)[:40])))
+    page.on("request", lambda r: chunks.append(r.url) if "/medui/volume/" in r.url else None)
+    open_reader(page, app_url, files)
+    page.get_by_role("link", name="Diagnose").click()
+    page.get_by_text("Study score = highest slice score").wait_for(timeout=300_000)
+    page.get_by_test_id("reader-overlay-title").filter(has_text="Grad-CAM").first.wait_for(timeout=120_000)
+    page.locator("[data-testid=reader-loading][data-done='1']").wait_for(timeout=60_000)
+    peak = page.get_by_test_id("reader-slice").first.inner_text()
+    caption = page.get_by_text(" · score ").first.inner_text()
+    assert caption.startswith(peak)  # the reader opens on the slider's slice (the peak)
+    page.wait_for_timeout(1500)
+    before, n_chunks = digest(page), len(chunks)
+    sent.clear()
+    page.get_by_test_id("reader-overlay-opacity").first.evaluate(
+        "e => { e.value = '1'; e.dispatchEvent(new Event('input', { bubbles: true })) }")
+    page.get_by_test_id("reader-overlay-colormap").first.select_option("hot")
+    page.wait_for_timeout(1500)
+    assert digest(page) != before, "opacity and colour map change the picture"
+    assert not sent, f"an overlay style change reran the script: {sent}"
+    # another method: one new overlay, the image is not sent again
+    _choose(page, "Saliency on the image", "Grad-CAM++")
+    page.get_by_test_id("reader-overlay-title").filter(has_text="Grad-CAM++").first.wait_for(timeout=120_000)
+    assert len(chunks) == n_chunks, "the series was fetched again"
+    # scrolling the reader moves the page's slice (debounced): the score caption follows
+    stage = page.locator("[data-testid=reader] .stage").first
+    stage.focus()
+    stage.press("Home")
+    page.get_by_text("slice 1/16 · z").filter(has_text="score").first.wait_for(timeout=60_000)
+    assert slice_label(s, 0) in page.get_by_text(" · score ").first.inner_text()
+    page.screenshot(path=str(artifacts / "reader-diagnose.png"), full_page=True)
+    assert "Traceback" not in page.content()
