@@ -439,6 +439,7 @@ class Reader {
     this.sliceText_.textContent = t.slice
     this.posText.textContent = t.pos
     this.box.dataset.slice = String(this.active.sliceIndex() + 1)
+    if (!this.box.dataset.firstImage && this.vol.sliceLoaded(this.cur[2])) this.box.dataset.firstImage = '1'
     this.box.dispatchEvent(new CustomEvent('reader-drawn', { bubbles: true, composed: true,
       detail: { t: performance.now(), slice: t.slice } }))
   }
