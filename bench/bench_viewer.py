@@ -65,6 +65,10 @@ def _port() -> int:
         return int(s.getsockname()[1])
 
 
+def _log(*what: object) -> None:
+    print(time.strftime("%H:%M:%S"), *what, file=sys.stderr, flush=True)
+
+
 def _stats(values: list[float]) -> dict[str, float]:
     if not values:
         return {"n": 0}
@@ -80,9 +84,12 @@ class Bytes:
     def __init__(self, page: Any) -> None:
         self.http = 0
         self.ws = 0
+        self.voxels = 0  # of which the reader's /medui/volume/ chunks
+        self.urls: dict[str, str] = {}
         self.cdp = page.context.new_cdp_session(page)
         self.cdp.send("Network.enable")
-        self.cdp.on("Network.loadingFinished", lambda e: self._add("http", e.get("encodedDataLength", 0)))
+        self.cdp.on("Network.requestWillBeSent", lambda e: self.urls.__setitem__(e["requestId"], e["request"]["url"]))
+        self.cdp.on("Network.loadingFinished", self._finished)
         self.cdp.on("Network.webSocketFrameReceived", lambda e: self._add("ws", self._frame(e)))
 
     @staticmethod
@@ -91,11 +98,17 @@ class Bytes:
         data = r.get("payloadData", "")
         return len(data) * 3 // 4 if r.get("opcode") == 2 else len(data.encode())
 
+    def _finished(self, e: dict[str, Any]) -> None:
+        n = int(e.get("encodedDataLength", 0))
+        self.http += n
+        if "/medui/volume/" in self.urls.get(e["requestId"], ""):
+            self.voxels += n
+
     def _add(self, what: str, n: int) -> None:
         setattr(self, what, getattr(self, what) + int(n))
 
     def reset(self) -> None:
-        self.http = self.ws = 0
+        self.http = self.ws = self.voxels = 0
 
     @property
     def total(self) -> int:
@@ -124,6 +137,7 @@ def _upload(page: Any, url: str, files: list[str], ready: str, meter: Bytes) -> 
     page.locator("input[type=file]").first.set_input_files(files)
     page.locator(ready).first.wait_for(timeout=300_000)
     first = time.perf_counter() - t0
+    _log("first image after", round(first, 2), "s")
     return first, meter.http, meter.ws
 
 
@@ -136,6 +150,7 @@ def classic(page: Any, url: str, files: list[str], steps: int, meter: Bytes) -> 
     meter.reset()
     slice_lat = _steps(page, steps, lambda: page.keyboard.press("ArrowRight"))
     per_step = meter.total / steps
+    _log("classic slice steps done")
     level = page.locator('[data-testid="stSlider"]').filter(has_text="Window level").get_by_role("slider")
     level.focus()
     window_lat = _steps(page, steps, lambda: page.keyboard.press("ArrowRight"))
@@ -146,10 +161,9 @@ def classic(page: Any, url: str, files: list[str], steps: int, meter: Bytes) -> 
 def reader(page: Any, url: str, files: list[str], steps: int, meter: Bytes) -> dict[str, Any]:
     first, _, _ = _upload(page, url, files, "[data-testid=reader][data-first-image='1']", meter)
     page.locator("[data-testid=reader-loading][data-done='1']").wait_for(timeout=300_000)
-    all_loaded = meter.total
-    voxels = int(page.evaluate("() => performance.getEntriesByType('resource').filter(e => "
-                               "e.name.includes('/medui/volume/')).reduce((s, e) => s + e.encodedBodySize, 0)"))
+    _log("reader: all slices in the browser")
     page.wait_for_timeout(1000)
+    all_loaded, voxels = meter.total, meter.voxels
     page.evaluate(HOOK_READER)
     box = page.locator("[data-testid=reader] .stage").first.bounding_box()
     cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 3
@@ -162,6 +176,7 @@ def reader(page: Any, url: str, files: list[str], steps: int, meter: Bytes) -> d
 
     slice_lat = _steps(page, steps, wheel)
     per_step = meter.total / steps
+    _log("reader slice steps done")
     page.mouse.down()
     pos = [cx, cy]
 
@@ -178,11 +193,16 @@ def reader(page: Any, url: str, files: list[str], steps: int, meter: Bytes) -> d
             "window_drag_updates_per_s_end_to_end": round(drag_rate, 1)}
 
 
-def overlay(page: Any, steps: int) -> dict[str, Any]:
-    """Diagnose on the same session: an overlay opacity change in the reader."""
-    page.get_by_role("link", name="Diagnose").click()
+def overlay(page: Any, url: str, image: str, steps: int) -> dict[str, Any]:
+    """Diagnose: an overlay opacity change in the reader. On a 512 x 512 phantom radiograph with a
+    lesion: the demo model's saliency maps are flat (nothing to overlay) on the real CT."""
+    page.goto(url + "/diagnose", wait_until="networkidle")
+    page.get_by_text("Upload DICOM files, a folder").wait_for(timeout=60_000)
+    page.locator("input[type=file]").first.set_input_files([image])
+    _log("Diagnose: scoring")
     page.get_by_test_id("reader-overlay-title").first.wait_for(timeout=600_000)
     page.locator("[data-testid=reader-loading][data-done='1']").wait_for(timeout=300_000)
+    _log("Diagnose: overlay shown")
     page.wait_for_timeout(1500)
     page.evaluate(PROBES)
     page.evaluate(HOOK_READER)
@@ -194,7 +214,7 @@ def overlay(page: Any, steps: int) -> dict[str, Any]:
         knob.evaluate("(e, v) => { e.value = String(v); "
                       "e.dispatchEvent(new Event('input', { bubbles: true, composed: true })) }", value[0])
 
-    return {"opacity_change": _stats(_steps(page, steps, change))}
+    return {"opacity_change": _stats(_steps(page, steps, change)), "overlay_series": "512 x 512 phantom radiograph"}
 
 
 def main() -> None:
@@ -215,6 +235,10 @@ def main() -> None:
         files = [str(p) for p in write_series(tmp / "ct", phantom_volume(255, rows=512, cols=512, seed=1))]
         source = "generated 255 x 512 x 512"
     s = load(files).series[0]
+    from medui.synthetic.phantoms import make_phantom, write_png
+
+    phantom = str(tmp / "phantom.png")
+    write_png(make_phantom(3, size=512, lesion=True), Path(phantom))
     int16 = np.rint(s.pixels).astype("<i2").tobytes()
     reference = len(zlib.compress(int16))
     port = _port()
@@ -245,9 +269,10 @@ def main() -> None:
                 page = ctx.new_page()
                 meter = Bytes(page)
                 out[name] = run(page, url, files, args.steps, meter)
-                if name == "reader":
-                    out[name].update(overlay(page, min(args.steps, 20)))
                 ctx.close()
+            ctx = browser.new_context(viewport={"width": 1440, "height": 900})
+            out["reader"].update(overlay(ctx.new_page(), url, phantom, min(args.steps, 20)))
+            ctx.close()
             browser.close()
     finally:
         server.terminate()
@@ -261,7 +286,7 @@ def main() -> None:
     out["targets_met"] = {
         "slice_step_p95_le_50ms": r["slice_step"]["p95_ms"] <= 50,
         "window_drag_ge_30_per_s": r["window_step"]["per_s"] >= 30,
-        "opacity_change_le_50ms": r["opacity_change"]["p95_ms"] <= 50,
+        "opacity_change_le_50ms": r["opacity_change"].get("p95_ms", 1e9) <= 50,
         "bytes_per_series_le_1_2x_zlib": r["bytes_voxels"] <= 1.2 * reference,
         "zero_bytes_per_slice_step": r["bytes_per_slice_step"] == 0,
     }

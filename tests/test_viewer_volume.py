@@ -137,21 +137,23 @@ def test_image_without_geometry_is_shown_as_stored():
 
 
 def test_a_volume_too_large_for_a_browser_is_subsampled_with_a_note():
-    s = _series("axial-ascending", n=40, rows=256, cols=256)
-    v = volume.describe(s, max_voxels=40 * 128 * 128)
-    assert v.stride == (1, 2, 2) and v.shape == (40, 128, 128)
+    """1,500 slices of 512 x 512 arrive as 750 of 256 x 256 (49 M voxels), with a note that says so."""
+    assert volume._strides((1500, 512, 512), volume.MAX_VOXELS) == (2, 2, 2)
+    assert volume._strides((255, 512, 512), volume.MAX_VOXELS) == (1, 1, 1)  # the real chest CT: whole
+    s = _series("axial-ascending", n=40, rows=512, cols=512)
+    v = volume.describe(s, max_voxels=40 * 256 * 256)
+    assert v.stride == (1, 2, 2) and v.shape == (40, 256, 256)
     assert "subsampled" in v.meta["note"] and "40 of 40 slices" in v.meta["note"]
     np.testing.assert_array_equal(_decode(s, v), s.pixels[display_order(s)][:, ::2, ::2])
     ras = np.asarray(v.meta["affine"])
     np.testing.assert_allclose(np.linalg.norm(ras[:3, :3], axis=0), [1.4, 1.6, 2.5])
-    few = volume.describe(s, max_voxels=10 * 64 * 64)
-    assert few.stride[0] > 1 and few.shape[0] * few.shape[1] * few.shape[2] <= 10 * 64 * 64
+    few = volume.describe(s, max_voxels=10 * 256 * 256)
+    assert few.stride[0] > 1 and few.shape[0] * few.shape[1] * few.shape[2] <= 10 * 256 * 256
 
 
-def test_four_k_radiograph_fits_the_texture_limit():
-    s = Series(pixels=np.zeros((1, 4096, 3000), np.float32), affine=np.eye(4), modality="DX", has_geometry=False)
-    v = volume.describe(s)
-    assert max(v.shape[1:]) <= volume.MAX_TEXTURE and v.meta["note"]
+def test_four_k_radiograph_is_sent_whole_and_a_larger_one_halved():
+    assert volume._strides((1, 4096, 4096), volume.MAX_VOXELS) == (1, 1, 1)
+    assert volume._strides((1, 10000, 9000), volume.MAX_VOXELS) == (1, 2, 2)
 
 
 def test_chunks_cover_the_volume_once_and_refuse_others():

@@ -32,7 +32,7 @@ from medui.reading.display import (
 from medui.series import Series, Window
 
 MAX_VOXELS = 80_000_000  # what one browser tab is asked to hold (160 MB as int16): a 255 x 512 x 512 CT fits
-MAX_TEXTURE = 2048  # WebGL2's guaranteed MAX_3D_TEXTURE_SIZE: no axis may be longer
+MAX_SIDE = 8192  # the longest image side drawn in the browser (a 4k x 4k radiograph is sent whole)
 CHUNK_BYTES = 4 << 20  # about 4 MB of voxels per HTTP chunk (8 slices of a 512 x 512 CT)
 AUTO = "Auto (1st–99th percentile)"
 AUTO_CT = "Auto (5th–95th percentile of the body, above -500 HU)"
@@ -58,15 +58,18 @@ class Volume:
 
 
 def _strides(shape: tuple[int, ...], max_voxels: int) -> tuple[int, int, int]:
+    """Every how-many-th slice, row and column is sent: in-plane as needed for MAX_SIDE, then at most
+    once more (a 512 x 512 CT keeps 256 x 256), then slices, until the volume fits `max_voxels`."""
     n, rows, cols = shape[:3]
     s_in = 1
-    while max(rows, cols) / s_in > MAX_TEXTURE or n * (rows // s_in or 1) * (cols // s_in or 1) > max_voxels:
-        if max(rows, cols) // (s_in * 2) < 64:
-            break
+    while max(rows, cols) > MAX_SIDE * s_in:
         s_in *= 2
-    per_slice = max(1, -(-rows // s_in) * -(-cols // s_in))
-    s_sl = max(1, -(-n // MAX_TEXTURE), -(-n * per_slice // max_voxels))
-    return s_sl, s_in, s_in
+    side = -(-rows // s_in) * -(-cols // s_in)
+    if n * side > max_voxels and min(rows, cols) // (2 * s_in) >= 256:
+        s_in *= 2
+        side = -(-rows // s_in) * -(-cols // s_in)
+    fit = max(1, max_voxels // max(side, 1))  # slices that fit
+    return max(1, -(-n // fit)), s_in, s_in
 
 
 def _encoding(series: Series) -> tuple[str, float]:
@@ -187,7 +190,7 @@ def describe(series: Series, max_voxels: int = MAX_VOXELS) -> Volume:
     if stride != (1, 1, 1):
         note = (f"Shown subsampled in the browser ({'x'.join(map(str, shape[1:]))} of {rows}x{cols} pixels, "
                 f"{shape[0]} of {n} slices): the full series is {n * rows * cols / 1e6:.0f} M voxels, more than a "
-                f"browser tab is asked to hold ({max_voxels / 1e6:.0f} M, at most {MAX_TEXTURE} a side). "
+                f"browser tab is asked to hold ({max_voxels / 1e6:.0f} M, at most {MAX_SIDE} a side). "
                 "Values and positions are read from the shown grid.")
     positions = slice_positions_mm(series) if series.has_geometry else None
     meta: dict[str, Any] = {
