@@ -160,7 +160,8 @@ class Reader {
     this.sliceText_ = el('span', { testid: 'reader-slice' })
     this.posText = el('span', { testid: 'reader-position' })
     this.winText = el('span', { testid: 'reader-window' })
-    status.append(this.planeText, ' · ', this.sliceText_, ' · ', this.posText, ' · ', this.winText)
+    this.posSep = el('span', {}, ' · ')
+    status.append(this.planeText, ' · ', this.sliceText_, this.posSep, this.posText, ' · ', this.winText)
     this.readout = el('p', { class: 'readout', testid: 'reader-readout' }, 'Hover the image for the value and position.')
     this.measureText = el('p', { class: 'readout', testid: 'reader-measure' })
     this.loading = el('p', { class: 'loading', testid: 'reader-loading', 'data-done': '0' }, 'Loading the series…')
@@ -438,6 +439,7 @@ class Reader {
     this.planeText.textContent = this.active.plane.title
     this.sliceText_.textContent = t.slice
     this.posText.textContent = t.pos
+    this.posSep.hidden = !t.pos
     this.box.dataset.slice = String(this.active.sliceIndex() + 1)
     if (!this.box.dataset.firstImage && this.vol.sliceLoaded(this.cur[2])) this.box.dataset.firstImage = '1'
     this.box.dispatchEvent(new CustomEvent('reader-drawn', { bubbles: true, composed: true,
