@@ -223,3 +223,25 @@ def test_diagnose_overlay_styles_in_the_browser_and_a_method_switch_sends_only_t
     assert slice_label(s, 0) in page.get_by_text(" · score ").first.inner_text()
     page.screenshot(path=str(artifacts / "reader-diagnose.png"), full_page=True)
     assert "Traceback" not in page.content()
+
+
+def test_a_4k_radiograph_uses_the_same_reader(app_url, page, tmp_path):
+    """A 4096 x 3072 16-bit PNG (no pixel size): one image, whole, read out in pixels."""
+    import cv2
+
+    ramp = (np.arange(4096)[None, :] * 7 + np.arange(3072)[:, None] * 3) % 60000
+    img = ramp.astype(np.uint16)
+    path = tmp_path / "cxr.png"
+    cv2.imwrite(str(path), img)
+    open_reader(page, app_url, [str(path)])
+    assert status(page).startswith("Image · slice 1/1 · W ")
+    assert not page.get_by_test_id("reader-note").count(), "a 4k image is sent whole"
+    box = stage_box(page)
+    ox, oy, w, h = image_box(page)
+    assert w / h == pytest.approx(4096 / 3072, rel=0.01)  # square pixels: the stored aspect
+    page.mouse.move(box["x"] + ox + w * 0.5, box["y"] + oy + h * 0.25)
+    readout = page.get_by_test_id("reader-readout").first
+    c, r, _ = (int(v) for v in readout.get_attribute("data-voxel").split(","))
+    assert abs(c - 2048) <= 2 and abs(r - 768) <= 2
+    assert float(readout.get_attribute("data-value")) == float(img[r, c])
+    assert "pixel spacing unknown" in readout.inner_text()
