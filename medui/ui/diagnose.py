@@ -15,10 +15,19 @@ from medui.ai.promotion import Status, auc_interval, held_out_auc
 from medui.ai.promotion import default as default_model
 from medui.ai.saliency import METHODS
 from medui.reading.display import slice_axis, slice_label
-from medui.ui import auth, state
+from medui.ui import auth, reader, state
 from medui.ui.markdown import md
 from medui.ui.state import DIAGNOSES, SALIENCY, Loaded
-from medui.usecases.diagnose import Diagnosis, LoadedModel, Style, export_overlay, overlay, saliency, score
+from medui.usecases.diagnose import (
+    FLAT_RANGE,
+    Diagnosis,
+    LoadedModel,
+    Style,
+    export_overlay,
+    overlay,
+    saliency,
+    score,
+)
 from medui.usecases.models import model_warning
 
 MAX_DIAGNOSES = 4  # per session: each keeps its series' model inputs
@@ -240,8 +249,43 @@ def _saliency_cached(dx: Diagnosis, series_id: str, index: int, method: str, cla
     return store[key]
 
 
+def reading_view(dx: Diagnosis, item: Loaded, index: int, class_index: int | None = None) -> None:
+    """The series in the in-browser reader with one saliency map as an overlay (colour map, opacity
+    and contour change in the browser); the reader, the slice slider and the score chart show the
+    same slice: scrolling the reader moves the slider (debounced), the slider or a chart click moves
+    the reader. Switching method sends one new overlay, never the image again."""
+    if reader.classic_requested():
+        return
+    method = str(st.selectbox("Saliency on the image", list(METHODS), format_func=METHODS.__getitem__,
+                              key="dx.overlay-method", help="Opacity, colour map and contour are set beside the "
+                              "image and change in the browser."))
+    cls = dx.predicted_class if class_index is None else class_index
+    data = None
+    try:
+        sal = _saliency_cached(dx, item.id, index, method, cls)
+    except Exception as exc:  # the image is still worth reading without its overlay
+        st.error(f"{METHODS.get(method, method)} failed on {slice_label(dx.series, index)} "
+                 f"({type(exc).__name__}: {exc})", icon=":material/error:")
+    else:
+        name = dx.class_names[cls]
+        if sal.size == 0 or float(np.ptp(sal)) < FLAT_RANGE:
+            st.info(f"{METHODS[method]}: the model's evidence for '{name}' is flat on this image (the map is empty or "
+                    "constant): nothing to show. Try another method or class.", icon=":material/visibility_off:")
+        else:
+            data = reader.overlay_data(sal, index, key=f"{dx.model.entry.id}:{method}:{cls}:{index}",
+                                       title=f"{METHODS[method]} · {name} · {slice_label(dx.series, index)}")
+    slider_key = f"dx.slice.{item.id}"
+
+    def follow(display_index: int) -> None:  # the reader scrolled: the slider (the one current slice) follows
+        if dx.slice_scores and 0 <= int(display_index) < len(dx.slice_scores):
+            st.session_state[slider_key] = int(display_index) + 1
+
+    reader.reader(item.series, item.id, key=f"dx.reader.{item.id}", overlay=data, height=480, store_key=item.key,
+                  goto={"slice": index, "nonce": index}, report_slice=bool(dx.slice_scores), on_slice=follow)
+
+
 def overlays(dx: Diagnosis, index: int, series_id: str, class_index: int | None = None) -> None:
-    """Side-by-side overlays of the chosen methods; display settings never recompute a map."""
+    """Side-by-side overlays of the chosen methods (PNGs to download); display settings never recompute a map."""
     c1, c2, c3, c4 = st.columns([2, 1, 1, 1])
     methods: list[str] = c1.multiselect("Saliency methods (side by side)", list(METHODS), default=["gradcam"],
                                         format_func=lambda m: METHODS[m], key="dx.methods")
