@@ -26,6 +26,8 @@ if state.loaded():
 else:  # nothing to score yet: the uploader is the page, not something to unfold
     st.subheader("Add scans")
     viewer.upload_panel()
+    if state.loaded():  # a sample was just loaded: fold the uploader away, as the Viewer does
+        st.rerun()
 viewer.problems_panel()
 items = state.loaded()
 if not items:
