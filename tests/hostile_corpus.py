@@ -573,11 +573,13 @@ def cases() -> list[Case]:
     return [case for gen in GENERATORS for case in gen()]
 
 
-def build(folder: Path) -> list[tuple[Case, Path]]:
-    """Write every case into `folder` (one file each); returns (case, path) pairs."""
+def build(folder: Path, chosen: list[Case] | None = None) -> list[tuple[Case, Path]]:
+    """Write every case (or the `chosen` ones: pass the list a test was parametrized with, since
+    truncation offsets, and so names, depend on the random UIDs of each generation) into `folder`
+    (one file each); returns (case, path) pairs."""
     folder.mkdir(parents=True, exist_ok=True)
     out = []
-    for case in cases():
+    for case in cases() if chosen is None else chosen:
         path = folder / case.name
         path.write_bytes(case.data)
         out.append((case, path))

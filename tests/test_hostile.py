@@ -33,7 +33,7 @@ def _limits() -> Limits:
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory) -> dict[str, Path]:
     folder = tmp_path_factory.mktemp("hostile")
-    return {case.name: path for case, path in build(folder)}
+    return {case.name: path for case, path in build(folder, CASES)}
 
 
 @pytest.fixture(scope="module")
