@@ -8,9 +8,12 @@ import logging
 import sys
 from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from medui.errors import MedUIError
+
+if TYPE_CHECKING:
+    from medui.pacs.model import Node
 
 
 def _quiet() -> None:
@@ -32,14 +35,23 @@ def _fail(exc: MedUIError, as_json: bool) -> int:
     return 2
 
 
-def _cmd_echo(args: argparse.Namespace) -> int:
+def _node(args: argparse.Namespace) -> Node | int:
+    """The node `--node` names (quietly), or the exit code after saying why it cannot be used."""
     from medui.usecases import pacs
 
     _quiet()
     try:
-        node = pacs.node(args.node)
+        return pacs.node(args.node)
     except MedUIError as exc:
         return _fail(exc, args.json)
+
+
+def _cmd_echo(args: argparse.Namespace) -> int:
+    from medui.usecases import pacs
+
+    node = _node(args)
+    if isinstance(node, int):
+        return node
     checks = pacs.echo(node)
     if args.json:
         print(json.dumps({"node": node.name, "checks": [{"protocol": p, "ok": ok, "message": m}
@@ -86,11 +98,9 @@ def _cmd_search(args: argparse.Namespace) -> int:
 def _cmd_get(args: argparse.Namespace) -> int:
     from medui.usecases import pacs
 
-    _quiet()
-    try:
-        node = pacs.node(args.node)
-    except MedUIError as exc:
-        return _fail(exc, args.json)
+    node = _node(args)
+    if isinstance(node, int):
+        return node
     got = pacs.retrieve(node, args.study, args.series, using=args.protocol)
     doc: dict[str, Any] = {"node": node.name, "retrieved": len(got.items), "seconds": round(got.seconds, 3),
                            "complete": got.complete, "error": got.error}
