@@ -159,12 +159,12 @@ class Job:
             st = {"state": "queued"}
         pid, start = (st.get("pid"), st.get("pid_start")) if st.get("pid") else self._launcher_pid()
         if st.get("state") not in TERMINAL and pid and not _alive(int(pid), start):
-            st = {**st, "state": "failed", "error": "the training process ended unexpectedly (killed or crashed); "
+            st = {**st, "state": "failed", "error": "the job's process ended unexpectedly (killed or crashed); "
                                                    "see the log. Registered models are untouched."}
             self._save_status(st)
         elif st.get("state") == "queued" and not pid and time.time() - self.created > NEVER_STARTED_S:
             st = {**st, "state": "failed", "error": "the job was created but its process never started (the "
-                                                   "server stopped?); start the training again"}
+                                                   "server stopped?); start it again"}
             self._save_status(st)
         return st
 
@@ -262,14 +262,15 @@ def _check_names(params: dict[str, Any], prefix: str) -> None:
         raise TrainingError(f"the new model's name: {exc}") from exc
 
 
-def launch(job: Job) -> Job:
-    """Run `python -m medui train-job FOLDER` on a created job, in its own session (survives the page)."""
+def launch(job: Job, command: str = "train-job") -> Job:
+    """Run `python -m medui COMMAND FOLDER` (`train-job`, `batch-job`) on a created job, in its own session
+    (survives the page)."""
     from medui.ai.device import job_env
 
     env = job_env(os.environ)  # no GPU: no CUDA probing, no 'failed call to cuInit' in the log
     try:
         with open(job.path / "log.txt", "ab") as log:
-            proc = subprocess.Popen([sys.executable, "-m", "medui", "train-job", str(job.path)], cwd=ROOT, env=env,
+            proc = subprocess.Popen([sys.executable, "-m", "medui", command, str(job.path)], cwd=ROOT, env=env,
                                     stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                     start_new_session=True)
         # the process writes its own status; never race it
