@@ -91,10 +91,32 @@ def installation_salt(root: Path | None = None) -> bytes:
 
 
 def write_json(path: Path, data: Any) -> None:
-    """Atomic write: a reader never sees half a file."""
+    """Atomic write: a reader never sees half a file. A training job's status.json is also recorded in
+    MedUI's database (`record_status`)."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps(data, indent=2, default=str))
     os.replace(tmp, path)
+    if path.name == "status.json" and isinstance(data, dict):
+        record_status(path.parent, data)
+
+
+BATCH_PREFIX = "batch-"  # batch scoring jobs (medui.usecases.batch) record their own, fuller rows
+
+
+def record_status(job_dir: Path, st: dict[str, Any]) -> None:
+    """A training job's state, message and ETA in MedUI's database (table `jobs`), so every page and
+    server process sees the same state; the job folder stays the job's own record. A database that cannot
+    be written does not stop or fail the job."""
+    if job_dir.name.startswith(BATCH_PREFIX):
+        return
+    from medui.db import worklist as store
+    from medui.errors import MedUIError
+
+    eta = st.get("eta_s")
+    with contextlib.suppress(MedUIError):
+        store.save_job(job_dir.name, "train", state=str(st.get("state", "queued"))[:16],
+                       message=str(st.get("error") or st.get("message") or "")[:2000],
+                       eta_s=float(eta) if isinstance(eta, (int, float)) else None)
 
 
 def process_start(pid: int) -> str | None:

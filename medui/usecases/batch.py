@@ -27,7 +27,7 @@ from medui.training import jobs
 from medui.usecases.batch_sources import describe
 
 KIND = "batch"
-PREFIX = "batch-"
+PREFIX = jobs.BATCH_PREFIX
 COMMAND = "batch-job"
 
 

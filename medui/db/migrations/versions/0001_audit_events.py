@@ -19,6 +19,9 @@ TRIGGERS = tuple(
     f"CREATE TRIGGER IF NOT EXISTS audit_events_no_{verb.lower()} BEFORE {verb} ON audit_events "
     "BEGIN SELECT RAISE(ABORT, 'audit rows are append-only'); END" for verb in ("UPDATE", "DELETE"))
 
+PG_FUNCTION = ("CREATE OR REPLACE FUNCTION medui_audit_append_only() RETURNS trigger LANGUAGE plpgsql AS "
+               "$$ BEGIN RAISE EXCEPTION 'audit rows are append-only'; END $$")
+
 
 def upgrade() -> None:
     bind = op.get_bind()
@@ -40,6 +43,11 @@ def upgrade() -> None:
     if bind.dialect.name == "sqlite":
         for ddl in TRIGGERS:
             op.execute(ddl)
+    elif bind.dialect.name == "postgresql":
+        op.execute(PG_FUNCTION)
+        op.execute("DROP TRIGGER IF EXISTS audit_events_append_only ON audit_events")
+        op.execute("CREATE TRIGGER audit_events_append_only BEFORE UPDATE OR DELETE OR TRUNCATE ON audit_events "
+                   "FOR EACH STATEMENT EXECUTE FUNCTION medui_audit_append_only()")
 
 
 def downgrade() -> None:
