@@ -155,8 +155,37 @@ def state_of(job: jobs.Job) -> dict[str, Any]:
     return out
 
 
+def study_inputs(job_id: str, study_uid: str, actor: Actor | None = None) -> list[Any]:
+    """What to open a worklist study from, for the one loader: its files in the job's folder, or its
+    instances retrieved from the job's PACS. Needs the 'worklist' permission."""
+    from medui.usecases.batch_sources import source_from
+
+    require(current(actor), "worklist", "opening a worklist study")
+    return source_from(find_job(job_id).params()).inputs(study_uid)
+
+
+def rescore(job_id: str, model: str, actor: Actor | None = None, launch: bool = True) -> jobs.Job:
+    """A new job over the same source with another model: the worklist shows both scores side by side."""
+    old = find_job(job_id).params()
+    src = dict(old["source"])
+    if src.get("kind") == "folder":
+        request = BatchRequest(model=model, folder=str(src["path"]), limit=int(old.get("limit") or 200))
+    else:
+        request = BatchRequest(model=model, node=str(src.get("node", "")), modality=str(src.get("modality", "")),
+                               accession=str(src.get("accession", "")), limit=int(old.get("limit") or 200),
+                               date_from=date.fromisoformat(src["date_from"]) if src.get("date_from") else None,
+                               date_to=date.fromisoformat(src["date_to"]) if src.get("date_to") else None)
+    return start(request, actor, launch)
+
+
 def list_batch_jobs() -> list[jobs.Job]:
+    """The batch jobs, newest first."""
     return [j for j in jobs.list_jobs() if j.id.startswith(PREFIX)]
+
+
+def any_running() -> bool:
+    """Whether a batch job is queued or running (the Worklist page refreshes itself while one is)."""
+    return any(j.status().get("state") not in jobs.TERMINAL for j in list_batch_jobs())
 
 
 @dataclass(frozen=True)

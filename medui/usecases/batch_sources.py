@@ -32,6 +32,8 @@ TAGS = ["StudyInstanceUID", "SeriesInstanceUID", "AccessionNumber", "Modality", 
 class Source(Protocol):
     def studies(self) -> list[StudyKey]: ...
 
+    def inputs(self, study_uid: str) -> list[Any]: ...
+
     def fetch(self, key: StudyKey) -> LoadResult: ...
 
 
@@ -95,8 +97,15 @@ class FolderSource:
             raise BatchError(f"the batch source {self.path} holds no files MedUI can read; choose a folder of studies")
         return [self._keys[uid] for uid in groups]
 
+    def inputs(self, study_uid: str) -> list[Any]:
+        """The study's files, for the one loader (a study no longer in the folder: BatchError)."""
+        found = self._group().get(study_uid)
+        if not found:
+            raise BatchError(f"study {study_uid} is no longer in {self.path}; it was moved or deleted")
+        return list(found)
+
     def fetch(self, key: StudyKey) -> LoadResult:
-        return load(self._group()[key.study_uid])
+        return load(self.inputs(key.study_uid))
 
 
 @dataclass
@@ -134,13 +143,17 @@ class PacsSource:
                 break
         return keys[:self.limit]
 
-    def fetch(self, key: StudyKey) -> LoadResult:
+    def inputs(self, study_uid: str) -> list[Any]:
+        """The study's instances as (name, bytes), retrieved from the PACS."""
         from medui.usecases import pacs
 
-        got = pacs.retrieve(self._node(), key.study_uid, using=self.using)
+        got = pacs.retrieve(self._node(), study_uid, using=self.using)
         if got.error and not got.items:
-            raise BatchError(f"the PACS could not give study {key.study_uid}: {got.error}")
-        return pacs.load_retrieved(got)
+            raise BatchError(f"the PACS could not give study {study_uid}: {got.error}")
+        return list(got.items)
+
+    def fetch(self, key: StudyKey) -> LoadResult:
+        return load(self.inputs(key.study_uid))
 
 
 def source_from(params: dict[str, Any]) -> Source:
