@@ -46,6 +46,7 @@ def shown(url: str) -> str:
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cur = dbapi_connection.cursor()
     cur.execute("PRAGMA journal_mode=WAL")  # the server, jobs and the CLI write at once
+    cur.execute("PRAGMA synchronous=NORMAL")  # WAL: a killed process loses nothing committed; no fsync per commit
     cur.execute("PRAGMA busy_timeout=30000")
     cur.close()
 

@@ -65,6 +65,7 @@ def score_study(model: LoadedModel, key: StudyKey, loaded: LoadResult | str) -> 
 
 
 PAUSE_VARIABLE = "MEDUI_TEST_PAUSE_AT"
+PROGRESS_S = 0.5  # seconds between progress updates of the job's row and status.json
 
 
 def _pause_point(job: jobs.Job, written: int) -> None:
@@ -115,7 +116,7 @@ def _run(job: jobs.Job) -> int:
     counts = store.counts(job.id)
     store.save_job(job.id, KIND, total=total, done=counts[SCORED], failed=0)
     print(f"{total} studies, {len(done_before)} already scored, {len(todo)} to do with {model.entry.id}", flush=True)
-    started, n, failed, cancelled = time.perf_counter(), 0, 0, False
+    started, n, failed, cancelled, shown = time.perf_counter(), 0, 0, False, 0.0
     for key, loaded in prefetched(source, todo):
         if job.cancel_requested:
             cancelled = True
@@ -129,14 +130,17 @@ def _run(job: jobs.Job) -> int:
         print(f"[{n}/{len(todo)}] {outcome.status} {key.study_uid}"
               + (f" score {outcome.score:.4f}" if outcome.score is not None else f": {outcome.reason[:200]}"),
               flush=True)
-        store.save_job(job.id, KIND, done=len(done_before) + n - failed, failed=failed, eta_s=eta)
-        _status(job, progress={"done": len(done_before) + n, "total": total}, eta_s=eta)
+        if time.perf_counter() - shown > PROGRESS_S or n == len(todo):  # each result is written at once (above),
+            shown = time.perf_counter()  # the progress and ETA at most every PROGRESS_S
+            store.save_job(job.id, KIND, done=len(done_before) + n - failed, failed=failed, eta_s=eta)
+            _status(job, progress={"done": len(done_before) + n, "total": total}, eta_s=eta)
         _pause_point(job, n)
     cancelled = cancelled or job.cancel_requested and n < len(todo)
     state = "cancelled" if cancelled else "done"
-    message = f"{n} studies processed in {time.perf_counter() - started:.1f} s, {failed} failed"
+    seconds = time.perf_counter() - started
+    message = f"{n} studies processed in {seconds:.1f} s, {failed} failed"
     print(f"{state}: {message}", flush=True)
-    _status(job, state=state, eta_s=None, message=message)
+    _status(job, state=state, eta_s=None, message=message, seconds=round(seconds, 3), processed=n)
     store.save_job(job.id, KIND, state=state, eta_s=None, message=message)
     sys.stdout.flush()
     return 2 if cancelled else 0
