@@ -156,3 +156,27 @@ def test_a_source_outside_the_data_roots_is_refused(tmp_path_factory):
 
     with pytest.raises(ServerFolderError, match="outside the folders"):
         batch.start(BatchRequest(model=DEMO_MODEL, folder=str(tmp_path_factory.getbasetemp().parent)), launch=False)
+
+
+def test_a_pacs_batch_sends_the_results_of_flagged_studies_back(orthanc, isolated, tmp_path, monkeypatch):
+    from medui.pacs.model import StudyQuery
+    from medui.usecases import pacs
+    from medui.usecases.batch_run import run
+    from tests.batch_data import cr_study
+
+    node = Node("default", WebPeer(orthanc.dicomweb))
+    orthanc.clear()
+    paths = [p for k in range(4) for p in cr_study(tmp_path / "send", k)]  # lesions in studies 1 and 3
+    dicomweb.store(node, [pydicom.dcmread(p) for p in paths])
+    monkeypatch.setenv("MEDUI_DICOMWEB_URL", orthanc.dicomweb)
+    with pytest.raises(Exception, match="needs a PACS source"):
+        batch.start(BatchRequest(model=DEMO_MODEL, folder=str(tmp_path / "send"), send=True), launch=False)
+    job = batch.start(BatchRequest(model=DEMO_MODEL, node="default", send=True), launch=False)
+    assert run(job.path) == 0
+    rows = store.studies([job.id])
+    flagged = {r.study_uid for r in rows if r.flagged}
+    assert flagged and len(flagged) < 4
+    assert f"results of {len(flagged)} flagged studies sent" in batch.state_of(job)["message"]
+    for study in pacs.search(node, StudyQuery()).items:
+        modalities = sorted(s.modality for s in pacs.series(node, study.uid))
+        assert modalities == (["CR", "DOC", "OT", "SEG", "SR"] if study.uid in flagged else ["CR"]), modalities

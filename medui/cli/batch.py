@@ -17,7 +17,7 @@ def _request(args: argparse.Namespace) -> Any:
     from medui.usecases.batch import BatchRequest
 
     source: str = args.source
-    common = {"model": args.model, "limit": args.limit}
+    common = {"model": args.model, "limit": args.limit, "send": args.send}
     if source == "pacs" or source.startswith("pacs:"):
         return BatchRequest(node=source.partition(":")[2], modality=args.modality or "", accession=args.accession or "",
                             date_from=date.fromisoformat(args.date_from) if args.date_from else None,
@@ -126,6 +126,7 @@ def add_commands(sub: Any) -> None:
     b.add_argument("--from", dest="date_from", metavar="YYYY-MM-DD", help="PACS: studies from this date")
     b.add_argument("--to", dest="date_to", metavar="YYYY-MM-DD", help="PACS: studies until this date")
     b.add_argument("--accession", help="PACS: accession number (wildcards * ?)")
+    b.add_argument("--send", action="store_true", help="PACS: send the SR/SEG/SC/PDF of flagged studies back")
     b.add_argument("--detach", action="store_true", help="return once the job has started")
     b.add_argument("--list", action="store_true", help="list batch jobs")
     b.add_argument("--cancel", metavar="JOB", help="stop a running job after its current study")

@@ -39,13 +39,15 @@ def start_panel(who: Actor) -> None:
         c5, c6 = st.columns([3, 1])
         model = c5.selectbox("Model", models, key="worklist.model")
         limit = int(c6.number_input("At most (studies)", 1, 5000, 200, key="worklist.limit"))
+        send = st.checkbox("Send the results (SR, SEG, SC, PDF) of flagged studies back to the PACS",
+                           key="worklist.send", help="PACS queries only; needs the send-result permission")
         if not st.form_submit_button("Start scoring", icon=":material/play_arrow:"):
             return
     pacs = kind == "PACS query"
     request = batch.BatchRequest(model=str(model), folder="" if pacs else folder, limit=limit,
                                  modality=str(modality or "") if pacs else "", accession=accession if pacs else "",
                                  date_from=since if pacs and isinstance(since, date) else None,
-                                 date_to=until if pacs and isinstance(until, date) else None)
+                                 date_to=until if pacs and isinstance(until, date) else None, send=bool(send) and pacs)
     try:
         job = batch.start(request, who)
     except NotAllowedError as exc:

@@ -77,6 +77,10 @@ def start(request: BatchRequest, actor: Actor | None = None, launch: bool = True
         require(who, "worklist", "starting a batch scoring job")
         if request.limit < 1:
             raise BatchError(f"the study limit is {request.limit}; expected at least 1")
+        if request.send:
+            if request.folder:
+                raise BatchError("sending results back needs a PACS source; a folder's studies have no PACS to go to")
+            require(who, "send-result", "sending the results of flagged studies to the PACS")
         params = {"kind": KIND, "model": _model_id(request.model), "source": request.source(),
                   "limit": request.limit, "send": request.send}
         job = _create(params, who)

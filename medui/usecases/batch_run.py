@@ -21,7 +21,7 @@ from medui.errors import MedUIError
 from medui.io.loader import LoadResult
 from medui.training import jobs
 from medui.usecases.batch import KIND
-from medui.usecases.batch_sources import prefetched, source_from
+from medui.usecases.batch_sources import PacsSource, prefetched, source_from
 from medui.usecases.diagnose import LoadedModel, load_model
 
 
@@ -81,6 +81,25 @@ def _pause_point(job: jobs.Job, written: int) -> None:
         time.sleep(0.05)
 
 
+def _send_results(source: PacsSource, model: LoadedModel, outcome: Outcome) -> int:
+    """Build the SR/SEG/SC/PDF of a flagged study's scored series and store them on the source's PACS;
+    1 when sent, 0 (and a log line) when they could not be."""
+    from medui.usecases import results
+
+    uid = outcome.key.study_uid
+    try:
+        scored, _ = results.report(source.inputs(uid), model)
+        made = next((s for s in scored if s.series.uid == outcome.key.series_uid), scored[0] if scored else None)
+        if made is None or made.results is None:
+            raise MedUIError(made.error if made else "no series to report on")
+        results.send(made.results, source.node_obj(), source.using)
+    except MedUIError as exc:
+        print(f"results of {uid} not sent: {exc}", flush=True)
+        return 0
+    print(f"results of {uid} sent to the PACS", flush=True)
+    return 1
+
+
 def _status(job: jobs.Job, **values: Any) -> None:
     try:
         st = {**job.status(), **values}
@@ -116,13 +135,15 @@ def _run(job: jobs.Job) -> int:
     counts = store.counts(job.id)
     store.save_job(job.id, KIND, total=total, done=counts[SCORED], failed=0)
     print(f"{total} studies, {len(done_before)} already scored, {len(todo)} to do with {model.entry.id}", flush=True)
-    started, n, failed, cancelled, shown = time.perf_counter(), 0, 0, False, 0.0
+    started, n, failed, cancelled, shown, sent = time.perf_counter(), 0, 0, False, 0.0, 0
     for key, loaded in prefetched(source, todo):
         if job.cancel_requested:
             cancelled = True
             break
         outcome = score_study(model, key, loaded)
         store.write(job.id, outcome)
+        if params.get("send") and outcome.flagged and isinstance(source, PacsSource):
+            sent += _send_results(source, model, outcome)
         n += 1
         failed += outcome.status == FAILED
         rate = (time.perf_counter() - started) / n
@@ -139,6 +160,8 @@ def _run(job: jobs.Job) -> int:
     state = "cancelled" if cancelled else "done"
     seconds = time.perf_counter() - started
     message = f"{n} studies processed in {seconds:.1f} s, {failed} failed"
+    if params.get("send"):
+        message += f", results of {sent} flagged studies sent to the PACS"
     print(f"{state}: {message}", flush=True)
     _status(job, state=state, eta_s=None, message=message, seconds=round(seconds, 3), processed=n)
     store.save_job(job.id, KIND, state=state, eta_s=None, message=message)

@@ -23,7 +23,7 @@ from medui.db.worklist import StudyKey
 from medui.errors import BatchError, MedUIError
 from medui.io.loader import LoadResult, load
 from medui.io.sources import SourceFile, expand, is_zip
-from medui.pacs.model import PAGE_SIZE, StudyQuery
+from medui.pacs.model import PAGE_SIZE, Node, StudyQuery
 from medui.training.folders import list_inputs
 
 TAGS = ["StudyInstanceUID", "SeriesInstanceUID", "AccessionNumber", "Modality", "StudyDate"]
@@ -120,10 +120,14 @@ class PacsSource:
     limit: int = 200
     using: str | None = None
 
-    def _node(self) -> Any:
+    def node_obj(self) -> Node:
+        """The configured PACS node this source queries."""
         from medui.usecases import pacs
 
         return pacs.node(self.node or None)
+
+    def _node(self) -> Node:
+        return self.node_obj()
 
     def studies(self) -> list[StudyKey]:
         from medui.usecases import pacs
