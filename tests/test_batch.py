@@ -180,3 +180,28 @@ def test_a_pacs_batch_sends_the_results_of_flagged_studies_back(orthanc, isolate
     for study in pacs.search(node, StudyQuery()).items:
         modalities = sorted(s.modality for s in pacs.series(node, study.uid))
         assert modalities == (["CR", "DOC", "OT", "SEG", "SR"] if study.uid in flagged else ["CR"]), modalities
+
+
+def test_a_zip_of_studies_and_a_png_are_scored_and_reopened(isolated):
+    import io
+    import zipfile
+
+    from medui.usecases.batch_run import run
+    from tests.batch_data import cr_study
+    from tests.synth import png_bytes
+
+    folder = Path(isolated["data"])
+    paths = [p for k in range(3) for p in cr_study(folder / "z", k)]
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for p in paths:
+            zf.write(p, p.relative_to(folder / "z"))
+        zf.writestr("Doe^John/chest.png", png_bytes((np.random.default_rng(0).random((64, 64)) * 255).astype("uint8")))
+    (folder / "studies.zip").write_bytes(buf.getvalue())
+    job = batch.start(BatchRequest(model=DEMO_MODEL, folder=str(folder / "studies.zip")), launch=False)
+    assert run(job.path) == 0
+    rows = store.studies([job.id])
+    assert len(rows) == 4 and all(r.status == store.SCORED for r in rows)
+    png = next(r for r in rows if r.study_uid.startswith("file-"))
+    assert "Doe" not in png.study_uid  # a file without UIDs is keyed by a hash of its path, not its name
+    assert len(batch.study_inputs(job.id, png.study_uid)) == 1
