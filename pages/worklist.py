@@ -5,8 +5,6 @@ import streamlit as st
 from medui.ui import auth
 from medui.ui import worklist as ui
 from medui.ui.shell import ensure_navigation
-from medui.usecases import batch
-from medui.usecases.batch import poll_interval
 
 ensure_navigation()  # before anything renders
 who = auth.require("worklist")
@@ -30,6 +28,6 @@ def _jobs_and_list() -> None:
     st.session_state["worklist.running"] = running
 
 
-any_running = batch.any_running()
+any_running = ui.any_running()
 st.session_state["worklist.running"] = any_running
-st.fragment(_jobs_and_list, run_every=poll_interval() if any_running else None)()
+st.fragment(_jobs_and_list, run_every=ui.poll_interval() if any_running else None)()

@@ -10,19 +10,20 @@ in its own transaction, so a job killed at any moment leaves every row either be
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
-from sqlalchemy import Boolean, DateTime, Float, ForeignKey, Integer, String, Text, func, select, update
+from sqlalchemy import Boolean, CursorResult, DateTime, Float, ForeignKey, Integer, String, Text, func, select, update
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from medui import db
 from medui.errors import DatabaseError
 
 QUEUED, SCORED, FAILED = "queued", "scored", "failed"
+T = TypeVar("T")
 
 
 class Base(DeclarativeBase):
@@ -145,7 +146,8 @@ def _utc(when: datetime | None) -> datetime | None:
     return None if when is None else when if when.tzinfo else when.replace(tzinfo=UTC)
 
 
-def _run(url: str | None, verb: str, fn: Any) -> Any:
+def _run(url: str | None, verb: str, fn: Callable[[Session], T]) -> T:
+    """`fn(session)` in one transaction; DatabaseError (where, what to do) when the database fails."""
     url = url or db.db_url()
     try:
         with db.session(url) as session, session.begin():
@@ -154,9 +156,9 @@ def _run(url: str | None, verb: str, fn: Any) -> Any:
         raise DatabaseError(db.where(url, exc, verb)) from exc
 
 
-def save_job(job_id: str, kind: str, url: str | None = None, **values: Any) -> None:
+def save_job(job_id: str, kind: str, url: str | None = None, **values: object) -> None:
     """Create or update a job's row (state, model_id, source, total, done, failed, eta_s, message, started_by)."""
-    def go(session: Any) -> None:
+    def go(session: Session) -> None:
         row = session.get(JobRow, job_id)
         if row is None:
             row = JobRow(id=job_id, kind=kind, state=values.get("state", QUEUED), model_id="", source="", done=0,
@@ -174,20 +176,23 @@ def _job(row: JobRow) -> Job:
 
 
 def get_job(job_id: str, url: str | None = None) -> Job | None:
-    return _run(url, "read", lambda s: (lambda r: None if r is None else _job(r))(s.get(JobRow, job_id)))  # type: ignore[no-any-return]
+    def go(session: Session) -> Job | None:
+        row = session.get(JobRow, job_id)
+        return None if row is None else _job(row)
+    return _run(url, "read", go)
 
 
 def list_jobs(kind: str | None = None, url: str | None = None) -> list[Job]:
     stmt = select(JobRow).order_by(JobRow.created.desc())
     if kind:
         stmt = stmt.where(JobRow.kind == kind)
-    return _run(url, "read", lambda s: [_job(r) for r in s.scalars(stmt)])  # type: ignore[no-any-return]
+    return _run(url, "read", lambda s: [_job(r) for r in s.scalars(stmt)])
 
 
 def queue(job_id: str, model_id: str, keys: Sequence[StudyKey], url: str | None = None) -> int:
     """Add the listed studies as queued (those already there, scored or not, are kept); returns how many
     the job holds."""
-    def go(session: Any) -> int:
+    def go(session: Session) -> int:
         have = set(session.scalars(select(StudyRow.study_uid).where(StudyRow.job_id == job_id)))
         start = session.scalar(select(func.count()).select_from(StudyRow).where(StudyRow.job_id == job_id)) or 0
         for key in keys:
@@ -200,13 +205,13 @@ def queue(job_id: str, model_id: str, keys: Sequence[StudyKey], url: str | None 
                                  probabilities="{}", writes=0))
             start += 1
         return len(have)
-    return _run(url, "written", go)  # type: ignore[no-any-return]
+    return _run(url, "written", go)
 
 
 def scored_uids(job_id: str, url: str | None = None) -> set[str]:
     """The studies of `job_id` already scored (a restarted job skips them)."""
     stmt = select(StudyRow.study_uid).where(StudyRow.job_id == job_id, StudyRow.status == SCORED)
-    return _run(url, "read", lambda s: set(s.scalars(stmt)))  # type: ignore[no-any-return]
+    return _run(url, "read", lambda s: set(s.scalars(stmt)))
 
 
 def write(job_id: str, outcome: Outcome, url: str | None = None) -> None:
@@ -221,9 +226,9 @@ def write(job_id: str, outcome: Outcome, url: str | None = None) -> None:
         if getattr(key, name):
             values[name] = getattr(key, name)
 
-    def go(session: Any) -> None:
-        done = session.execute(update(StudyRow).where(StudyRow.job_id == job_id, StudyRow.study_uid == key.study_uid)
-                               .values(**values))
+    def go(session: Session) -> None:
+        done: CursorResult[Any] = session.execute(  # type: ignore[assignment]  # an UPDATE gives a CursorResult
+            update(StudyRow).where(StudyRow.job_id == job_id, StudyRow.study_uid == key.study_uid).values(**values))
         if not done.rowcount:
             count = session.scalar(select(func.count()).select_from(StudyRow).where(StudyRow.job_id == job_id)) or 0
             session.add(StudyRow(job_id=job_id, position=count, study_uid=key.study_uid,
@@ -244,7 +249,7 @@ def studies(job_ids: Iterable[str] | None = None, url: str | None = None) -> lis
     stmt = select(StudyRow).order_by(StudyRow.job_id, StudyRow.position)
     if job_ids is not None:
         stmt = stmt.where(StudyRow.job_id.in_(list(job_ids)))
-    return _run(url, "read", lambda s: [_study(r) for r in s.scalars(stmt)])  # type: ignore[no-any-return]
+    return _run(url, "read", lambda s: [_study(r) for r in s.scalars(stmt)])
 
 
 def counts(job_id: str, url: str | None = None) -> dict[str, int]:

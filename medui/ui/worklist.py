@@ -20,6 +20,15 @@ OPEN = "worklist.open"  # the study opened from the worklist: {"study_uid", "ser
 DIAGNOSE_SERIES, DIAGNOSE_MODEL = "dx.series", "dx.model"  # Diagnose's pickers (preselected on open)
 
 
+def any_running() -> bool:
+    """Whether a batch job is queued or running: the page then refreshes itself."""
+    return batch.any_running()
+
+
+def poll_interval() -> float:
+    return batch.poll_interval()
+
+
 def start_panel(who: Actor) -> None:
     """Choose a source (a server folder/zip or a PACS query), a model and a cap; start the job."""
     models = [s.entry.id for s in modelcache.statuses()]
@@ -115,7 +124,7 @@ def _frame(rows: list[batch.WorklistRow]) -> tuple[list[dict[str, Any]], dict[st
     data = []
     for r in rows:
         item: dict[str, Any] = {
-            "Score": r.score, "Flag": "⚑ above threshold" if r.flagged else "", "Modality": r.modality,
+            "Score": r.score, "Flag": "above threshold" if r.flagged else "", "Modality": r.modality,
             "Date": f"{r.study_date[:4]}-{r.study_date[4:6]}-{r.study_date[6:]}" if len(r.study_date) == 8 else "",
             "Accession": r.accession, "Status": r.status if r.status != "failed" else f"failed: {r.reason[:200]}",
             "Model": r.model}
