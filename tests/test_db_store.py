@@ -114,3 +114,25 @@ def test_a_training_jobs_status_is_recorded_in_the_database(isolated):
     jobs.write_json(job.path / "status.json", {"state": "running", "message": "epoch 1/3", "eta_s": 12.5})
     row = store.get_job(job.id)
     assert row is not None and (row.state, row.message, row.eta_s) == ("running", "epoch 1/3", 12.5)
+
+
+def test_a_database_made_before_migrations_is_adopted_with_its_audit_rows(tmp_path, monkeypatch):
+    import sqlite3
+
+    path = tmp_path / "old" / "medui.db"
+    path.parent.mkdir()
+    con = sqlite3.connect(path)  # the audit table as MedUI made it before Alembic (create_all + triggers)
+    con.executescript(
+        "CREATE TABLE audit_events (id INTEGER PRIMARY KEY AUTOINCREMENT, time DATETIME, subject VARCHAR(255), "
+        "display_name VARCHAR(255), via VARCHAR(16), action VARCHAR(32), target TEXT, outcome VARCHAR(16), "
+        "details TEXT); CREATE INDEX ix_audit_events_time ON audit_events (time);"
+        "INSERT INTO audit_events (time, subject, display_name, via, action, target, outcome, details) VALUES "
+        "('2026-01-01 00:00:00', 'old-sub', 'Old', 'app', 'sign-in', 'default', 'ok', '{}');")
+    con.close()
+    monkeypatch.setenv("MEDUI_DB_URL", f"sqlite:///{path}")
+    audit.record(audit.SIGN_IN, ADA, "default")
+    assert [e.subject for e in audit.events()] == ["ada-sub", "old-sub"]
+    with db.engine(f"sqlite:///{path}").connect() as conn:
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0002"
+        with pytest.raises(Exception, match="append-only"):
+            conn.execute(text("DELETE FROM audit_events"))
