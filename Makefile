@@ -1,5 +1,5 @@
 # MedUI: `make run` starts the app, `make test` runs every test. Both set everything up first.
-.PHONY: run test lint bench clean
+.PHONY: run test lint bench clean frontend
 
 PORT ?= 8501
 # The loopback only: the app is for the person at this machine unless sign-in is configured. On a shared
@@ -28,6 +28,12 @@ bench:
 	.venv/bin/python bench/bench_io.py
 	.venv/bin/python bench/bench_inference.py
 	.venv/bin/python bench/bench_training.py
+	.venv/bin/python bench/bench_viewer.py
+
+# Rebuild the reading component's bundle (medui/ui/static/reader.js, committed: `make run` needs no Node)
+# from frontend/ with the locked npm packages. Needs Node 18+ and npm.
+frontend:
+	cd frontend && npm ci --no-audit --no-fund && npm run build
 
 clean:
 	rm -rf .venv .pytest_cache

@@ -89,7 +89,9 @@ async def _session(browser, url: str, files: list[Path], out: list[dict], start:
     summary = page.get_by_test_id("stMainBlockContainer").get_by_text("Loaded 1 series").first
     await summary.wait_for(timeout=600_000)
     t_loaded = time.perf_counter() - t0
-    await page.locator(".js-plotly-plot image, canvas").first.wait_for(timeout=600_000)
+    # the reader's voxels have arrived (or the classic viewer's image is there)
+    await page.locator("[data-testid=reader-loading][data-done='1'], .js-plotly-plot image").first.wait_for(
+        timeout=600_000)
     out.append({"loaded_s": t_loaded, "image_s": time.perf_counter() - t0,
                 "shared": "not read again" in await summary.inner_text()})
 

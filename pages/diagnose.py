@@ -3,8 +3,7 @@
 import streamlit as st
 
 from medui.errors import MedUIError
-from medui.ui import diagnose, modelcache, pacs, state, viewer
-from medui.ui import auth
+from medui.ui import auth, diagnose, modelcache, pacs, reader, state, viewer
 from medui.ui.shell import ensure_navigation
 
 ensure_navigation()  # before anything renders
@@ -27,6 +26,8 @@ if state.loaded():
 else:  # nothing to score yet: the uploader is the page, not something to unfold
     st.subheader("Add scans")
     viewer.upload_panel()
+    if state.loaded():  # a sample was just loaded: fold the uploader away, as the Viewer does
+        st.rerun()
 viewer.problems_panel()
 items = state.loaded()
 if not items:
@@ -63,5 +64,8 @@ index = 0  # display numbering (the Viewer's), as every slice index on this page
 if dx.slice_scores:
     index = diagnose.slice_picker(dx, item.id)
 class_index = diagnose.class_picker(dx, key=f"dx.class.{entry.id}.{item.id}")
-diagnose.overlays(dx, index, item.id, class_index)
+diagnose.reading_view(dx, item, index, class_index)
+with st.expander("Compare saliency methods side by side (PNG downloads)", icon=":material/compare:",
+                 expanded=reader.classic_requested()):
+    diagnose.overlays(dx, index, item.id, class_index)
 pacs.results_panel(dx, index)

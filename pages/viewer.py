@@ -1,4 +1,4 @@
-"""Viewer page: upload scans and look at them with correct values, windows and geometry."""
+"""Viewer page: upload scans and read them with correct values, windows and geometry; the image first."""
 
 import streamlit as st
 
@@ -10,20 +10,26 @@ ensure_navigation()  # before anything renders
 auth.require("viewer")  # the user's roles must open this page (else: not allowed, stop)
 
 st.title("Viewer")
-viewer.upload_panel()
-viewer.problems_panel()
 items = state.loaded()
 if not items:
-    st.info("Upload DICOM files, a folder, a zip, NIfTI or PNG/JPEG — or load a sample from the 'Try a sample' tab.",
-            icon=":material/info:")
-    st.stop()
-left, right = st.columns([6, 1])
+    viewer.upload_panel()
+    if state.loaded():  # a sample was loaded: show the reading layout
+        st.rerun()
+    viewer.problems_panel()
+    if not items:
+        st.info("Upload DICOM files, a folder, a zip, NIfTI or PNG/JPEG — or load a sample from the 'Try a sample' "
+                "tab.", icon=":material/info:")
+        st.stop()
+left, right = st.columns([8, 1], vertical_alignment="bottom")
+with left:
+    item = viewer.series_picker(items)
 with right:
     if st.button("Clear all", key="viewer.clear-all", help="Forget every series loaded in this session",
                  icon=":material/delete:"):
         state.clear()
         st.rerun()
-with left:
-    item = viewer.series_picker(items)
-viewer.slice_viewer(item.id)
+viewer.reading_view(item.id)
+viewer.problems_panel()
+with st.expander("Add scans", icon=":material/upload:"):
+    viewer.upload_panel()
 viewer.header_panel(item)

@@ -231,3 +231,29 @@ def test_a_broken_promotions_file_stops_diagnose_with_what_to_do(isolated):
     assert not at.exception
     assert any("promotions.json cannot be read" in e.value and "promote again" in e.value for e in at.error)
     assert not at.get("plotly_chart")
+
+
+def test_two_sessions_scoring_one_series_share_one_computation_and_each_is_audited(monkeypatch):
+    """The server's store keeps a series' scores and maps beside it: a second session scoring the
+    same upload with the same model computes nothing, and both sessions' actions are in the trail."""
+    from medui.accounts.audit import Query, events
+    from medui.ai.inference import Predictor
+
+    calls = {"prepare": 0}
+    real = Predictor.prepare
+
+    def counting(self, series):
+        calls["prepare"] += 1
+        return real(self, series)
+
+    monkeypatch.setattr(Predictor, "prepare", counting)
+    upload = [(NODULE.name, NODULE.read_bytes(), "application/dicom")]
+    first, second = _diagnose(), _diagnose()
+    for at in (first, second):
+        at.file_uploader[0].set_value(upload)
+        at.run()
+        assert not at.exception and any(s.value == "lesion" for s in at.subheader)
+    assert calls["prepare"] == 1
+    assert first.session_state["medui.series"][0].key == second.session_state["medui.series"][0].key
+    scored = events(Query(actions=("score",)))
+    assert len(scored) == 2  # one row per session, although the model ran once

@@ -147,8 +147,10 @@ def test_ct_auto_window_looks_at_the_body_not_the_air():
     assert series_auto_window(mr) == auto_window(mr.pixels)
 
 
-def test_viewer_auto_preset_on_ct_uses_the_body(tmp_path):
+def test_viewer_auto_preset_on_ct_uses_the_body(tmp_path, monkeypatch):
     from streamlit.testing.v1 import AppTest
+
+    monkeypatch.setenv("MEDUI_VIEWER", "classic")  # the server-rendered viewer's widgets (the reader's: in the browser)
 
     from medui.ui.viewer import AUTO_CT
 

@@ -114,8 +114,9 @@ def test_sign_in_roles_deep_links_logout_and_the_audit_trail(signed_server, brow
     deadline = time.time() + 240  # the score and the default overlay are recorded once computed
     while len(_audit(signed_server, user="clara", actions=("score", "explain"))) < 2 and time.time() < deadline:
         time.sleep(1)
+    page.get_by_text("Compare saliency methods side by side").click()  # the PNGs are in this expander
     with page.expect_download(timeout=60_000) as download:  # the overlay PNG: made, and recorded, on click
-        page.get_by_role("button", name="Download PNG").first.click()
+        page.get_by_role("button", name="Download PNG").first.click(timeout=120_000)
     assert Path(download.value.path()).read_bytes().startswith(b"\x89PNG")
 
     page.get_by_role("button", name="Sign out").click()

@@ -15,6 +15,13 @@ ROOT = Path(__file__).resolve().parents[1]
 TIMEOUT = 120
 
 
+@pytest.fixture(autouse=True)
+def classic_viewer(monkeypatch):
+    """These tests read the server-rendered viewer (the fallback of the in-browser reader, which
+    AppTest cannot run): tests/test_viewer_pages.py covers the reader's side of the page."""
+    monkeypatch.setenv("MEDUI_VIEWER", "classic")
+
+
 def _viewer() -> AppTest:
     at = AppTest.from_file(str(ROOT / "pages" / "viewer.py"), default_timeout=TIMEOUT)
     return at.run()

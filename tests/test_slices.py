@@ -20,6 +20,13 @@ CHEST = SHARED / "ct-chest-covid-255"
 N = 6
 
 
+@pytest.fixture(autouse=True)
+def classic_viewer(monkeypatch):
+    """The Viewer's slice slider is the server-rendered viewer's (the in-browser reader's fallback,
+    which AppTest can run); the reader's numbering is held to `slice_label` in tests/test_viewer_browser.py."""
+    monkeypatch.setenv("MEDUI_VIEWER", "classic")
+
+
 @pytest.fixture()
 def ascending(tmp_path):
     """An axial CT whose native order (sorted along the normal) is ascending z: 50, 52.5, ... 62.5 mm;

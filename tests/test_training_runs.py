@@ -79,7 +79,8 @@ def test_cli_and_page_jobs_share_one_layout_and_results_count_epochs_run(tmp_pat
     assert set(card_metrics["compared"]) == {"demo-chest-phantom-v1"}
     assert set(card_metrics["compared"]["demo-chest-phantom-v1"]) == SCHEMA
 
-    page_job = jobs.start({**cli_job.params(), "out": "page", "epochs": 1})
+    page_job = jobs.start({**cli_job.params(), "out": "page", "epochs": 1},
+                          started_by={"subject": "page-user", "name": "Page user"})
     assert wait_for_job(page_job, 600, 0.5)["state"] == "done", page_job.log_tail()
     cli_files = {p.name for p in cli_job.path.iterdir()}
     page_files = {p.name for p in page_job.path.iterdir()}

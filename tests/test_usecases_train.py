@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -82,7 +83,8 @@ def test_server_folders_are_allowed_only_inside_the_roots(tmp_path, monkeypatch)
 
 def test_train_requests_become_train_configs_and_jobs(tmp_path, monkeypatch):
     started = []
-    monkeypatch.setattr(train.jobs, "start", lambda params, index=None: started.append(params) or "job")
+    job = SimpleNamespace(id="job")  # what the use case reads of a started job (its id, for the audit row)
+    monkeypatch.setattr(train.jobs, "start", lambda params, index=None, **kw: started.append(params) or job)
     base = TrainRequest(data=tmp_path, name=" new ", epochs=3, batch_size=8, learning_rate=0.01,
                         target_sensitivity=0.9, hflip=True, patient_pattern="<patient>_<n>.png", min_per_class=4)
     cfg = base.config()
@@ -101,7 +103,7 @@ def test_train_requests_become_train_configs_and_jobs(tmp_path, monkeypatch):
         replace(base, start_from="fine-tune").config()
     with pytest.raises(TrainingError, match="needs a name"):
         replace(base, name="  ").config()
-    assert train.start(base) == "job" and started == [cfg.to_json()]
+    assert train.start(base) is job and started == [cfg.to_json()]
 
 
 def _train_page() -> AppTest:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
+from typing import TypeVar
 
 import numpy as np
 import plotly.graph_objects as go
@@ -14,14 +16,24 @@ from medui.ai.overlay import COLORMAPS
 from medui.ai.promotion import Status, auc_interval, held_out_auc
 from medui.ai.promotion import default as default_model
 from medui.ai.saliency import METHODS
+from medui.errors import MedUIError
 from medui.reading.display import slice_axis, slice_label
-from medui.ui import auth, state
+from medui.ui import auth, reader, resources, state
 from medui.ui.markdown import md
 from medui.ui.state import DIAGNOSES, SALIENCY, Loaded
-from medui.usecases.diagnose import Diagnosis, LoadedModel, Style, export_overlay, overlay, saliency, score
+from medui.usecases.diagnose import (
+    FLAT_RANGE,
+    Diagnosis,
+    LoadedModel,
+    Style,
+    export_overlay,
+    overlay,
+    saliency,
+    score,
+)
 from medui.usecases.models import model_warning
 
-MAX_DIAGNOSES = 4  # per session: each keeps its series' model inputs
+T = TypeVar("T")
 
 
 def series_picker(items: list[Loaded]) -> Loaded:
@@ -194,28 +206,38 @@ def picked_slice(chart_key: str) -> int | None:
     return int(points[0].get("x", 0))
 
 
-def diagnosis(model: LoadedModel, item: Loaded) -> Diagnosis | None:
-    """The series scored by the model, once per (model, series) in this session; None (the reason
-    shown) when this series cannot be scored.
+def _memo(item_key: str, name: tuple[object, ...], nbytes: Callable[[T], int]) -> Callable[[Callable[[], T]], T]:
+    """A computation on a series kept once per server beside the series (`SeriesStore.derived`):
+    shared by every session, counted in the store's budget, dropped with the series' pixels."""
+    def memo(run: Callable[[], T]) -> T:
+        return resources.store().derived(item_key, name, lambda _series: run(), nbytes)
+    return memo
 
-    A diagnosis keeps its series and the model inputs: only the last few are kept, and never one of
-    a series that is no longer loaded (see `state.clear`)."""
-    store: dict[tuple[str, str], Diagnosis] = st.session_state.setdefault(DIAGNOSES, {})
-    live = {i.id for i in state.loaded()}
-    for stale in [k for k in store if k[1] not in live]:
-        del store[stale]
-    key = (model.entry.id, item.id)
-    if key not in store:
-        while len(store) >= MAX_DIAGNOSES:
-            store.pop(next(iter(store)))
-        try:
-            with st.spinner(f"Scoring {item.series.n_slices} slice(s)…"):
-                store[key] = score(item.series, model)
-        except Exception as exc:  # an unusual series must not take the session down
-            st.error(f"{item.series.summary()} could not be scored with {model.entry.id} "
-                     f"({type(exc).__name__}: {exc}). Try another series or model.", icon=":material/error:")
-            return None
-    return store[key]
+
+def _dx_bytes(dx: Diagnosis) -> int:
+    return int(dx.batch.nbytes)
+
+
+def diagnosis(model: LoadedModel, item: Loaded) -> Diagnosis | None:
+    """The series scored by the model: computed once per server and shared by every session that
+    scores the same series with the same model (the store keeps it beside the series, in its
+    budget); each session's first use is audited as its own. None (the reason shown) when this
+    series cannot be scored."""
+    seen: set[tuple[object, ...]] = st.session_state.setdefault(DIAGNOSES, set())
+    name = ("score", model.entry.id)
+    try:
+        with st.spinner(f"Scoring {item.series.n_slices} slice(s)…"):
+            if (name, item.key) in seen:  # audited already: the server's copy, or scored again if dropped
+                return resources.store().derived(item.key, name, lambda s: score(s, model), _dx_bytes)
+            dx = score(item.series, model, memo=_memo(item.key, name, _dx_bytes))
+        seen.add((name, item.key))
+        return dx
+    except MedUIError as exc:
+        st.error(f"{item.summary} could not be scored with {model.entry.id}: {exc}", icon=":material/error:")
+    except Exception as exc:  # an unusual series must not take the session down
+        st.error(f"{item.summary} could not be scored with {model.entry.id} "
+                 f"({type(exc).__name__}: {exc}). Try another series or model.", icon=":material/error:")
+    return None
 
 
 def class_picker(dx: Diagnosis, key: str) -> int | None:
@@ -229,19 +251,63 @@ def class_picker(dx: Diagnosis, key: str) -> int | None:
 
 
 def _saliency_cached(dx: Diagnosis, series_id: str, index: int, method: str, class_index: int) -> np.ndarray:
-    """Maps are computed once per (model, series, slice, method, class) and kept in this session."""
-    store: dict[tuple[str, str, int, str, int], np.ndarray] = st.session_state.setdefault(SALIENCY, {})
-    key = (dx.model.entry.id, series_id, index, method, class_index)
-    if key not in store:
-        if len(store) > 64:
-            store.pop(next(iter(store)))
-        with st.spinner(f"Computing {METHODS[method]}…"):
-            store[key] = saliency(dx, index, method, class_index)
-    return store[key]
+    """Maps are computed once per (model, series, slice, method, class) per server, kept beside the
+    series like its scores (`_memo`); each session's first view of a map is audited as its own."""
+    item = state.find(series_id)
+    name = ("saliency", dx.model.entry.id, index, method, class_index)
+    seen: set[tuple[object, ...]] = st.session_state.setdefault(SALIENCY, set())
+    with st.spinner(f"Computing {METHODS[method]}…"):
+        if item is None:  # closed meanwhile: computed, not kept
+            return saliency(dx, index, method, class_index)
+        if (name, item.key) in seen:
+            return resources.store().derived(item.key, name, lambda _s: saliency(dx, index, method, class_index),
+                                             _map_bytes)
+        out = saliency(dx, index, method, class_index, memo=_memo(item.key, name, _map_bytes))
+    seen.add((name, item.key))
+    return out
+
+
+def _map_bytes(m: np.ndarray) -> int:
+    return int(m.nbytes)
+
+
+def reading_view(dx: Diagnosis, item: Loaded, index: int, class_index: int | None = None) -> None:
+    """The series in the in-browser reader with one saliency map as an overlay (colour map, opacity
+    and contour change in the browser); the reader, the slice slider and the score chart show the
+    same slice: scrolling the reader moves the slider (debounced), the slider or a chart click moves
+    the reader. Switching method sends one new overlay, never the image again."""
+    if reader.classic_requested():
+        return
+    method = str(st.selectbox("Saliency on the image", list(METHODS), format_func=METHODS.__getitem__,
+                              key="dx.overlay-method", help="Opacity, colour map and contour are set beside the "
+                              "image and change in the browser."))
+    cls = dx.predicted_class if class_index is None else class_index
+    data = None
+    try:
+        sal = _saliency_cached(dx, item.id, index, method, cls)
+    except Exception as exc:  # the image is still worth reading without its overlay
+        st.error(f"{METHODS.get(method, method)} failed on {slice_label(dx.series, index)} "
+                 f"({type(exc).__name__}: {exc})", icon=":material/error:")
+    else:
+        name = dx.class_names[cls]
+        if sal.size == 0 or float(np.ptp(sal)) < FLAT_RANGE:
+            st.info(f"{METHODS[method]}: the model's evidence for '{name}' is flat on this image (the map is empty or "
+                    "constant): nothing to show. Try another method or class.", icon=":material/visibility_off:")
+        else:
+            data = reader.overlay_data(sal, index, key=f"{dx.model.entry.id}:{method}:{cls}:{index}",
+                                       title=f"{METHODS[method]} · {name} · {slice_label(dx.series, index)}")
+    slider_key = f"dx.slice.{item.id}"
+
+    def follow(display_index: int) -> None:  # the reader scrolled: the slider (the one current slice) follows
+        if dx.slice_scores and 0 <= int(display_index) < len(dx.slice_scores):
+            st.session_state[slider_key] = int(display_index) + 1
+
+    reader.reader(item.series, item.id, key=f"dx.reader.{item.id}", overlay=data, height=480, store_key=item.key,
+                  goto={"slice": index, "nonce": index}, report_slice=bool(dx.slice_scores), on_slice=follow)
 
 
 def overlays(dx: Diagnosis, index: int, series_id: str, class_index: int | None = None) -> None:
-    """Side-by-side overlays of the chosen methods; display settings never recompute a map."""
+    """Side-by-side overlays of the chosen methods (PNGs to download); display settings never recompute a map."""
     c1, c2, c3, c4 = st.columns([2, 1, 1, 1])
     methods: list[str] = c1.multiselect("Saliency methods (side by side)", list(METHODS), default=["gradcam"],
                                         format_func=lambda m: METHODS[m], key="dx.methods")

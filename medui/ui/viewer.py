@@ -1,4 +1,5 @@
-"""Viewer widgets: upload panel, series picker, slice viewer (a fragment) and header table."""
+"""Viewer widgets: upload panel, series picker, the reading view (the in-browser reader, or the
+server-rendered slice viewer when asked for or when the browser cannot hold the series) and header table."""
 
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ from medui.reading.display import (
 )
 from medui.reading.samples import SAMPLES, sample_path
 from medui.series import Series, Window
-from medui.ui import pacs, state
+from medui.ui import pacs, reader, state
 from medui.ui.figures import slice_figure
 
 UPLOAD_TYPES = None  # any file: DICOM often has no extension
@@ -78,18 +79,38 @@ def problems_panel() -> None:
 
 
 def series_picker(items: list[state.Loaded]) -> state.Loaded:
-    """Thumbnails with a one-line summary each; returns the chosen series."""
-    shown = items[:8]
-    cols = st.columns(len(shown))
-    for col, (k, item) in zip(cols, enumerate(shown, 1), strict=True):
-        if item.thumb is None:
-            item.thumb = thumbnail(item.series)
-        col.image(item.thumb, caption=f"{k}. {item.series.modality} · {item.series.n_slices} sl.")
+    """A thumbnail strip with a one-line summary each and the series choice; returns the chosen series."""
     ids = [i.id for i in items]
     # format_func gets plain labels: Streamlit keeps it with the widget, it must not hold the series
     labels = {i.id: f"{k}. {i.series.summary()}" for k, i in enumerate(items, 1)}
-    chosen = st.selectbox("Series", ids, format_func=labels.__getitem__, key="viewer.series")
+    pick, strip = st.columns([2, 3], vertical_alignment="bottom")
+    with pick:
+        chosen = st.selectbox("Series", ids, format_func=labels.__getitem__, key="viewer.series")
+    with strip:
+        shown = items[:8]
+        for col, (k, item) in zip(st.columns(8), enumerate(shown, 1), strict=False):
+            if item.thumb is None:
+                item.thumb = thumbnail(item.series)
+            col.image(item.thumb, caption=f"{k}. {item.series.modality} · {item.series.n_slices} sl.", width=64)
     return items[ids.index(chosen)] if chosen in ids else items[0]
+
+
+@st.fragment
+def reading_view(item_id: str) -> None:
+    """The series in the in-browser reader; the server-rendered viewer when this session asks for it
+    (`MEDUI_VIEWER=classic`, `?viewer=classic`) or when the browser reported it cannot hold the series."""
+    item = state.find(item_id)
+    if item is None:
+        return
+    failed = st.session_state.get(reader.failed_key(item_id))
+    if failed or reader.classic_requested():
+        if failed:
+            st.warning(f"The in-browser viewer cannot show this series here: {failed} Showing the server-rendered "
+                       "view instead (each slice is rendered on the server).", icon=":material/warning:")
+        slice_viewer(item_id)
+        return
+    reader.reader(item.series, item_id, key=f"viewer.reader.{item_id}", height=540, store_key=item.key)
+    st.caption(size_caption(item.series, plane_view(item.series, "native", 0)))
 
 
 def _presets(item: state.Loaded) -> dict[str, Window | None]:

@@ -3,6 +3,7 @@ load a registered model, score a series, explain one slice as an overlay."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -126,14 +127,20 @@ def load_model(name: str, root: Path | None = None) -> LoadedModel:
     return LoadedModel(entry, Predictor(model, entry.card), Explainer(model, entry.card.cam_layer, entry.card.task))
 
 
-def score(series: Series, model: LoadedModel, actor: Actor | None = None) -> Diagnosis:
+def score(series: Series, model: LoadedModel, actor: Actor | None = None,
+          memo: Callable[[Callable[[], Diagnosis]], Diagnosis] | None = None) -> Diagnosis:
     """Prepare every slice once through the model card and score the series. Needs the 'diagnose'
-    permission; recorded in the audit trail (series UIDs and model id, not the result)."""
+    permission; recorded in the audit trail (series UIDs and model id, not the result). `memo`
+    runs the computation or hands back the one another session made (a server-wide cache)."""
     who = current(actor)
     with audit.attempt(audit.SCORE, who, series_ids(series), {"model": model.entry.id}):
         require(who, "diagnose", "scoring a series")
-        batch, geoms = model.predictor.prepare(series)
-        return Diagnosis(series, model, model.predictor.predict_prepared(batch, series), batch, tuple(geoms))
+
+        def run() -> Diagnosis:
+            batch, geoms = model.predictor.prepare(series)
+            return Diagnosis(series, model, model.predictor.predict_prepared(batch, series), batch, tuple(geoms))
+
+        return memo(run) if memo is not None else run()
 
 
 def _class_index(diagnosis: Diagnosis, class_index: int | None) -> int:
@@ -147,10 +154,11 @@ def _class_index(diagnosis: Diagnosis, class_index: int | None) -> int:
 
 
 def saliency(diagnosis: Diagnosis, index: int, method: str, class_index: int | None = None,
-             actor: Actor | None = None) -> np.ndarray:
+             actor: Actor | None = None,
+             memo: Callable[[Callable[[], np.ndarray]], np.ndarray] | None = None) -> np.ndarray:
     """The map of `method` for slice `index` (display numbering) on the slice's native grid, in
     [0, 1]; it explains `class_index`, by default the predicted class (`Diagnosis.predicted_class`).
-    Needs the 'diagnose' permission; recorded in the audit trail."""
+    Needs the 'diagnose' permission; recorded in the audit trail. `memo`: as for `score`."""
     who = current(actor)
     details = {"model": diagnosis.model.entry.id, "method": method, "slice": index + 1}
     with audit.attempt(audit.EXPLAIN, who, series_ids(diagnosis.series), details):
@@ -159,8 +167,12 @@ def saliency(diagnosis: Diagnosis, index: int, method: str, class_index: int | N
         if method not in METHODS:
             raise MedUIError(f"unknown saliency method '{method}'; choose one of {', '.join(METHODS)}")
         cls = _class_index(diagnosis, class_index)
-        cam = diagnosis.model.explainer.explain(method, diagnosis.batch[native:native + 1], cls)[0]
-        return to_original(cam, diagnosis.geometries[native])
+
+        def run() -> np.ndarray:
+            cam = diagnosis.model.explainer.explain(method, diagnosis.batch[native:native + 1], cls)[0]
+            return to_original(cam, diagnosis.geometries[native])
+
+        return memo(run) if memo is not None else run()
 
 
 def overlay(diagnosis: Diagnosis, index: int, method: str, style: Style = Style(), class_index: int | None = None,
