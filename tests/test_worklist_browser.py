@@ -52,7 +52,8 @@ def test_the_worklist_sorts_flags_and_opens_a_study(page, tmp_path, artifacts, m
             v or "" for v in (i.get_attribute("aria-label") for i in picker.locator("input").all()))
         assert f"{wanted.modality} · " in shown, shown
         page.get_by_text("the operating threshold").first.wait_for(timeout=180_000)  # scored
-        page.get_by_test_id("stImage").first.wait_for(timeout=180_000)  # with its saliency overlay
+        # the study in Diagnose's reader, with its saliency overlay
+        page.locator("[data-testid=reader-loading][data-done='1']").wait_for(timeout=180_000)
         page.screenshot(path=str(artifacts / "e2e-worklist-diagnose.png"), full_page=True)
         assert "Traceback" not in page.content()
     finally:
