@@ -124,7 +124,15 @@ class NotAllowedError(MedUIError):
     """The signed-in user's roles do not allow an action (refused on the server, whatever the page showed)."""
 
 
-class AuditStoreError(MedUIError):
+class DatabaseError(MedUIError):
+    """MedUI's database (MEDUI_DB_URL, default SQLite in the jobs folder) cannot be opened, migrated or used."""
+
+
+class BatchError(MedUIError):
+    """A batch scoring job cannot be started, resumed or run as asked (source, model, state)."""
+
+
+class AuditStoreError(DatabaseError):
     """The audit trail (MEDUI_DB_URL) cannot be opened, written or read."""
 
 

@@ -20,7 +20,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
-CORE = ("io", "reading", "ai", "training", "synthetic", "pacs", "results", "accounts")
+CORE = ("io", "reading", "ai", "training", "synthetic", "pacs", "results", "accounts", "db")
 TYPES = ("series", "errors")
 
 

@@ -15,19 +15,16 @@ import contextlib
 import csv
 import io
 import json
-import os
-import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from functools import lru_cache
-from pathlib import Path
 from typing import Any
 
-from sqlalchemy import DateTime, Engine, Integer, String, Text, create_engine, event, select
-from sqlalchemy.exc import OperationalError, SQLAlchemyError
+from sqlalchemy import DateTime, Engine, Integer, String, Text, select
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
+from medui import db
 from medui.accounts.actions import (
     ACTIONS,
     CANCEL_JOB,
@@ -51,7 +48,7 @@ from medui.accounts.actions import (
     START_JOB,
 )
 from medui.accounts.actor import UNATTRIBUTED, Actor
-from medui.errors import AuditStoreError
+from medui.errors import AuditStoreError, DatabaseError
 
 __all__ = [  # the action names are re-exported: audit.SCORE, audit.OK, ...
     "ACTIONS",
@@ -87,7 +84,7 @@ __all__ = [  # the action names are re-exported: audit.SCORE, audit.OK, ...
     "MAX_VALUE",
 ]
 
-DB_VARIABLE = "MEDUI_DB_URL"
+DB_VARIABLE = db.DB_VARIABLE
 
 MAX_VALUE = 512  # characters of one detail value: ids fit, pixel data and free text do not
 MAX_TARGET = 8192  # characters of the target ids; a longer list keeps its start and says how many more
@@ -116,12 +113,6 @@ class AuditRow(Base):
     details: Mapped[str] = mapped_column(Text)  # JSON object of short values
 
 
-# SQLite: the table refuses changes (a RAISE in a trigger aborts the statement and its transaction).
-APPEND_ONLY_TRIGGERS = tuple(
-    f"CREATE TRIGGER IF NOT EXISTS audit_events_no_{verb.lower()} BEFORE {verb} ON audit_events "
-    "BEGIN SELECT RAISE(ABORT, 'audit rows are append-only'); END" for verb in ("UPDATE", "DELETE"))
-
-
 @dataclass(frozen=True)
 class AuditEvent:
     """A row as read back."""
@@ -143,56 +134,21 @@ class AuditEvent:
 
 
 def db_url() -> str:
-    """MEDUI_DB_URL, else SQLite in the jobs folder (MEDUI_JOBS, default ./jobs)."""
-    url = os.environ.get(DB_VARIABLE, "").strip()
-    if url:
-        return url
-    from medui.training.jobs import ROOT
-
-    return f"sqlite:///{Path(os.environ.get('MEDUI_JOBS', ROOT / 'jobs')).resolve() / 'medui.db'}"
+    """MEDUI_DB_URL, else SQLite in the jobs folder (MEDUI_JOBS, default ./jobs): MedUI's one database."""
+    return db.db_url()
 
 
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    cur = dbapi_connection.cursor()
-    cur.execute("PRAGMA journal_mode=WAL")  # the server, jobs and the CLI write at once
-    cur.execute("PRAGMA busy_timeout=30000")
-    cur.close()
-
-
-@lru_cache(maxsize=8)
 def _engine(url: str) -> Engine:
-    """One engine (a thread-safe connection pool) per database URL for the process, its table made."""
+    """The database's one engine for the process (`medui.db.engine`: migrated, the audit table and its
+    SQLite triggers made by migration 0001)."""
     try:
-        if url.startswith("sqlite:///"):
-            Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"timeout": 30} if url.startswith("sqlite") else {})
-        if engine.dialect.name == "sqlite":
-            event.listen(engine, "connect", _sqlite_pragmas)
-        _create(engine)
-    except (SQLAlchemyError, OSError) as exc:
-        raise AuditStoreError(_where(url, exc, "opened")) from exc
-    return engine
+        return db.engine(url)
+    except DatabaseError as exc:
+        raise AuditStoreError(_where(url, exc.__cause__ or exc, "opened")) from exc
 
 
-def _create(engine: Engine, tries: int = 5) -> None:
-    """The table (and on SQLite its append-only triggers), made once; another process or thread making
-    them at the same moment is waited for, not an error."""
-    for attempt in range(tries):
-        try:
-            Base.metadata.create_all(engine)
-            if engine.dialect.name == "sqlite":
-                with engine.begin() as conn:
-                    for ddl in APPEND_ONLY_TRIGGERS:
-                        conn.exec_driver_sql(ddl)
-            return
-        except OperationalError:
-            if attempt == tries - 1:
-                raise
-            time.sleep(0.05 * (attempt + 1))
-
-
-def _where(url: str, exc: Exception, verb: str) -> str:
-    shown = url.split("@")[-1]  # never a password of the URL
+def _where(url: str, exc: BaseException, verb: str) -> str:
+    shown = db.shown(url)  # never a password of the URL
     return (f"the audit trail ({shown}) could not be {verb} ({type(exc).__name__}: {str(exc).splitlines()[0]}); "
             f"expected a writable database. Set {DB_VARIABLE} to a database the server and the command line "
             "can write (default: medui.db in the jobs folder, MEDUI_JOBS), then try again")

@@ -2,8 +2,9 @@
 
 One module per area: `reading` (info), `models` (models, promote, predict), `training` (train,
 train-job, evaluate, datasets, demo-model), `pacs` (pacs echo|search|get|send, report), `audit`
-(audit). Every command acts as the operating-system user with every role, and the use cases record
-that user in the audit trail. Heavy imports (TensorFlow) happen inside the commands, so `--help` stays fast.
+(audit), `batch` (batch, batch-job, worklist). Every command acts as the operating-system user with
+every role, and the use cases record that user in the audit trail.
+Heavy imports (TensorFlow) happen inside the commands, so `--help` stays fast.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from collections.abc import Sequence
 
 from medui import __version__
 from medui.accounts.actor import acting_as, cli_actor
-from medui.cli import audit, models, pacs, reading, training
+from medui.cli import audit, batch, models, pacs, reading, training
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -22,7 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="MedUI: AI-assisted review of medical images (decision support, not a medical device).")
     parser.add_argument("--version", action="version", version=f"MedUI {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for area in (reading, models, training, pacs, audit):
+    for area in (reading, models, training, pacs, batch, audit):
         area.add_commands(sub)
     return parser
 

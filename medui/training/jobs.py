@@ -91,10 +91,32 @@ def installation_salt(root: Path | None = None) -> bytes:
 
 
 def write_json(path: Path, data: Any) -> None:
-    """Atomic write: a reader never sees half a file."""
+    """Atomic write: a reader never sees half a file. A training job's status.json is also recorded in
+    MedUI's database (`record_status`)."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps(data, indent=2, default=str))
     os.replace(tmp, path)
+    if path.name == "status.json" and isinstance(data, dict):
+        record_status(path.parent, data)
+
+
+BATCH_PREFIX = "batch-"  # batch scoring jobs (medui.usecases.batch) record their own, fuller rows
+
+
+def record_status(job_dir: Path, st: dict[str, Any]) -> None:
+    """A training job's state, message and ETA in MedUI's database (table `jobs`), so every page and
+    server process sees the same state; the job folder stays the job's own record. A database that cannot
+    be written does not stop or fail the job."""
+    if job_dir.name.startswith(BATCH_PREFIX):
+        return
+    from medui.db import worklist as store
+    from medui.errors import MedUIError
+
+    eta = st.get("eta_s")
+    with contextlib.suppress(MedUIError):
+        store.save_job(job_dir.name, "train", state=str(st.get("state", "queued"))[:16],
+                       message=str(st.get("error") or st.get("message") or "")[:2000],
+                       eta_s=float(eta) if isinstance(eta, (int, float)) else None)
 
 
 def process_start(pid: int) -> str | None:
@@ -159,12 +181,12 @@ class Job:
             st = {"state": "queued"}
         pid, start = (st.get("pid"), st.get("pid_start")) if st.get("pid") else self._launcher_pid()
         if st.get("state") not in TERMINAL and pid and not _alive(int(pid), start):
-            st = {**st, "state": "failed", "error": "the training process ended unexpectedly (killed or crashed); "
+            st = {**st, "state": "failed", "error": "the job's process ended unexpectedly (killed or crashed); "
                                                    "see the log. Registered models are untouched."}
             self._save_status(st)
         elif st.get("state") == "queued" and not pid and time.time() - self.created > NEVER_STARTED_S:
             st = {**st, "state": "failed", "error": "the job was created but its process never started (the "
-                                                   "server stopped?); start the training again"}
+                                                   "server stopped?); start it again"}
             self._save_status(st)
         return st
 
@@ -262,14 +284,15 @@ def _check_names(params: dict[str, Any], prefix: str) -> None:
         raise TrainingError(f"the new model's name: {exc}") from exc
 
 
-def launch(job: Job) -> Job:
-    """Run `python -m medui train-job FOLDER` on a created job, in its own session (survives the page)."""
+def launch(job: Job, command: str = "train-job") -> Job:
+    """Run `python -m medui COMMAND FOLDER` (`train-job`, `batch-job`) on a created job, in its own session
+    (survives the page)."""
     from medui.ai.device import job_env
 
     env = job_env(os.environ)  # no GPU: no CUDA probing, no 'failed call to cuInit' in the log
     try:
         with open(job.path / "log.txt", "ab") as log:
-            proc = subprocess.Popen([sys.executable, "-m", "medui", "train-job", str(job.path)], cwd=ROOT, env=env,
+            proc = subprocess.Popen([sys.executable, "-m", "medui", command, str(job.path)], cwd=ROOT, env=env,
                                     stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                     start_new_session=True)
         # the process writes its own status; never race it
