@@ -310,8 +310,9 @@ def _images(index: DatasetIndex, indices: list[int]) -> Iterator[tuple[int, int,
 
 def load_arrays(index: DatasetIndex, indices: list[int], card: ModelCard,
                 progress: Callable[[int], None] | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Model inputs (N, H, W, C) through the card's preprocessing and class indices (card.class_names).
-    `progress(n)` is called after each image with the number prepared so far."""
+    """Model inputs (N, H, W, C) through the card's preprocessing and class indices (card.class_names),
+    all in memory: for small sets and as the reference of the streaming pipeline (`medui.training.shards`
+    and `stream`, which training uses). `progress(n)` is called after each image with the number so far."""
     from medui.ai.preprocess import prepare
 
     x = np.zeros((len(indices), *card.input_size, card.channels), np.float32)
@@ -319,8 +320,12 @@ def load_arrays(index: DatasetIndex, indices: list[int], card: ModelCard,
         x[pos] = prepare(image, card, index.samples[i].invert)[0]
         if progress is not None:
             progress(done)
-    y = np.asarray([card.class_names.index(index.samples[i].label) for i in indices], np.int32)
-    return x, y
+    return x, class_numbers(index, indices, card.class_names)
+
+
+def class_numbers(index: DatasetIndex, indices: Sequence[int], classes: Sequence[str]) -> np.ndarray:
+    """The class of each sample `indices` as its place in `classes` (int32)."""
+    return np.asarray([list(classes).index(index.samples[i].label) for i in indices], np.int32)
 
 
 def thumbnails(index: DatasetIndex, per_class: int = 4) -> dict[str, list[np.ndarray]]:

@@ -88,7 +88,7 @@ def targets(y: np.ndarray, n_classes: int) -> np.ndarray:
     """Training targets: the class (float32) for two classes, else one-hot rows."""
     if n_classes == 2:
         return y.astype(np.float32)
-    return np.eye(n_classes, dtype=np.float32)[y]
+    return np.asarray(np.eye(n_classes, dtype=np.float32)[y])
 
 
 def augmentation(augment: dict[str, float] | None, seed: int) -> KerasModel | None:
@@ -115,15 +115,15 @@ def augmentation(augment: dict[str, float] | None, seed: int) -> KerasModel | No
 
 
 def augmented(batches: TFDataset, augment: dict[str, float] | None, seed: int) -> TFDataset:
-    """Batches with the augmentation applied (clipped to [0, 1]) and prefetch."""
+    """Batches with the augmentation applied (clipped to [0, 1]) and prefetch. One batch at a time (its
+    ops use every core): the random layers draw from one seed state, so the same seed augments alike."""
     import tensorflow as tf
 
     aug = augmentation(augment, seed)
     if aug is None:
         return batches.prefetch(tf.data.AUTOTUNE)
     return (batches
-            .map(lambda a, b: (tf.clip_by_value(aug(a, training=True), 0.0, 1.0), b),
-                 num_parallel_calls=tf.data.AUTOTUNE)
+            .map(lambda a, b: (tf.clip_by_value(aug(a, training=True), 0.0, 1.0), b))
             .prefetch(tf.data.AUTOTUNE))
 
 

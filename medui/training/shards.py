@@ -105,7 +105,7 @@ def _write_shard(task: _Task) -> tuple[str, int]:
                                     "check the data again")
             out[record] = kept
             done += 1
-    data = memoryview(out).cast("B")
+    data = out.data.cast("B")
     with open(task.path, "wb") as fh:
         fh.write(data)
         fh.flush()
@@ -173,7 +173,7 @@ class ShardCache:
         size = out[0].nbytes if len(records) else 0
         for j, r in enumerate(np.asarray(records, np.int64)):
             shard, k = divmod(int(r), per)
-            if os.preadv(self._fds[shard], [memoryview(out[j]).cast("B")], k * size) != size:
+            if os.preadv(self._fds[shard], [out[j].data.cast("B")], k * size) != size:
                 raise TrainingError(f"prepared-image cache {self.path.name}: shard {shard} is shorter than its "
                                     "manifest says (changed while in use?); run the job again")
         channels = int(self.manifest["channels"])

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from medui.ai.kerastypes import TFDataset
+from medui.ai.kerastypes import KerasModel, TFDataset
 from medui.training.fit import augmented, targets
 
 if TYPE_CHECKING:
@@ -58,3 +58,11 @@ def inputs(cache: ShardCache, records: Sequence[int], batch: int = 32) -> TFData
     """Model inputs only, in order (prediction: calibration and evaluation)."""
     y = np.zeros(len(records), np.int32)
     return stream(cache, records, y, batch, None, 0, 2).map(lambda x, _: x)
+
+
+def logits(model: KerasModel, cache: ShardCache, records: Sequence[int], batch: int = 32) -> np.ndarray:
+    """The model's logits (float64) for the records `records`, streamed from the cache."""
+    import keras
+
+    logit_model = keras.Model(model.inputs, model.get_layer("logits").output)
+    return np.asarray(logit_model.predict(inputs(cache, records, batch), verbose=0), np.float64)
