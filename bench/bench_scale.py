@@ -9,8 +9,10 @@ Per size: `index_s` (the dataset check, once), then for `memory` (load_arrays + 
 `stream` (shards.prepared + stream.stream, cache built first): `prepare_s`, `epoch_s`, `img_s` (one
 augmented epoch of small_cnn after a 3-step warm-up), `peak_rss_mb` (the training process) and, for
 the stream, `workers_peak_rss_mb` (the largest decode worker); `hit` opens the cache a second time as a
-repeat run does (`decoded` 0: nothing is decoded before the first epoch). Targets: stream peak RSS at
-the largest size within 1.3x of the smallest; stream img/s >= 0.9x of memory where both run.
+repeat run does (`decoded` 0: nothing is decoded before the first epoch). On a shared machine one epoch
+each is noisy, so sizes up to `--interleave-max` also train one model on both pipelines in one process,
+epochs alternating (`interleaved`, medians of 3). Targets: stream peak RSS at the largest size within
+1.3x of the smallest; stream img/s >= 0.9x of memory where both run.
 """
 
 from __future__ import annotations

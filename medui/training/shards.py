@@ -296,15 +296,17 @@ def prepared(index: DatasetIndex, indices: Sequence[int], card: ModelCard,
     if manifest is not None:
         bad = verify(entry, manifest)
         if bad:  # rebuild just those, beside the good ones, then swap them in
-            results = _run(_tasks(index, indices, card, entry, shape, per, bad, f".{uuid.uuid4().hex}.tmp"),
-                           progress, cancelled, workers)
+            for stale in entry.glob("*.tmp"):  # left by a rebuild that was killed
+                stale.unlink(missing_ok=True)
+            suffix = f".{uuid.uuid4().hex}.tmp"
+            results = _run(_tasks(index, indices, card, entry, shape, per, bad, suffix), progress, cancelled, workers)
             if results is None:
-                for t in entry.glob("*.tmp"):
+                for t in entry.glob(f"*{suffix}"):
                     t.unlink(missing_ok=True)
                 return None
             for n, (sha, done) in zip(bad, results, strict=True):
                 name = manifest["shards"][n]["file"]
-                next(entry.glob(f"{name}.*.tmp")).replace(entry / name)
+                (entry / f"{name}{suffix}").replace(entry / name)
                 manifest["shards"][n]["sha256"] = sha
                 decoded += done
             (entry / "manifest.json.tmp").write_text(json.dumps(manifest))
