@@ -187,7 +187,8 @@ def main() -> None:
                               "input": [args.input, args.input, args.channels], "batch": args.batch}
     with tempfile.TemporaryDirectory(prefix="medui-bench-scale-") as tmp:
         env = {**os.environ, "MEDUI_JOBS": str(Path(tmp) / "jobs"), "PYTHONPATH": str(ROOT),
-               "MEDUI_PREPARED_CACHE": str(Path(tmp) / "cache"), "MEDUI_PREPARED_CACHE_MB": str(1 << 20)}
+               "MEDUI_PREPARED_CACHE": str(Path(tmp) / "cache"), "MEDUI_PREPARED_CACHE_MB": str(1 << 20),
+               "MEDUI_MAX_FILES": str(2 * max(sizes) + 10)}  # the default (20,000) refuses the largest set
         os.environ.update(env)
         from medui.training.data import index_dataset
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -14,6 +13,7 @@ import numpy as np
 import pytest
 
 from medui.ai.card import ModelCard
+from medui.errors import DatasetError
 from medui.synthetic.phantoms import write_labeled_folder
 from medui.training import jobs, shards
 from medui.training.data import DatasetIndex, index_dataset, load_arrays, split
@@ -69,7 +69,10 @@ def test_a_cache_hit_decodes_nothing(index, tmp_path):
     build_s = time.perf_counter() - t0
     assert first is not None and first.decoded == N
     expected = first.read(np.arange(N))
-    shutil.move(tmp_path / "data", tmp_path / "gone")  # nothing left to decode: a hit must not need it
+    files = [p for p in (tmp_path / "data").rglob("*") if p.is_file()]
+    saved = {p: p.read_bytes() for p in files}
+    for p in files:  # nothing left that decodes: a hit must not need to
+        p.write_bytes(b"not an image")
     t0 = time.perf_counter()
     again = shards.prepared(index, range(N), card)
     hit_s = time.perf_counter() - t0
@@ -80,7 +83,11 @@ def test_a_cache_hit_decodes_nothing(index, tmp_path):
     names = [p.name for p in first.path.parent.rglob("*")]
     assert all(n.startswith(("shard-", "manifest", "used")) or len(n) == 64 for n in names), names
     assert "patient" not in json.dumps(first.manifest)
-    shutil.move(tmp_path / "gone", tmp_path / "data")
+    files[0].unlink()  # a file gone since the check: a hit says so (a listing, still no decoding)
+    with pytest.raises(DatasetError, match="is gone now"):
+        shards.prepared(index, range(N), card)
+    for p, data in saved.items():
+        p.write_bytes(data)
     other = shards.prepared(index, range(N), _card(channels=1, size=40))  # another preprocessing: another key
     assert other is not None and other.decoded == N and other.path != first.path
 

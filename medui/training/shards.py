@@ -40,7 +40,8 @@ if TYPE_CHECKING:
     from medui.ai.card import ModelCard
 
 FORMAT = 1  # bump when the record layout or `prepare` changes what a record holds
-SHARD_BYTES = 32 << 20  # about 32 MB per shard
+SHARD_BYTES = 32 << 20  # at most about 32 MB per shard
+SHARD_RECORDS = 256  # and at most this many images: work for every worker, progress as it goes
 DEFAULT_BUDGET_MB = 20_480
 
 
@@ -205,13 +206,19 @@ def verify(path: Path, manifest: dict[str, Any]) -> list[int]:
 
 def _tasks(index: DatasetIndex, indices: Sequence[int], card: ModelCard, folder: Path, shape: tuple[int, int, int],
            per: int, which: Sequence[int], suffix: str = "") -> list[_Task]:
-    tasks = []
-    for n in which:
-        chunk = list(indices[n * per:(n + 1) * per])
-        files = [(src, name, [(pos, index.samples[i]) for pos, i in items])
-                 for src, name, items in sources(index, chunk)]
-        tasks.append(_Task(str(folder / f"shard-{n:05d}.f32{suffix}"), len(chunk), shape, card, index.limits, files))
-    return tasks
+    """One task per shard number in `which` (the dataset is listed once)."""
+    order = sorted(which)
+    wanted = set(order)
+    parts: dict[int, list[tuple[SourceFile, str, list[tuple[int, Sample]]]]] = {n: [] for n in which}
+    for src, name, items in sources(index, [i for k, i in enumerate(indices) if k // per in wanted]):
+        by_shard: dict[int, list[tuple[int, Sample]]] = {}
+        for pos, i in items:  # pos: place among the wanted samples; shards are whole, so this maps back
+            k = order[pos // per] * per + pos % per
+            by_shard.setdefault(k // per, []).append((k % per, index.samples[i]))
+        for n, got in by_shard.items():
+            parts[n].append((src, name, got))
+    return [_Task(str(folder / f"shard-{n:05d}.f32{suffix}"), len(indices[n * per:(n + 1) * per]), shape, card,
+                  index.limits, parts[n]) for n in which]
 
 
 def _run(tasks: list[_Task], progress: Callable[[int], None] | None, cancelled: Callable[[], bool] | None,
@@ -290,10 +297,11 @@ def prepared(index: DatasetIndex, indices: Sequence[int], card: ModelCard,
     key = cache_key(index, indices, card)
     entry = root / key
     shape = (int(card.input_size[0]), int(card.input_size[1]), stored_channels(index, indices, card))
-    per = max(8, SHARD_BYTES // (int(np.prod(shape)) * 4))
+    per = max(8, min(SHARD_RECORDS, SHARD_BYTES // (int(np.prod(shape)) * 4)))
     decoded = 0
     manifest = _manifest(entry)
     if manifest is not None:
+        sources(index, list(indices))  # every file still there (a listing, no decoding): DatasetError if not
         bad = verify(entry, manifest)
         if bad:  # rebuild just those, beside the good ones, then swap them in
             for stale in entry.glob("*.tmp"):  # left by a rebuild that was killed
