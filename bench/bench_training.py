@@ -90,12 +90,14 @@ def main() -> None:
         out["ratio_pipeline_vs_tensors"] = round(out["app_pipeline_no_augment_img_s"] / tensors, 2)
         out["ratio_augmented_vs_tensors"] = round(out["app_pipeline_augmented_img_s"] / tensors, 2)
         every = list(range(len(index.samples)))
+        os.environ["MEDUI_PREPARED_CACHE"] = str(Path(tmp) / "own")  # not the jobs': the first job decodes
         cache = prepared(index, every, card)
         assert cache is not None
         streamed = stream(cache, every, y, args.batch, TrainConfig(data=[], out="x").augment, 0, 2)
         out["app_stream_augmented_img_s"] = round(_epoch_rate(fresh(), streamed, len(x), args.batch), 1)
         out["ratio_stream_vs_pipeline_augmented"] = round(out["app_stream_augmented_img_s"] /
                                                           out["app_pipeline_augmented_img_s"], 2)
+        del os.environ["MEDUI_PREPARED_CACHE"]
         cfg = TrainConfig(data=[str(root)], out="bench", arch=args.arch, epochs=1, batch_size=args.batch)
         for run in ("job", "repeat_job"):  # the repeat finds the images prepared in the cache
             t = time.perf_counter()
