@@ -192,7 +192,7 @@ def test_the_status_says_what_the_job_is_doing_as_it_happens(tmp_path, isolated,
     job = jobs.create(cfg.to_json())
     assert runs.run_job(job.path) == 0, job.status()
     split = json.loads((job.path / "split.json").read_text())
-    n = len(split["train"]) + len(split["val"])
+    n = len(split["train"]) + len(split["val"]) + len(split["test"])  # every image is prepared once, up front
     steps = ["starting TensorFlow", "reading the dataset", "building the model", "preparing images (",
              f"preparing images ({n}/{n})",
              "epoch 1/2 running", "epoch 1/2 done", "epoch 2/2 running", "epoch 2/2 done", "calibrating",

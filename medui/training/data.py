@@ -259,18 +259,20 @@ def names_patient(inputs: Iterable[Input], keys: Iterable[str]) -> bool:
     return any(len(k.strip()) >= 3 and k.strip().lower() in given for k in keys)
 
 
-def _images(index: DatasetIndex, indices: list[int]) -> Iterator[tuple[int, int, np.ndarray]]:
-    """(position in `indices`, sample index, 2-D image) for each sample, decoding each file once."""
+def sources(index: DatasetIndex, indices: list[int]) -> list[tuple[SourceFile, str, list[tuple[int, int]]]]:
+    """The files holding the samples `indices`, each once: (file, name to show, [(position in `indices`,
+    sample index)]), in the order of first use. DatasetError when a file is gone."""
     by_file: dict[int, list[tuple[int, int]]] = defaultdict(list)
     for pos, i in enumerate(indices):
         by_file[index.samples[i].position].append((pos, i))
     if not by_file:
-        return
+        return []
     files, _ = _listing(index.inputs, index.limits, index.roots, None)
     if index.pseudonymous:
         by_name = {pseudonymous_name(f.name, index.kept_parts, index.salt): f for f in files}
     else:
         by_name = {f.name: f for f in files}
+    out = []
     for position, items in by_file.items():
         first = index.samples[items[0][1]]
         name = first.file or f"file {position + 1} of the dataset"
@@ -280,21 +282,37 @@ def _images(index: DatasetIndex, indices: list[int]) -> Iterator[tuple[int, int,
             src = files[position] if position < len(files) else None
         if src is None:
             raise DatasetError(f"{name} was in the dataset when it was checked and is gone now; check the data again")
-        series = load([src], index.limits).series
-        for pos, i in items:
-            s = index.samples[i]
-            image = np.array(series[s.series].pixels[s.frame]) if s.series < len(series) else None  # a copy
-            if image is None or _digest(image) != s.digest:
-                raise DatasetError(f"{name} changed since the dataset was checked (its pixels differ, or files "
-                                   "were added or removed); check the data again")
+        out.append((src, name, items))
+    return out
+
+
+def decode(src: SourceFile, name: str, samples: Sequence[Sample], limits: Limits | None
+           ) -> Iterator[tuple[int, np.ndarray]]:
+    """(k, 2-D image) of each of `samples` (all of the file `src`), each checked against its digest.
+    Runs in decode worker processes too: nothing here imports TensorFlow."""
+    series = load([src], limits).series
+    for k, s in enumerate(samples):
+        image = np.array(series[s.series].pixels[s.frame]) if s.series < len(series) else None  # a copy
+        if image is None or _digest(image) != s.digest:
+            raise DatasetError(f"{name} changed since the dataset was checked (its pixels differ, or files "
+                               "were added or removed); check the data again")
+        yield k, image
+    del series
+
+
+def _images(index: DatasetIndex, indices: list[int]) -> Iterator[tuple[int, int, np.ndarray]]:
+    """(position in `indices`, sample index, 2-D image) for each sample, decoding each file once."""
+    for src, name, items in sources(index, indices):
+        for k, image in decode(src, name, [index.samples[i] for _, i in items], index.limits):
+            pos, i = items[k]
             yield pos, i, image
-        del series
 
 
 def load_arrays(index: DatasetIndex, indices: list[int], card: ModelCard,
                 progress: Callable[[int], None] | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Model inputs (N, H, W, C) through the card's preprocessing and class indices (card.class_names).
-    `progress(n)` is called after each image with the number prepared so far."""
+    """Model inputs (N, H, W, C) through the card's preprocessing and class indices (card.class_names),
+    all in memory: for small sets and as the reference of the streaming pipeline (`medui.training.shards`
+    and `stream`, which training uses). `progress(n)` is called after each image with the number so far."""
     from medui.ai.preprocess import prepare
 
     x = np.zeros((len(indices), *card.input_size, card.channels), np.float32)
@@ -302,8 +320,12 @@ def load_arrays(index: DatasetIndex, indices: list[int], card: ModelCard,
         x[pos] = prepare(image, card, index.samples[i].invert)[0]
         if progress is not None:
             progress(done)
-    y = np.asarray([card.class_names.index(index.samples[i].label) for i in indices], np.int32)
-    return x, y
+    return x, class_numbers(index, indices, card.class_names)
+
+
+def class_numbers(index: DatasetIndex, indices: Sequence[int], classes: Sequence[str]) -> np.ndarray:
+    """The class of each sample `indices` as its place in `classes` (int32)."""
+    return np.asarray([list(classes).index(index.samples[i].label) for i in indices], np.int32)
 
 
 def thumbnails(index: DatasetIndex, per_class: int = 4) -> dict[str, list[np.ndarray]]:

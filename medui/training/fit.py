@@ -84,16 +84,19 @@ def setup_devices(mixed: str = "auto") -> DeviceInfo:
     return DeviceInfo(detect().label(), len(gpus), bool(use_mixed and gpus), type(strategy).__name__, strategy)
 
 
-def pipeline(x: np.ndarray, y: np.ndarray, batch: int, augment: dict[str, float] | None, seed: int,
-             n_classes: int) -> TFDataset:
-    """tf.data: cached in memory, shuffled, augmented with Keras layers, prefetched."""
-    import keras
-    import tensorflow as tf
+def targets(y: np.ndarray, n_classes: int) -> np.ndarray:
+    """Training targets: the class (float32) for two classes, else one-hot rows."""
+    if n_classes == 2:
+        return y.astype(np.float32)
+    return np.asarray(np.eye(n_classes, dtype=np.float32)[y])
 
-    target = y.astype(np.float32) if n_classes == 2 else keras.utils.to_categorical(y, n_classes)
-    ds = tf.data.Dataset.from_tensor_slices((x, target)).cache()
-    if augment is None:
-        return ds.batch(batch).prefetch(tf.data.AUTOTUNE)
+
+def augmentation(augment: dict[str, float] | None, seed: int) -> KerasModel | None:
+    """The augmentation as a Keras Sequential of random layers (None: switched off)."""
+    import keras
+
+    if not augment:
+        return None
     layers: list[KerasLayer] = []
     if augment.get("hflip"):
         layers.append(keras.layers.RandomFlip("horizontal", seed=seed))
@@ -108,14 +111,32 @@ def pipeline(x: np.ndarray, y: np.ndarray, batch: int, augment: dict[str, float]
         layers.append(keras.layers.RandomContrast(augment["contrast"], seed=seed))
     if augment.get("brightness"):
         layers.append(keras.layers.RandomBrightness(augment["brightness"], value_range=(0, 1), seed=seed))
-    shuffled = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True).batch(batch)
-    if not layers:  # augmentation switched off
-        return shuffled.prefetch(tf.data.AUTOTUNE)
-    aug = keras.Sequential(layers, name="augment")
-    return (shuffled
-            .map(lambda a, b: (tf.clip_by_value(aug(a, training=True), 0.0, 1.0), b),
-                 num_parallel_calls=tf.data.AUTOTUNE)
+    return keras.Sequential(layers, name="augment") if layers else None
+
+
+def augmented(batches: TFDataset, augment: dict[str, float] | None, seed: int) -> TFDataset:
+    """Batches with the augmentation applied (clipped to [0, 1]) and prefetch. One batch at a time (its
+    ops use every core): the random layers draw from one seed state, so the same seed augments alike."""
+    import tensorflow as tf
+
+    aug = augmentation(augment, seed)
+    if aug is None:
+        return batches.prefetch(tf.data.AUTOTUNE)
+    return (batches
+            .map(lambda a, b: (tf.clip_by_value(aug(a, training=True), 0.0, 1.0), b))
             .prefetch(tf.data.AUTOTUNE))
+
+
+def pipeline(x: np.ndarray, y: np.ndarray, batch: int, augment: dict[str, float] | None, seed: int,
+             n_classes: int) -> TFDataset:
+    """The in-memory tf.data pipeline (every image in `x`): shuffled, augmented, prefetched. Training
+    streams from the prepared-image cache instead (`medui.training.stream`); this is its reference."""
+    import tensorflow as tf
+
+    ds = tf.data.Dataset.from_tensor_slices((x, targets(y, n_classes))).cache()
+    if augment is None:
+        return ds.batch(batch).prefetch(tf.data.AUTOTUNE)
+    return augmented(ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True).batch(batch), augment, seed)
 
 
 def class_weights(y: np.ndarray, n_classes: int) -> dict[int, float]:

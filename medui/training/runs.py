@@ -30,7 +30,7 @@ from medui.ai.registry import pause_point
 from medui.errors import TrainingError
 from medui.training import metrics
 from medui.training.cards import card_for_run, jsonable, run_metrics
-from medui.training.data import DatasetIndex, index_dataset, load_arrays, order_classes, split
+from medui.training.data import DatasetIndex, class_numbers, index_dataset, order_classes, split
 from medui.training.fit import (
     DeviceInfo,
     JobCallback,
@@ -39,7 +39,6 @@ from medui.training.fit import (
     base_model,
     class_weights,
     evaluate_arrays,
-    pipeline,
     plan_model,
     rename_head,
     set_trainable,
@@ -47,6 +46,8 @@ from medui.training.fit import (
 )
 from medui.training.folders import ScanLimits
 from medui.training.jobs import Job, TrainLock, process_start, write_json
+from medui.training.shards import ShardCache, prepared
+from medui.training.stream import logits, stream
 
 if TYPE_CHECKING:
     from medui.ai.registry import Entry
@@ -139,15 +140,17 @@ def train(job: Job, cfg: TrainConfig, started: float) -> dict[str, Any] | None:
 
     keras.utils.set_random_seed(cfg.seed)
     ctx, model = prepare(job, cfg, started)
-    fitted = fit(ctx, model)
+    cache = prepare_images(ctx)
+    if cache is None:
+        return None
+    fitted = fit(ctx, model, cache)
     if fitted is None:
         return None
     _status(job, message="calibrating on the validation split")
-    x_va, y_va = load_arrays(ctx.index, ctx.parts["val"], ctx.card)
-    cal = calibrate(ctx, fitted.model, x_va, y_va)
-    del x_va, y_va
+    cal = calibrate(ctx, fitted.model, cache)
     _status(job, message="evaluating on the held-out test split")
-    ev, parent_ev, compared = evaluate(ctx, fitted.model, cal.card)
+    ev, parent_ev, compared = evaluate(ctx, fitted.model, cal.card, cache)
+    cache.close()
     _status(job, message="registering the model")
     entry = register(ctx, fitted, cal, ev, compared)
     result: dict[str, Any] = jsonable({
@@ -225,7 +228,7 @@ def _epoch_writer(ctx: RunContext, fh: IO[str]) -> Any:
 
 
 def _image_progress(job: Job, total: int) -> Callable[[int], None]:
-    """A `load_arrays` progress callback writing 'preparing images (n/N)' at most twice a second."""
+    """A progress callback writing 'preparing images (n/N)' at most twice a second."""
     last = [0.0]
 
     def report(n: int) -> None:
@@ -241,20 +244,34 @@ def _epoch_running(ctx: RunContext, phase: str, epoch: int) -> None:
     _status(ctx.job, message=f"epoch {epoch}/{ctx.cfg.epochs} running ({phase})")
 
 
-def fit(ctx: RunContext, model: KerasModel) -> FitResult | None:
-    """Train (two phases for pretrained backbones) with early stopping on validation AUC; None when cancelled."""
+def prepare_images(ctx: RunContext) -> ShardCache | None:
+    """Every sample of the dataset (record k is sample k) prepared for the card, from the prepared-image
+    cache or decoded into it now in worker processes ('preparing images (n/N)'); None when cancelled."""
+    total = len(ctx.index.samples)
+    _status(ctx.job, message=f"preparing images (0/{total})")
+    cache = prepared(ctx.index, range(total), ctx.card, _image_progress(ctx.job, total),
+                     lambda: ctx.job.cancel_requested)
+    if cache is not None:
+        _log(f"prepared images: {cache.count} in the cache {cache.path.name[:12]}, {cache.decoded} decoded now "
+             f"({cache.seconds:.1f} s)")
+    return cache
+
+
+def labels(ctx: RunContext, indices: list[int], card: ModelCard | None = None) -> np.ndarray:
+    return class_numbers(ctx.index, indices, (card or ctx.card).class_names)
+
+
+def fit(ctx: RunContext, model: KerasModel, cache: ShardCache) -> FitResult | None:
+    """Train (two phases for pretrained backbones) with early stopping on validation AUC, streaming from
+    the prepared-image cache; None when cancelled."""
     import keras
 
     cfg, n_cls = ctx.cfg, len(ctx.card.class_names)
-    n_tr = len(ctx.parts["train"])
-    report = _image_progress(ctx.job, n_tr + len(ctx.parts["val"]))
-    x_tr, y_tr = load_arrays(ctx.index, ctx.parts["train"], ctx.card, report)
-    x_va, y_va = load_arrays(ctx.index, ctx.parts["val"], ctx.card, lambda n: report(n_tr + n))
-    train_ds = pipeline(x_tr, y_tr, cfg.batch_size, cfg.augment, cfg.seed, n_cls)
-    val_ds = pipeline(x_va, y_va, cfg.batch_size, None, cfg.seed, n_cls)
+    y_tr = labels(ctx, ctx.parts["train"])
+    train_ds = stream(cache, ctx.parts["train"], y_tr, cfg.batch_size, cfg.augment, cfg.seed, n_cls)
+    val_ds = stream(cache, ctx.parts["val"], labels(ctx, ctx.parts["val"]), cfg.batch_size, None, cfg.seed, n_cls)
     weights = class_weights(y_tr, n_cls)
-    n_train = len(x_tr)
-    del x_tr, x_va  # the tf.data pipelines hold what they need
+    n_train = len(y_tr)
     done, epochs_run, first_end = 0, 0, None
     pause_point("fit")
     t_train = time.time()
@@ -288,18 +305,12 @@ def fit(ctx: RunContext, model: KerasModel) -> FitResult | None:
     return FitResult(model, epochs_run, first_end, train_s, n_train)
 
 
-def _logits(model: KerasModel, x: np.ndarray) -> np.ndarray:
-    import keras
-
-    logit_model = keras.Model(model.inputs, model.get_layer("logits").output)
-    return np.asarray(logit_model.predict(x, verbose=0), np.float64)
-
-
-def calibrate(ctx: RunContext, model: KerasModel, x_va: np.ndarray, y_va: np.ndarray) -> Calibration:
+def calibrate(ctx: RunContext, model: KerasModel, cache: ShardCache) -> Calibration:
     """Temperature (binary) and the operating threshold, both on the validation split."""
     from medui.ai.inference import Predictor
 
-    z_va = _logits(model, x_va)
+    y_va = labels(ctx, ctx.parts["val"])
+    z_va = logits(model, cache, ctx.parts["val"], ctx.cfg.batch_size)
     if len(ctx.card.class_names) > 2:
         card = dataclasses.replace(ctx.card, training={}, threshold=0.5,
                                    threshold_method="argmax of the class probabilities")
@@ -318,17 +329,19 @@ def calibrate(ctx: RunContext, model: KerasModel, x_va: np.ndarray, y_va: np.nda
     return Calibration(card, temperature, warning)
 
 
-def evaluate(ctx: RunContext, model: KerasModel, card: ModelCard
+def evaluate(ctx: RunContext, model: KerasModel, card: ModelCard, cache: ShardCache
              ) -> tuple[dict[str, Any], dict[str, Any] | None, dict[str, dict[str, Any]]]:
     """The held-out test split, for the new model and, on the same images, its parent and the model
-    promoted for the task (same classes): (evaluation, parent's evaluation, {model id: summary})."""
+    promoted for the task (same classes): (evaluation, parent's evaluation, {model id: summary}).
+    Every model's inputs stream from the prepared-image cache (its own card's, built when needed)."""
     from medui.ai.inference import Predictor
     from medui.ai.promotion import default, statuses, task_of
     from medui.ai.registry import list_models, load_keras
 
-    classes = card.class_names
-    x_te, y_te = load_arrays(ctx.index, ctx.parts["test"], card)
-    ev = evaluate_arrays(Predictor(model, card).probabilities(_logits(model, x_te)), y_te, classes, card.threshold)
+    classes, test, batch = card.class_names, ctx.parts["test"], ctx.cfg.batch_size
+    y_te = labels(ctx, test, card)
+    ev = evaluate_arrays(Predictor(model, card).probabilities(logits(model, cache, test, batch)), y_te, classes,
+                         card.threshold)
     others: dict[str, Entry] = {}
     if ctx.parent is not None:
         others[ctx.parent.id] = ctx.parent
@@ -342,9 +355,14 @@ def evaluate(ctx: RunContext, model: KerasModel, card: ModelCard
     for model_id, entry in others.items():
         if entry.card.class_names != classes:
             continue
-        other = Predictor(load_keras(entry.path), entry.card)
-        xo, yo = load_arrays(ctx.index, ctx.parts["test"], entry.card)  # its own preprocessing, the same images
-        oev = evaluate_arrays(other.probabilities(other.logits(xo)), yo, classes, entry.card.threshold)
+        own = prepared(ctx.index, test, entry.card)  # its own preprocessing, the same images (record k: test[k])
+        if own is None:
+            continue
+        other = load_keras(entry.path)
+        zo = logits(other, own, list(range(len(test))), batch)
+        own.close()
+        oev = evaluate_arrays(Predictor(other, entry.card).probabilities(zo), labels(ctx, test, entry.card), classes,
+                              entry.card.threshold)
         compared[model_id] = run_metrics(oev, f"held-out test split ({oev['n']} images)")
         if ctx.parent is not None and model_id == ctx.parent.id:
             parent_ev = oev
