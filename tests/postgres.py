@@ -36,7 +36,7 @@ def _as_user(cmd: list[str]) -> list[str]:
 
 
 def served(folder: Path) -> Iterator[str]:
-    """Yield a `postgresql+psycopg://` URL of a fresh server; stop it (SIGTERM to its pid, then SIGKILL)."""
+    """Yield a `postgresql+psycopg://` URL of a fresh server; stop it (SIGINT: fast shutdown, then SIGKILL)."""
     import pytest
 
     pg = bin_dir()
@@ -74,7 +74,7 @@ def served(folder: Path) -> Iterator[str]:
                        check=True, capture_output=True, timeout=60)
         yield f"postgresql+psycopg://medui@127.0.0.1:{port}/medui"
     finally:
-        os.kill(pid, signal.SIGTERM)  # smart shutdown; a straggler is killed
+        os.kill(pid, signal.SIGINT)  # fast shutdown (a smart one waits for pooled connections); a straggler is killed
         deadline = time.time() + 20
         while time.time() < deadline:
             try:

@@ -98,7 +98,7 @@ def test_sign_in_roles_deep_links_logout_and_the_audit_trail(signed_server, brow
 
     _sign_in(page, url, "clara")
     assert page.get_by_text("Clara Clinician").first.is_visible()
-    assert _nav(page) == ["Viewer", "Diagnose"]  # Train, Models and Audit are hidden from a clinician
+    assert _nav(page) == ["Viewer", "Diagnose", "Worklist"]  # Train, Models, PACS and Audit are hidden from a clinician
     page.screenshot(path=str(artifacts / "e2e-auth-clinician.png"), full_page=True)
 
     for path, title, role in (("/train", "Train", "ml-engineer"), ("/audit", "Audit", "admin")):
@@ -146,7 +146,7 @@ def test_sign_in_roles_deep_links_logout_and_the_audit_trail(signed_server, brow
     page = ada.new_page()
     _loopback_only(page)
     _sign_in(page, url, "ada")
-    assert _nav(page) == ["Viewer", "Diagnose", "Train", "Models", "PACS", "Audit"]
+    assert _nav(page) == ["Viewer", "Diagnose", "Worklist", "Train", "Models", "PACS", "Audit"]
     page.goto(url + "/audit", wait_until="networkidle")
     page.get_by_role("heading", name="Audit trail").wait_for(timeout=60_000)
     page.get_by_text("event(s), newest first").wait_for(timeout=30_000)
@@ -166,7 +166,7 @@ def test_without_sign_in_the_app_says_single_user_mode_and_every_page_is_there(a
     _loopback_only(page)
     page.goto(app_url, wait_until="networkidle")
     page.get_by_text("Sign-in not configured — single-user mode").wait_for(timeout=90_000)
-    assert _nav(page) == ["Viewer", "Diagnose", "Train", "Models", "PACS", "Audit"]
+    assert _nav(page) == ["Viewer", "Diagnose", "Worklist", "Train", "Models", "PACS", "Audit"]
     page.goto(app_url + "/audit", wait_until="networkidle")
     page.get_by_role("heading", name="Audit trail").wait_for(timeout=60_000)
     assert page.get_by_text("Not allowed.").count() == 0

@@ -57,7 +57,9 @@ def pause_point(point: str) -> None:
     wanted, _, marker = os.environ.get(PAUSE_VARIABLE, "").partition(":")
     if wanted != point or not marker:
         return
-    Path(marker).write_text(str(os.getpid()))
+    tmp = Path(f"{marker}.{os.getpid()}.tmp")
+    tmp.write_text(str(os.getpid()))
+    os.replace(tmp, marker)  # the test reads the pid as soon as the marker exists: never an empty file
     time.sleep(600)
 
 
