@@ -74,6 +74,7 @@ def _local_scores(folder: Path) -> dict[str, dict[str, float]]:
 
     job = batch.start(BatchRequest(model=DEMO_MODEL, folder=str(folder)), launch=False)
     assert runner.record(job.path)["backend"] == runner.LOCAL and run(job.path) == 0
+    assert batch.state_of(job)["backend"] == "local"
     return {r.study_uid: r.probabilities for r in store.studies([job.id])}
 
 
@@ -97,7 +98,11 @@ def test_a_ray_batch_loses_its_worker_node_and_scores_every_study_once(on_ray, i
     rows = store.studies([job.id])
     assert len(rows) == 30 and {r.study_uid for r in rows} == set(files)  # one row a study
     assert all(r.status == store.SCORED and r.writes == 1 for r in rows)  # each scored exactly once
-    assert batch.state_of(job)["done"] == 30
+    shown = batch.state_of(job)  # what the Worklist page shows on the job's row
+    assert shown["done"] == 30 and shown["backend"] == "on Ray"
+    from medui.ui.worklist import _job_line
+
+    assert " · done · on Ray · " in _job_line(job.id, shown)
     local = _local_scores(Path(isolated["data"]) / "studies")
     for r in rows:
         names = sorted(r.probabilities)

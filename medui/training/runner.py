@@ -29,6 +29,7 @@ LOCAL, RAY = "local", "ray"
 LABELS = {LOCAL: "local", RAY: "on Ray"}
 GRACE_VARIABLE = "MEDUI_RAY_CANCEL_GRACE_S"  # seconds a cancelled Ray job has to stop by itself (default 30)
 ROOT = Path(__file__).resolve().parents[2]
+MISSING_GRACE_S = 60.0  # a submission the cluster does not know is lost only after this long
 
 
 def backend() -> str:
@@ -113,6 +114,8 @@ def ray_state(folder: Path, rec: dict[str, Any], st: dict[str, Any], cancel_sinc
         return st  # the cluster cannot be asked now: the job's own record stands
     if ray_status in ("PENDING", "RUNNING"):
         return st
+    if ray_status == MISSING_STATUS and time.time() - float(rec.get("submitted") or 0) < MISSING_GRACE_S:
+        return st  # just submitted: the cluster may not list it yet
     with contextlib.suppress(OSError, json.JSONDecodeError):  # it may have finished while Ray was asked
         now = json.loads((folder / "status.json").read_text())
         if now.get("state") in ("done", "failed", "cancelled"):

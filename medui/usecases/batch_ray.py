@@ -23,10 +23,10 @@ from typing import Any
 
 from medui.db import worklist as store
 from medui.db.worklist import FAILED, SCORED, StudyKey
-from medui.errors import MedUIError, SharedStorageError
+from medui.errors import SharedStorageError
 from medui.io.loader import LoadResult, load
 from medui.training import jobs
-from medui.usecases.batch_sources import FolderSource, PacsSource, Source, source_from
+from medui.usecases.batch_sources import FolderSource, PacsSource, Source, prefetched, source_from
 from medui.usecases.diagnose import LoadedModel, load_model
 
 RETRIES = 3  # times Ray runs a group again after its worker or node died
@@ -70,42 +70,50 @@ def score_group(job_dir: str, params: dict[str, Any], items: list[tuple[StudyKey
         raise SharedStorageError(f"the job folder {job_dir} is not visible on Ray node {_node()}; expected MEDUI_JOBS "
                                  "on storage every node of the cluster mounts at the same path")
     model = _model(str(params["model"]), os.environ.get("MEDUI_MODELS", ""))
-    source: Source | None = None
     done = store.scored_uids(job.id)
-    out = {"scored": 0, "failed": 0, "skipped": 0, "sent": 0}
+    out = {"scored": 0, "failed": 0, "skipped": len([k for k, _ in items if k.study_uid in done]), "sent": 0}
     written = 0
-    for key, inputs in items:
+    given = _Given(params, {k.study_uid: i for k, i in items if i is not None})
+    # as on the local back end: the next studies are decoded in a thread while the model scores this one
+    for key, loaded in prefetched(given, [k for k, _ in items if k.study_uid not in done]):
         if job.cancel_requested:
             break
-        if key.study_uid in done:  # written by an earlier run of this group
-            out["skipped"] += 1
-            continue
-        loaded: LoadResult | str
-        try:
-            if inputs is None:
-                source = source or source_from(params)
-                loaded = source.fetch(key)
-            else:
-                loaded = load(inputs)
-        except MedUIError as exc:
-            loaded = str(exc)
-        except Exception as exc:
-            loaded = f"{type(exc).__name__}: {exc}"
         outcome = score_study(model, key, loaded)
         if not store.write_once(job.id, outcome):
             out["skipped"] += 1
             continue
         out["scored" if outcome.status == SCORED else "failed"] += 1
-        if params.get("send") and outcome.flagged:
-            source = source or source_from(params)
-            if isinstance(source, PacsSource):
-                out["sent"] += _send_results(source, model, outcome)
+        if params.get("send") and outcome.flagged and isinstance(source := given.source(), PacsSource):
+            out["sent"] += _send_results(source, model, outcome)
         print(f"[{_node()} pid {os.getpid()}] {outcome.status} {key.study_uid}"
               + (f" score {outcome.score:.4f}" if outcome.score is not None else f": {outcome.reason[:200]}"),
               flush=True)
         written += 1
         _pause_point(job, written)
     return out
+
+
+class _Given:
+    """A task's studies: the files the driver listed (a folder source), else fetched from the job's source."""
+
+    def __init__(self, params: dict[str, Any], files: dict[str, list[Any]]) -> None:
+        self.params, self.files = params, files
+        self._source: Source | None = None
+
+    def source(self) -> Source:
+        if self._source is None:
+            self._source = source_from(self.params)
+        return self._source
+
+    def studies(self) -> list[StudyKey]:
+        return []
+
+    def inputs(self, study_uid: str) -> list[Any]:
+        found = self.files.get(study_uid)
+        return found if found is not None else self.source().inputs(study_uid)
+
+    def fetch(self, key: StudyKey) -> LoadResult:
+        return load(self.inputs(key.study_uid))
 
 
 def group_size(n: int, cpus: float) -> int:
