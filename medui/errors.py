@@ -138,3 +138,11 @@ class AuditStoreError(DatabaseError):
 
 class AuthConfigError(MedUIError):
     """Sign-in is required (MEDUI_REQUIRE_AUTH=1) or configured, but its configuration is missing or unusable."""
+
+
+class RayClusterError(MedUIError):
+    """The Ray cluster MEDUI_RAY_ADDRESS names cannot be reached, refuses the job, or does not know it."""
+
+
+class SharedStorageError(RayClusterError):
+    """A job on Ray would read or write a folder the cluster's nodes do not share (relative, or not visible)."""

@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from sqlalchemy import Boolean, CursorResult, DateTime, Float, ForeignKey, Integer, String, Text, func, select, update
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from medui import db
@@ -214,27 +214,65 @@ def scored_uids(job_id: str, url: str | None = None) -> set[str]:
     return _run(url, "read", lambda s: set(s.scalars(stmt)))
 
 
-def write(job_id: str, outcome: Outcome, url: str | None = None) -> None:
-    """Record one study's outcome at once, in its own transaction."""
+def _values(outcome: Outcome) -> dict[str, Any]:
     key = outcome.key
-    values = {"status": outcome.status, "reason": outcome.reason[:2000], "score": outcome.score,
-              "label": outcome.label, "flagged": outcome.flagged, "threshold": outcome.threshold,
-              "probabilities": json.dumps(outcome.probabilities), "model_id": outcome.model_id,
-              "slice_scores": None if outcome.slice_scores is None else json.dumps(outcome.slice_scores),
-              "scored_at": _now(), "writes": StudyRow.writes + 1}
+    values: dict[str, Any] = {
+        "status": outcome.status, "reason": outcome.reason[:2000], "score": outcome.score, "label": outcome.label,
+        "flagged": outcome.flagged, "threshold": outcome.threshold, "model_id": outcome.model_id,
+        "probabilities": json.dumps(outcome.probabilities), "scored_at": _now(), "writes": StudyRow.writes + 1,
+        "slice_scores": None if outcome.slice_scores is None else json.dumps(outcome.slice_scores)}
     for name in ("series_uid", "accession", "modality", "study_date"):
         if getattr(key, name):
             values[name] = getattr(key, name)
+    return values
+
+
+def _insert(session: Session, job_id: str, outcome: Outcome, values: dict[str, Any]) -> None:
+    key = outcome.key
+    count = session.scalar(select(func.count()).select_from(StudyRow).where(StudyRow.job_id == job_id)) or 0
+    session.add(StudyRow(job_id=job_id, position=count, study_uid=key.study_uid,
+                         **{**values, "writes": 1, "series_uid": key.series_uid, "accession": key.accession,
+                            "modality": key.modality, "study_date": key.study_date}))
+
+
+def write(job_id: str, outcome: Outcome, url: str | None = None) -> None:
+    """Record one study's outcome at once, in its own transaction."""
+    values = _values(outcome)
 
     def go(session: Session) -> None:
         done: CursorResult[Any] = session.execute(  # type: ignore[assignment]  # an UPDATE gives a CursorResult
-            update(StudyRow).where(StudyRow.job_id == job_id, StudyRow.study_uid == key.study_uid).values(**values))
+            update(StudyRow).where(StudyRow.job_id == job_id, StudyRow.study_uid == outcome.key.study_uid)
+            .values(**values))
         if not done.rowcount:
-            count = session.scalar(select(func.count()).select_from(StudyRow).where(StudyRow.job_id == job_id)) or 0
-            session.add(StudyRow(job_id=job_id, position=count, study_uid=key.study_uid,
-                                 **{**values, "writes": 1, "series_uid": key.series_uid, "accession": key.accession,
-                                    "modality": key.modality, "study_date": key.study_date}))
+            _insert(session, job_id, outcome, values)
     _run(url, "written", go)
+
+
+def write_once(job_id: str, outcome: Outcome, url: str | None = None) -> bool:
+    """Record a study's outcome unless it is already scored; whether it was written. One conditional
+    UPDATE (status is not 'scored'), atomic in SQLite and PostgreSQL, on the row the unique key (job_id,
+    study_uid) names: a task that runs again after its node died, or two copies of it at once, cannot
+    write a study twice. A failed study may be written again (a retry may score it)."""
+    values = _values(outcome)
+
+    def go(session: Session) -> bool:
+        done: CursorResult[Any] = session.execute(  # type: ignore[assignment]  # an UPDATE gives a CursorResult
+            update(StudyRow).where(StudyRow.job_id == job_id, StudyRow.study_uid == outcome.key.study_uid,
+                                   StudyRow.status != SCORED).values(**values))
+        if done.rowcount:
+            return True
+        there = session.scalar(select(func.count()).select_from(StudyRow).where(
+            StudyRow.job_id == job_id, StudyRow.study_uid == outcome.key.study_uid))
+        if there:
+            return False
+        _insert(session, job_id, outcome, values)
+        return True
+    try:
+        return _run(url, "written", go)
+    except DatabaseError as exc:
+        if isinstance(exc.__cause__, IntegrityError):  # another copy inserted it first: that one stands
+            return False
+        raise
 
 
 def _study(row: StudyRow) -> Study:

@@ -21,8 +21,6 @@ import os
 import re
 import secrets
 import shutil
-import subprocess
-import sys
 import time
 import uuid
 from dataclasses import dataclass
@@ -30,7 +28,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from medui.accounts.actor import current as current_actor
-from medui.errors import CardError, JobFolderError, TrainingError
+from medui.errors import CardError, JobFolderError, MedUIError, TrainingError
 
 if TYPE_CHECKING:
     from medui.training.data import DatasetIndex
@@ -179,6 +177,16 @@ class Job:
             st: dict[str, Any] = json.loads((self.path / "status.json").read_text())
         except (FileNotFoundError, json.JSONDecodeError):
             st = {"state": "queued"}
+        from medui.training import runner
+
+        rec = runner.record(self.path)
+        if rec["backend"] != runner.LOCAL:  # its process runs on another node: ask the runner, not a pid
+            if st.get("state") not in TERMINAL:
+                found = runner.ray_state(self.path, rec, st, self.cancel_requested_at)
+                if found is not st:
+                    st = found
+                    self._save_status(st)
+            return st
         pid, start = (st.get("pid"), st.get("pid_start")) if st.get("pid") else self._launcher_pid()
         if st.get("state") not in TERMINAL and pid and not _alive(int(pid), start):
             st = {**st, "state": "failed", "error": "the job's process ended unexpectedly (killed or crashed); "
@@ -226,6 +234,21 @@ class Job:
     @property
     def cancel_requested(self) -> bool:
         return (self.path / "cancel").exists()
+
+    @property
+    def cancel_requested_at(self) -> float | None:
+        """When cancelling was asked (time.time()), or None."""
+        try:
+            return (self.path / "cancel").stat().st_mtime
+        except OSError:
+            return None
+
+    @property
+    def backend(self) -> str:
+        """Where the job's process runs: 'local' or 'on Ray' (medui.training.runner)."""
+        from medui.training import runner
+
+        return runner.label(self.path)
 
     def started_by(self) -> dict[str, str]:
         """Who started the job ({"subject", "name"}; empty for jobs from before this was recorded)."""
@@ -285,20 +308,20 @@ def _check_names(params: dict[str, Any], prefix: str) -> None:
 
 
 def launch(job: Job, command: str = "train-job") -> Job:
-    """Run `python -m medui COMMAND FOLDER` (`train-job`, `batch-job`) on a created job, in its own session
-    (survives the page)."""
-    from medui.ai.device import job_env
+    """Run `python -m medui COMMAND FOLDER` (`train-job`, `batch-job`) on a created job: a process of this
+    machine in its own session (survives the page), or a Ray Job when MEDUI_RAY_ADDRESS is set
+    (`medui.training.runner`; a training job asks Ray for the GPUs `runner.training_gpus` gives)."""
+    from medui.training import runner
 
-    env = job_env(os.environ)  # no GPU: no CUDA probing, no 'failed call to cuInit' in the log
+    gpus = runner.training_gpus(job.params()) if command == "train-job" else 0.0
     try:
-        with open(job.path / "log.txt", "ab") as log:
-            proc = subprocess.Popen([sys.executable, "-m", "medui", command, str(job.path)], cwd=ROOT, env=env,
-                                    stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                    start_new_session=True)
-        # the process writes its own status; never race it
-        (job.path / "pid").write_text(f"{proc.pid}\n{process_start(proc.pid) or ''}")
+        runner.launch(job.path, command, gpus)
     except OSError as exc:
         raise _unwritable(job.path.parent, exc) from exc
+    except MedUIError as exc:  # the cluster refused it: the job says why at once, not 'never started' later
+        with contextlib.suppress(OSError):
+            write_json(job.path / "status.json", {**job.status(), "state": "failed", "error": str(exc)})
+        raise
     return job
 
 

@@ -164,7 +164,7 @@ def jobs_panel() -> None:
         st.info("No training jobs yet.", icon=":material/info:")
         return
     ids = [j.id for j in all_jobs]
-    outs = {j.id: str(j.params().get("out")) + (f" · {by}" if (by := started_by(j)) != "—" else "")
+    outs = {j.id: str(j.params().get("out")) + (f" · {by}" if (by := started_by(j)) != "—" else "") + f" · {j.backend}"
             for j in all_jobs}
     current = st.session_state.get(CURRENT_JOB)
     # the job just started, else the one chosen last, else the newest; set before the widget exists

@@ -73,7 +73,8 @@ def _job_line(job_id: str, st_: dict[str, Any]) -> str:
     total = st_.get("total")
     done, failed = st_.get("done") or 0, st_.get("failed") or 0
     eta = f" · about {st_['eta_s']:.0f} s left" if st_.get("eta_s") and st_.get("state") == "running" else ""
-    return (f"**{job_id}** · {st_.get('state')} · {st_.get('model', '')} · {st_.get('source', '')} · "
+    return (f"**{job_id}** · {st_.get('state')} · {st_.get('backend', 'local')} · {st_.get('model', '')} · "
+            f"{st_.get('source', '')} · "
             f"{done} scored, {failed} failed of {total if total is not None else '?'}{eta}")
 
 

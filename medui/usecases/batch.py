@@ -145,14 +145,15 @@ def resume(job: jobs.Job, actor: Actor | None = None, launch: bool = True) -> jo
 
 
 def state_of(job: jobs.Job) -> dict[str, Any]:
-    """The job's state from its folder (a dead process is reported failed) and its progress from the
-    database; a job whose process died is marked failed in the database too."""
+    """The job's state from its folder (a dead process, or a Ray job Ray ended, is reported failed), where it
+    runs ('backend': 'local' or 'on Ray') and its progress from the database; a job whose process died is
+    marked failed in the database too."""
     st = job.status()
     row = store.get_job(job.id)
     if row is not None and st.get("state") in jobs.TERMINAL and row.state not in jobs.TERMINAL:
         store.save_job(job.id, KIND, state=st["state"], message=str(st.get("error", "")), eta_s=None)
         row = store.get_job(job.id)
-    out = dict(st)
+    out = {**st, "backend": job.backend}  # 'local' or 'on Ray'
     if row is not None:
         out.update({"total": row.total, "done": row.done, "failed": row.failed, "eta_s": row.eta_s,
                     "model": row.model_id, "source": row.source, "message": row.message or st.get("error", "")})

@@ -21,7 +21,7 @@ from medui.errors import MedUIError
 from medui.io.loader import LoadResult
 from medui.training import jobs
 from medui.usecases.batch import KIND
-from medui.usecases.batch_sources import PacsSource, prefetched, source_from
+from medui.usecases.batch_sources import PacsSource, Source, prefetched, source_from
 from medui.usecases.diagnose import LoadedModel, load_model
 
 
@@ -125,16 +125,55 @@ def run(folder: str | Path) -> int:
 
 
 def _run(job: jobs.Job) -> int:
+    from medui.training import runner
+
     params = job.params()
-    model = load_model(params["model"])
+    on_ray = runner.record(job.path)["backend"] == runner.RAY
+    model = None if on_ray else load_model(params["model"])  # on Ray the tasks load it
+    model_id = model.entry.id if model is not None else _registered(params["model"])
     source = source_from(params)
     keys = source.studies()[: int(params.get("limit") or 200)]
-    total = store.queue(job.id, model.entry.id, keys)
+    total = store.queue(job.id, model_id, keys)
     done_before = store.scored_uids(job.id)
     todo = [k for k in keys if k.study_uid not in done_before]
     counts = store.counts(job.id)
     store.save_job(job.id, KIND, total=total, done=counts[SCORED], failed=0)
-    print(f"{total} studies, {len(done_before)} already scored, {len(todo)} to do with {model.entry.id}", flush=True)
+    print(f"{total} studies, {len(done_before)} already scored, {len(todo)} to do with {model_id}"
+          + (" on the Ray cluster" if on_ray else ""), flush=True)
+    started = time.perf_counter()
+    if model is None:
+        from medui.usecases import batch_ray
+
+        def progress(scored: int, failed: int) -> None:
+            rate = (time.perf_counter() - started) / max(scored + failed - len(done_before), 1)
+            eta = rate * (total - scored - failed)
+            store.save_job(job.id, KIND, done=scored, failed=failed, eta_s=eta)
+            _status(job, progress={"done": scored + failed, "total": total}, eta_s=eta)
+
+        n, failed, sent, cancelled = batch_ray.run(job, params, source, todo, progress, PROGRESS_S)
+    else:
+        n, failed, sent, cancelled = _run_local(job, params, model, source, todo, total, len(done_before))
+    state = "cancelled" if cancelled else "done"
+    seconds = time.perf_counter() - started
+    message = f"{n} studies processed in {seconds:.1f} s, {failed} failed"
+    if params.get("send"):
+        message += f", results of {sent} flagged studies sent to the PACS"
+    print(f"{state}: {message}", flush=True)
+    _status(job, state=state, eta_s=None, message=message, seconds=round(seconds, 3), processed=n)
+    store.save_job(job.id, KIND, state=state, eta_s=None, message=message)
+    sys.stdout.flush()
+    return 2 if cancelled else 0
+
+
+def _registered(name: str) -> str:
+    from medui.ai.registry import find
+
+    return find(name).id
+
+
+def _run_local(job: jobs.Job, params: dict[str, Any], model: LoadedModel, source: Source, todo: list[StudyKey],
+               total: int, before: int) -> tuple[int, int, int, bool]:
+    """Score `todo` in this process, decoding ahead in a thread; (processed, failed, sent, cancelled)."""
     started, n, failed, cancelled, shown, sent = time.perf_counter(), 0, 0, False, 0.0, 0
     for key, loaded in prefetched(source, todo):
         if job.cancel_requested:
@@ -153,17 +192,7 @@ def _run(job: jobs.Job) -> int:
               flush=True)
         if time.perf_counter() - shown > PROGRESS_S or n == len(todo):  # each result is written at once (above),
             shown = time.perf_counter()  # the progress and ETA at most every PROGRESS_S
-            store.save_job(job.id, KIND, done=len(done_before) + n - failed, failed=failed, eta_s=eta)
-            _status(job, progress={"done": len(done_before) + n, "total": total}, eta_s=eta)
+            store.save_job(job.id, KIND, done=before + n - failed, failed=failed, eta_s=eta)
+            _status(job, progress={"done": before + n, "total": total}, eta_s=eta)
         _pause_point(job, n)
-    cancelled = cancelled or job.cancel_requested and n < len(todo)
-    state = "cancelled" if cancelled else "done"
-    seconds = time.perf_counter() - started
-    message = f"{n} studies processed in {seconds:.1f} s, {failed} failed"
-    if params.get("send"):
-        message += f", results of {sent} flagged studies sent to the PACS"
-    print(f"{state}: {message}", flush=True)
-    _status(job, state=state, eta_s=None, message=message, seconds=round(seconds, 3), processed=n)
-    store.save_job(job.id, KIND, state=state, eta_s=None, message=message)
-    sys.stdout.flush()
-    return 2 if cancelled else 0
+    return n, failed, sent, cancelled or job.cancel_requested and n < len(todo)
