@@ -156,3 +156,16 @@ def test_the_launcher_reads_the_secrets_streamlit_would_read(tmp_path, monkeypat
         secrets_singleton._reset()
     assert serve.flag_options(["--server.port", "1", "--secrets.files=a", "--secrets.files", "b"]) == {
         "server.port": "1", "secrets.files": ["a", "b"]}
+
+
+def test_only_the_starter_or_an_administrator_may_cancel_a_job():
+    from medui.accounts.actor import Actor, require_owner
+    from medui.errors import NotAllowedError
+
+    started = {"subject": "ann-1", "name": "Ann"}
+    require_owner(Actor("ann-1", "Ann", frozenset({"clinician"})), "job J", started)  # the starter
+    require_owner(Actor("root", "Root", frozenset({"admin"})), "job J", started)  # an administrator
+    require_owner(None, "job J", started)  # internal callers are not checked
+    require_owner(Actor("bob-2", "Bob", frozenset({"clinician"})), "job J", {})  # a job from before owners
+    with pytest.raises(NotAllowedError, match="job J was started by Ann; only they or an administrator"):
+        require_owner(Actor("bob-2", "Bob", frozenset({"ml-engineer"})), "job J", started)

@@ -102,7 +102,7 @@ def test_a_ray_batch_loses_its_worker_node_and_scores_every_study_once(on_ray, i
     assert shown["done"] == 30 and shown["backend"] == "on Ray"
     from medui.ui.worklist import _job_line
 
-    assert " · done · on Ray · " in _job_line(job.id, shown)
+    assert " · done · on Ray · " in _job_line(job.id, shown, job.started_by())
     local = _local_scores(Path(isolated["data"]) / "studies")
     for r in rows:
         names = sorted(r.probabilities)

@@ -82,3 +82,15 @@ def test_a_clinician_may_use_the_page_and_a_user_without_a_medui_role_may_not(is
     assert [t.value for t in at.title] == ["Worklist"] and len(at.dataframe[0].value) == 4
     refused = _page(("visitor",))
     assert not refused.dataframe
+
+
+def test_a_job_row_names_who_started_it(isolated):
+    from medui.accounts.actor import Actor
+
+    folder = Path(isolated["data"]) / "by"
+    study_folder(folder, n=2, n_ct=0, corrupt=())
+    who = Actor("dana-7", "Dana_Radiologist", frozenset({"clinician"}))
+    job = batch.start(batch.BatchRequest(model=DEMO_MODEL, folder=str(folder)), who, launch=False)
+    assert run(job.path) == 0
+    shown = " ".join(m.value for m in _page().markdown)
+    assert f"**{job.id}** · done · local · " in shown and "started by Dana\\_Radiologist" in shown, shown

@@ -82,3 +82,12 @@ def require(actor: Actor | None, permission: str, what: str) -> None:
         roles = ", ".join(sorted(actor.roles)) or "no MedUI role"
         raise NotAllowedError(f"not allowed: {what} needs the {role_for(permission)} role; {actor.label} has "
                               f"{roles}. Ask an administrator for the role if you need it")
+
+
+def require_owner(actor: Actor | None, what: str, started_by: dict[str, str]) -> None:
+    """NotAllowedError when a known actor acts on `what` (e.g. 'job X') that someone else started
+    (`started_by`: {"subject", "name"}) and lacks 'cancel-any-job' (administrators)."""
+    owner = started_by.get("subject")
+    if actor is not None and owner and owner != actor.subject and not actor.can("cancel-any-job"):
+        raise NotAllowedError(f"not allowed: {what} was started by {started_by.get('name') or owner}; "
+                              "only they or an administrator can cancel it")

@@ -13,6 +13,7 @@ from medui.accounts.actor import Actor
 from medui.errors import MedUIError, NotAllowedError
 from medui.training.jobs import TERMINAL
 from medui.ui import auth, modelcache, state
+from medui.ui.markdown import md
 from medui.usecases import batch
 
 SHOWN = "worklist.shown"  # the study UIDs in the order the table showed them (selection -> UID)
@@ -69,13 +70,14 @@ def start_panel(who: Actor) -> None:
     st.rerun()  # the page refreshes itself while the job runs
 
 
-def _job_line(job_id: str, st_: dict[str, Any]) -> str:
+def _job_line(job_id: str, st_: dict[str, Any], by: dict[str, str]) -> str:
     total = st_.get("total")
     done, failed = st_.get("done") or 0, st_.get("failed") or 0
     eta = f" · about {st_['eta_s']:.0f} s left" if st_.get("eta_s") and st_.get("state") == "running" else ""
-    return (f"**{job_id}** · {st_.get('state')} · {st_.get('backend', 'local')} · {st_.get('model', '')} · "
-            f"{st_.get('source', '')} · "
-            f"{done} scored, {failed} failed of {total if total is not None else '?'}{eta}")
+    who = f" · started by {md(by.get('name') or by['subject'])}" if by.get("name") or by.get("subject") else ""
+    return (f"**{job_id}** · {st_.get('state')} · {st_.get('backend', 'local')} · {md(str(st_.get('model', '')))} · "
+            f"{md(str(st_.get('source', '')))} · "
+            f"{done} scored, {failed} failed of {total if total is not None else '?'}{eta}{who}")
 
 
 def jobs_panel(who: Actor) -> bool:
@@ -85,7 +87,7 @@ def jobs_panel(who: Actor) -> bool:
         info = batch.state_of(job)
         live = info.get("state") not in TERMINAL
         running |= live
-        st.markdown(_job_line(job.id, info))
+        st.markdown(_job_line(job.id, info, job.started_by()))
         total = info.get("total") or 0
         if total:
             st.progress(min(1.0, ((info.get("done") or 0) + (info.get("failed") or 0)) / total))

@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from medui.accounts import audit
-from medui.accounts.actor import Actor, current, require
+from medui.accounts.actor import Actor, current, require, require_owner
 from medui.db import worklist as store
-from medui.errors import BatchError, NotAllowedError
+from medui.errors import BatchError
 from medui.training import jobs
 from medui.usecases.batch_sources import describe
 
@@ -120,10 +120,7 @@ def cancel(job: jobs.Job, actor: Actor | None = None) -> None:
     who = current(actor)
     with audit.attempt(audit.CANCEL_JOB, who, job.id):
         require(who, "worklist", "cancelling a batch job")
-        owner = job.started_by().get("subject")
-        if who is not None and owner and owner != who.subject and not who.can("cancel-any-job"):
-            raise NotAllowedError(f"not allowed: job {job.id} was started by {job.started_by().get('name') or owner}; "
-                                  "only they or an administrator can cancel it")
+        require_owner(who, f"job {job.id}", job.started_by())
         job.cancel()
 
 

@@ -16,10 +16,10 @@ from typing import Literal, Protocol
 import numpy as np
 
 from medui.accounts import audit
-from medui.accounts.actor import Actor, current, require
+from medui.accounts.actor import Actor, current, require, require_owner
 from medui.ai.architectures import ARCHITECTURES
 from medui.ai.registry import check_name
-from medui.errors import CardError, DatasetError, NotAllowedError, ServerFolderError, TrainingError
+from medui.errors import CardError, DatasetError, ServerFolderError, TrainingError
 from medui.io.sources import expand
 from medui.training import jobs
 from medui.training.data import DatasetIndex, index_dataset, thumbnails
@@ -117,10 +117,7 @@ def cancel(job: jobs.Job, actor: Actor | None = None) -> None:
     who = current(actor)
     with audit.attempt(audit.CANCEL_JOB, who, job.id):
         require(who, "cancel-job", "cancelling a training job")
-        owner = job.started_by().get("subject")
-        if who is not None and owner and owner != who.subject and not who.can("cancel-any-job"):
-            raise NotAllowedError(f"not allowed: job {job.id} was started by {job.started_by().get('name') or owner}; "
-                                  "only they or an administrator can cancel it")
+        require_owner(who, f"job {job.id}", job.started_by())
         job.cancel()
 
 
