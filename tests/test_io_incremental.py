@@ -83,3 +83,25 @@ def test_small_or_uncompressed_sets_load_at_the_end(tmp_path):
     assert loading.decoded_ahead == 0 and got.workers == 0
     _same(load([(p.name, p.read_bytes()) for p in paths]), got)
     assert pydicom.dcmread(paths[0]).file_meta.TransferSyntaxUID == pydicom.uid.ExplicitVRLittleEndian
+
+
+def test_a_whole_series_decoded_ahead_is_put_in_order_in_place(tmp_path, monkeypatch):
+    """One series of the expected size: its staging volume becomes the series volume, the frames
+    reordered in place from their arrival order to the slice order."""
+    from medui.io import parallel
+
+    vol = phantom_volume(18, 40, 48, seed=3)
+    raw = write_series(tmp_path / "raw", vol, order=list(np.random.default_rng(1).permutation(18)))
+    items = [(p.name, jpeg_lossless_copy(p, tmp_path / p.name).read_bytes()) for p in raw]
+    random.Random(2).shuffle(items)
+    orders: list[list[int]] = []
+    real = parallel._permute
+    monkeypatch.setattr(parallel, "_permute", lambda arr, order: (orders.append(list(order)), real(arr, order)))
+    with Loading(expected=18) as loading:
+        for item in items:
+            loading.add(item)
+        got = loading.finish()
+    assert loading.decoded_ahead == 18 and got.workers > 0
+    assert len(orders) == 1 and sorted(orders[0]) == list(range(18)) and orders[0] != list(range(18))
+    _same(load(items), got)
+    np.testing.assert_array_equal(got.series[0].pixels, vol.astype(np.float32) - 1024)

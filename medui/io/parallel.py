@@ -16,6 +16,7 @@ Workers start from a forkserver and do not re-run the main script (`medui.io.wor
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import mmap
 import os
@@ -62,12 +63,13 @@ class Task:
 
 @dataclass(frozen=True)
 class Staged:
-    """Where a file's one decoded frame already is: a slot of a staging volume, as float32 holding
-    exactly what `decode_dicom` returned (raw stored values when `rescale`, else final values)."""
+    """Where a file's one decoded frame already is: a slot of a staging volume, written by
+    `write_frames` with this rescale slope and intercept (exactly what decoding it now would write)."""
 
     volume: int
     slot: int
-    rescale: bool
+    slope: float
+    intercept: float
 
 
 Outcome = str | list[tuple[int, int]]  # an error text, or the (volume, slot) pairs written
@@ -133,9 +135,9 @@ def _fill(task: Task, window: Callable[[int, int, int], np.ndarray], max_bytes: 
 
 def _fill_unchecked(task: Task, window: Callable[[int, int, int], np.ndarray], max_bytes: int,
                     fast: bool) -> Outcome:
-    if task.staged is not None:
+    if task.staged is not None:  # final values already: copied as they are
         st = task.staged
-        result: Decoded | str = Decoded(window(st.volume, st.slot, st.slot), st.rescale)
+        result: Decoded | str = Decoded(window(st.volume, st.slot, st.slot), rescale=False)
     else:
         result = decode_dicom(task.src, max_bytes, fast, task.hint)
     if isinstance(result, str):
@@ -172,8 +174,8 @@ def _ready() -> int:
     return os.getpid()
 
 
-def _worker_init() -> None:
-    """Keep freed buffers in the heap for the next file.
+def _worker_init(nice: int = 0) -> None:
+    """Keep freed buffers in the heap for the next file (and lower the worker's priority by `nice`).
 
     glibc serves each >=128 KiB buffer (a file's bytes, a decoded frame) with a fresh mmap and
     returns it on free, so every file pays page faults again: ~1 ms per MB on the 2-core VM we
@@ -188,6 +190,9 @@ def _worker_init() -> None:
         libc.mallopt(-1, 256 * 1024**2)  # M_TRIM_THRESHOLD
     except (OSError, AttributeError):  # not glibc: nothing to tune
         pass
+    if nice:
+        with contextlib.suppress(OSError):
+            os.nice(nice)
 
 
 def _cpu_count() -> int:
@@ -235,7 +240,7 @@ class Decoder:
 
     def __init__(self, sources: Sequence[SourceFile], max_image_bytes: int = 2**62,
                  workers: int | None = None, timeout_s: float = 0.0, shared: Workers | None = None,
-                 pool: bool = False) -> None:
+                 pool: bool = False, nice: int = 0) -> None:
         self.sources = list(sources)
         self.timeout_s = timeout_s  # per file, in worker processes (0: no limit)
         self.max_bytes = max_image_bytes
@@ -251,7 +256,8 @@ class Decoder:
         self._ncpu = ncpu
         if (pool and can_pool(ncpu)) or worth_a_pool(self.sources, ncpu):  # pool: the caller knows it pays
             try:  # a server's shared workers, or this load's own (they start now, while headers are read)
-                self._pool = WorkerPool(ncpu, _worker_init, _ready, shared=shared)
+                init = functools.partial(_worker_init, nice) if nice else _worker_init  # nice: own workers only
+                self._pool = WorkerPool(ncpu, init, _ready, shared=shared)
                 self.stats["workers"] = ncpu
             except Exception:
                 self.close()
@@ -333,11 +339,14 @@ class Decoder:
         """Decode every task. Returns the error text of each source that failed."""
         tasks = list(self._tasks.values())
         self._tasks = {}
-        for task in tasks:  # a frame decoded ahead is copied from its staging slot (with the same rescale)
+        for task in tasks:  # a frame decoded ahead (with the same rescale) is copied from its staging slot
             staged = self.staged.get(task.index)
-            if staged is not None and all(t[0] == 0 for targets in task.targets.values() for t in targets):
+            if staged is not None and all((t[0], t[2], t[3]) == (0, staged.slope, staged.intercept)
+                                          for targets in task.targets.values() for t in targets):
                 task.staged, task.src, task.hint = staged, SourceFile(task.src.name), None
-        if all(vol.file is not None for vol in self._volumes):
+        tasks = self._adopt(tasks)
+        needed = {v for t in tasks for v in t.targets} | {t.staged.volume for t in tasks if t.staged is not None}
+        if all(self._volumes[v].file is not None for v in needed):
             here = self.stats["here"]
             results = self._chunked(_run_tasks, (self._refs(), self.max_bytes, self.fast), self._here, tasks,
                                     lambda task, why: why)
@@ -353,6 +362,36 @@ class Decoder:
                 for volume, slot in outcome:
                     self._volumes[volume].written[slot] = True
         return errors
+
+    def _adopt(self, tasks: list[Task]) -> list[Task]:
+        """Output volumes whose every slot was staged in one staging volume of their very shape take
+        that volume over, its frames put in slot order in place (no copy into fresh memory); the
+        tasks left to run."""
+        by_volume: dict[int, list[Task]] = {}
+        for task in tasks:
+            for v in task.targets:
+                by_volume.setdefault(v, []).append(task)
+        adopted: set[int] = set()
+        for v, group in by_volume.items():
+            vol = self._volumes[v]
+            scratch = {t.staged.volume for t in group if t.staged is not None}
+            if len(scratch) != 1 or any(t.staged is None or len(t.targets) != 1 or len(t.targets[v]) != 1
+                                        for t in group):
+                continue
+            source = self._volumes[scratch.pop()]
+            order = np.full(vol.shape[0], -1)
+            for t in group:
+                order[t.targets[v][0][1]] = t.staged.slot  # type: ignore[union-attr]
+            if source.shape != vol.shape or source.file is None or vol.file is None or (order < 0).any() \
+                    or len(np.unique(order)) != len(order):
+                continue
+            _permute(source.file.whole(), order)
+            os.close(vol.file.fd)
+            vol.file, vol.array, source.file = source.file, None, None
+            vol.written[:] = True
+            adopted.update(id(t) for t in group)
+            self.stats["in_workers"] += len(group)  # decoded there, ahead
+        return [t for t in tasks if id(t) not in adopted]
 
     def _here(self, tasks: Sequence[Task]) -> list[Outcome]:
         self.stats["here"] += len(tasks)
@@ -429,6 +468,23 @@ class Decoder:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _permute(arr: np.ndarray, order: np.ndarray) -> None:
+    """`arr[:] = arr[order]` in place, one frame of extra memory (`order` a permutation)."""
+    done = np.zeros(len(order), bool)
+    for start in range(len(order)):
+        if done[start] or order[start] == start:
+            done[start] = True
+            continue
+        keep = arr[start].copy()
+        j = start
+        while order[j] != start:
+            arr[j] = arr[order[j]]
+            done[j] = True
+            j = int(order[j])
+        arr[j] = keep
+        done[j] = True
 
 
 def shared_workers(ncpu: int | None = None) -> Workers:
