@@ -88,15 +88,15 @@ def test_small_or_uncompressed_sets_load_at_the_end(tmp_path):
 def test_a_whole_series_decoded_ahead_is_put_in_order_in_place(tmp_path, monkeypatch):
     """One series of the expected size: its staging volume becomes the series volume, the frames
     reordered in place from their arrival order to the slice order."""
-    from medui.io import parallel
+    from medui.io import staging
 
     vol = phantom_volume(18, 40, 48, seed=3)
     raw = write_series(tmp_path / "raw", vol, order=list(np.random.default_rng(1).permutation(18)))
     items = [(p.name, jpeg_lossless_copy(p, tmp_path / p.name).read_bytes()) for p in raw]
     random.Random(2).shuffle(items)
     orders: list[list[int]] = []
-    real = parallel._permute
-    monkeypatch.setattr(parallel, "_permute", lambda arr, order: (orders.append(list(order)), real(arr, order)))
+    real = staging.permute
+    monkeypatch.setattr(staging, "permute", lambda arr, order: (orders.append(list(order)), real(arr, order)))
     with Loading(expected=18) as loading:
         for item in items:
             loading.add(item)

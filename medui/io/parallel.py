@@ -35,6 +35,7 @@ from medui.io.budget import FATAL
 from medui.io.decode import Decoded, PixelHint, Target, alloc_volume, decode_dicom, write_frames
 from medui.io.pool import WorkerPool, Workers
 from medui.io.sources import Skipped, SourceFile
+from medui.io.staging import Staged, adopt, mark_staged
 
 # Below this many compressed bytes a pool costs more than it saves.
 PARALLEL_MIN_BYTES = 8 * 1024**2
@@ -59,17 +60,6 @@ class Task:
     targets: dict[int, list[Target]]  # volume -> (frame, slot, slope, intercept)
     hint: PixelHint | None = None
     staged: Staged | None = None  # already decoded (medui.io.prefetch): copied from there, not decoded again
-
-
-@dataclass(frozen=True)
-class Staged:
-    """Where a file's one decoded frame already is: a slot of a staging volume, written by
-    `write_frames` with this rescale slope and intercept (exactly what decoding it now would write)."""
-
-    volume: int
-    slot: int
-    slope: float
-    intercept: float
 
 
 Outcome = str | list[tuple[int, int]]  # an error text, or the (volume, slot) pairs written
@@ -339,12 +329,8 @@ class Decoder:
         """Decode every task. Returns the error text of each source that failed."""
         tasks = list(self._tasks.values())
         self._tasks = {}
-        for task in tasks:  # a frame decoded ahead (with the same rescale) is copied from its staging slot
-            staged = self.staged.get(task.index)
-            if staged is not None and all((t[0], t[2], t[3]) == (0, staged.slope, staged.intercept)
-                                          for targets in task.targets.values() for t in targets):
-                task.staged, task.src, task.hint = staged, SourceFile(task.src.name), None
-        tasks = self._adopt(tasks)
+        if self.staged:  # frames decoded ahead (medui.io.prefetch) are placed, not decoded
+            tasks = adopt(self._volumes, mark_staged(self.staged, tasks), self.stats)
         needed = {v for t in tasks for v in t.targets} | {t.staged.volume for t in tasks if t.staged is not None}
         if all(self._volumes[v].file is not None for v in needed):
             here = self.stats["here"]
@@ -362,36 +348,6 @@ class Decoder:
                 for volume, slot in outcome:
                     self._volumes[volume].written[slot] = True
         return errors
-
-    def _adopt(self, tasks: list[Task]) -> list[Task]:
-        """Output volumes whose every slot was staged in one staging volume of their very shape take
-        that volume over, its frames put in slot order in place (no copy into fresh memory); the
-        tasks left to run."""
-        by_volume: dict[int, list[Task]] = {}
-        for task in tasks:
-            for v in task.targets:
-                by_volume.setdefault(v, []).append(task)
-        adopted: set[int] = set()
-        for v, group in by_volume.items():
-            vol = self._volumes[v]
-            scratch = {t.staged.volume for t in group if t.staged is not None}
-            if len(scratch) != 1 or any(t.staged is None or len(t.targets) != 1 or len(t.targets[v]) != 1
-                                        for t in group):
-                continue
-            source = self._volumes[scratch.pop()]
-            order = np.full(vol.shape[0], -1)
-            for t in group:
-                order[t.targets[v][0][1]] = t.staged.slot  # type: ignore[union-attr]
-            if source.shape != vol.shape or source.file is None or vol.file is None or (order < 0).any() \
-                    or len(np.unique(order)) != len(order):
-                continue
-            _permute(source.file.whole(), order)
-            os.close(vol.file.fd)
-            vol.file, vol.array, source.file = source.file, None, None
-            vol.written[:] = True
-            adopted.update(id(t) for t in group)
-            self.stats["in_workers"] += len(group)  # decoded there, ahead
-        return [t for t in tasks if id(t) not in adopted]
 
     def _here(self, tasks: Sequence[Task]) -> list[Outcome]:
         self.stats["here"] += len(tasks)
@@ -468,23 +424,6 @@ class Decoder:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def _permute(arr: np.ndarray, order: np.ndarray) -> None:
-    """`arr[:] = arr[order]` in place, one frame of extra memory (`order` a permutation)."""
-    done = np.zeros(len(order), bool)
-    for start in range(len(order)):
-        if done[start] or order[start] == start:
-            done[start] = True
-            continue
-        keep = arr[start].copy()
-        j = start
-        while order[j] != start:
-            arr[j] = arr[order[j]]
-            done[j] = True
-            j = int(order[j])
-        arr[j] = keep
-        done[j] = True
 
 
 def shared_workers(ncpu: int | None = None) -> Workers:

@@ -1,15 +1,18 @@
 """DICOM files decoded while later ones still arrive (a retrieval from a PACS): the DICOM reader's
 part of `medui.io.loader.Loading`.
 
-Each file of the load's DICOM batch goes to the decode workers as it arrives: they read its header
+Each file of the load's DICOM batch goes to the decode workers as it arrives (they start in a
+thread of their own once the first compressed files are in): they read its header
 (`parse_detached`, as `read_dicom` does in them) and, for a one-frame image of the first file's
-frame size, decode its pixels into a slot of a staging volume in shared memory. When the last file
-is in, `read_dicom` groups and sorts the headers exactly as for `load`, and each staged frame is
-written to its place in the series volume by the same `write_frames` a decode would have used (the
-staging slot holds exactly what `decode_dicom` returned, as float32), so the voxels are identical.
-What was not staged (other frame sizes, multi-frame objects, mosaics, 32-bit pixels, a worker that
-crashed or hung, the memory budget) is read the ordinary way then. Nothing here decides what a
-series is: staging only moves decoding earlier.
+frame size, decode it and write it, rescaled by its own header with the same `write_frames` the
+ordinary path uses, into a slot of a staging volume in shared memory. When the last file is in,
+`read_dicom` groups and sorts the headers exactly as for `load`. A series whose every frame was
+staged in one staging volume of its size (a series retrieved with its instance count) takes that
+volume over, reordered in place; otherwise staged frames are copied to their slots (when the
+rescale the series gives them is the one they were written with). What was not staged (other
+frame sizes, multi-frame objects, mosaics, a worker that crashed or hung, the memory budget) is
+read the ordinary way then. Nothing here decides what a series is: staging only moves decoding
+earlier, so the voxels are identical to `load`'s.
 """
 
 from __future__ import annotations
@@ -26,9 +29,10 @@ import numpy as np
 from medui.io.budget import FATAL
 from medui.io.decode import decode_dicom, write_frames
 from medui.io.dicom import FRAME_BOOKKEEPING_BYTES, Instance, decoded_bytes, parse, parse_detached
-from medui.io.parallel import PARALLEL_MIN_FILES, Decoder, Staged, VolumeRef, _is_compressed, _VolumeFile
+from medui.io.parallel import PARALLEL_MIN_FILES, Decoder, VolumeRef, _is_compressed, _VolumeFile
 from medui.io.readers import ReadResult
 from medui.io.sources import Limits, Skipped, SourceFile
+from medui.io.staging import Staged
 
 NICE = 4  # the priority of a load's own decode workers below the process receiving the files
 STAGE_SLOTS = 32  # frames per staging volume (each its own shared-memory file: nothing ever grows)
