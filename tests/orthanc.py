@@ -3,8 +3,10 @@
 How it is isolated. Orthanc 1.10 binds every interface and has no bind-address option, so it runs
 inside a private network namespace (`unshare -n`, loopback up): nothing outside can reach it. A
 small forwarder bridges the two namespaces: it opens its listening sockets on 127.0.0.1 in *our*
-namespace, then enters Orthanc's (`nsenter --net=/proc/PID/ns/net`, the sockets stay where they
-were made) and relays each connection to Orthanc's HTTP and DICOM ports there. Tests, the MedUI
+namespace and relays each connection to Orthanc's HTTP and DICOM ports there, through sockets
+that one of its threads makes inside Orthanc's namespace (`setns` on that thread only); for C-MOVE
+it also listens inside Orthanc's namespace on `medui_port` (Orthanc's modality MEDUI is
+127.0.0.1:medui_port) and relays to MedUI's storage SCP on that port here. Tests, the MedUI
 server of the browser test and the benchmark all talk to 127.0.0.1:PORT as to any PACS. Where
 namespaces are not permitted (no root, no user namespaces) Orthanc starts normally, on free ports,
 with `RemoteAccessAllowed: false` and a DICOM port that accepts only the MEDUI AE from 127.0.0.1.
@@ -31,8 +33,24 @@ HINT = ("PACS tests need Debian's Orthanc: run `apt-get install orthanc orthanc-
         "(`make test` installs them when run as root)")
 
 FORWARDER = r"""
-import os, socket, sys, threading
-pairs = [(int(a), int(b)) for a, b in (p.split(":") for p in sys.argv[1:])]
+import ctypes, os, socket, sys, threading, time
+from concurrent.futures import ThreadPoolExecutor
+# argv: Orthanc's pid, then F:fd:port (our listener -> Orthanc's port) and R:port:port (a listener in
+# Orthanc's namespace -> our 127.0.0.1:port, for C-MOVE back to MedUI)
+nsfd = os.open(f"/proc/{sys.argv[1]}/ns/net", os.O_RDONLY)
+def enter():  # this thread only: sockets it makes live in Orthanc's namespace
+    if ctypes.CDLL(None, use_errno=True).setns(nsfd, 0x40000000) != 0:
+        raise OSError(ctypes.get_errno(), "setns")
+ns = ThreadPoolExecutor(1, initializer=enter)
+def in_ns(fn, *args):
+    return ns.submit(fn, *args).result()
+def listener(port):
+    for _ in range(100):  # until Orthanc's loopback is up
+        try:
+            return socket.create_server(("127.0.0.1", port), backlog=64)
+        except OSError:
+            time.sleep(0.05)
+    raise OSError(f"cannot listen on {port} in Orthanc's namespace")
 def pipe(src, dst):
     try:
         while True:
@@ -48,12 +66,11 @@ def pipe(src, dst):
                 s.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
-def serve(fd, port):
-    lsock = socket.socket(fileno=fd)
+def serve(lsock, connect):
     while True:
         conn, _ = lsock.accept()
         try:
-            up = socket.create_connection(("127.0.0.1", port))
+            up = connect()
         except OSError:
             conn.close()
             continue
@@ -61,13 +78,19 @@ def serve(fd, port):
             s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         for a, b in ((conn, up), (up, conn)):
             threading.Thread(target=pipe, args=(a, b), daemon=True).start()
-threads = [threading.Thread(target=serve, args=p) for p in pairs]
+threads = []
+for spec in sys.argv[2:]:
+    kind, a, b = spec.split(":")
+    if kind == "F":
+        args = (socket.socket(fileno=int(a)), lambda port=int(b): in_ns(socket.create_connection, ("127.0.0.1", port)))
+    else:
+        args = (in_ns(listener, int(a)), lambda port=int(b): socket.create_connection(("127.0.0.1", port)))
+    threads.append(threading.Thread(target=serve, args=args))
 for t in threads:
     t.start()
 for t in threads:
     t.join()
 """
-
 
 def available() -> bool:
     return shutil.which("Orthanc") is not None and Path("/usr/share/orthanc/plugins/libOrthancDicomWeb.so").exists()
@@ -96,6 +119,7 @@ class Orthanc:
     dicom_port: int
     isolated: bool
     auth: bool
+    medui_port: int = 0  # where Orthanc sends a C-MOVE to MEDUI (127.0.0.1 here: MedUI's own_port)
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
     @property
@@ -140,7 +164,7 @@ class Orthanc:
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
-def _config(folder: Path, http: int, dicom: int, auth: bool) -> Path:
+def _config(folder: Path, http: int, dicom: int, auth: bool, medui_port: int) -> Path:
     cfg = {
         "Name": "medui-test", "StorageDirectory": str(folder / "db"), "IndexDirectory": str(folder / "db"),
         "HttpPort": http, "DicomPort": dicom, "DicomAet": ORTHANC_AET, "RemoteAccessAllowed": False,
@@ -149,9 +173,12 @@ def _config(folder: Path, http: int, dicom: int, auth: bool) -> Path:
         "DicomWeb": {"Enable": True, "Root": "/dicom-web/", "EnableWado": True, "Ssl": False,
                      "StudiesMetadata": "Full", "SeriesMetadata": "Full"},
         "DicomAlwaysAllowEcho": True, "DicomAlwaysAllowStore": False, "DicomAlwaysAllowFind": False,
-        "DicomAlwaysAllowGet": False, "DicomAlwaysAllowMove": False, "DicomCheckModalityHost": True,
+        "DicomAlwaysAllowGet": False, "DicomCheckModalityHost": True,
         "DicomCheckCalledAeTitle": True, "DicomScpTimeout": 30, "MaximumPduLength": 131072,
-        "DicomModalities": {"medui": {"AET": MEDUI_AET, "Host": "127.0.0.1", "Port": 1, "AllowEcho": True,
+        # MEDUI is a known modality (also the destination of a C-MOVE, at medui_port); moves by unknown AEs are
+        # let through so that a move to an unknown destination is refused for that reason (0xA801)
+        "DicomAlwaysAllowMove": True,
+        "DicomModalities": {"medui": {"AET": MEDUI_AET, "Host": "127.0.0.1", "Port": medui_port, "AllowEcho": True,
                                       "AllowFind": True, "AllowGet": True, "AllowMove": True,
                                       "AllowStore": True}},
         "HttpTimeout": 30, "StableAge": 1, "LimitFindResults": 0, "LimitFindInstances": 0,
@@ -168,9 +195,10 @@ def start(folder: Path, auth: bool = False, isolate: bool | None = None) -> Orth
     if isolate is None:  # MEDUI_ORTHANC_NAMESPACE=0 forces the fallback (to test it)
         isolate = os.environ.get("MEDUI_ORTHANC_NAMESPACE", "1") != "0" and _can_unshare()
     http, dicom = (8042, 4242) if isolate else (free_port(), free_port())
-    cfg = _config(folder, http, dicom, auth)
+    medui_port = free_port()
+    cfg = _config(folder, http, dicom, auth, medui_port)
     log = open(folder / "orthanc.log", "wb")  # noqa: SIM115 - kept open for the process
-    server = Orthanc(folder, http, dicom, isolate, auth)
+    server = Orthanc(folder, http, dicom, isolate, auth, medui_port)
     if isolate:
         proc = subprocess.Popen(["unshare", "-n", "sh", "-c", f"ip link set lo up && exec Orthanc {cfg}"],
                                 stdout=log, stderr=subprocess.STDOUT)
@@ -182,9 +210,10 @@ def start(folder: Path, auth: bool = False, isolate: bool | None = None) -> Orth
             s.listen(64)
             listeners.append(s)
         server.http_port, server.dicom_port = (int(s.getsockname()[1]) for s in listeners)
-        args = [f"{s.fileno()}:{port}" for s, port in zip(listeners, (http, dicom), strict=True)]
+        args = [f"F:{s.fileno()}:{port}" for s, port in zip(listeners, (http, dicom), strict=True)]
+        args.append(f"R:{medui_port}:{medui_port}")
         time.sleep(0.05)
-        fwd = subprocess.Popen(["nsenter", f"--net=/proc/{proc.pid}/ns/net", sys.executable, "-c", FORWARDER, *args],
+        fwd = subprocess.Popen([sys.executable, "-c", FORWARDER, str(proc.pid), *args],
                                pass_fds=[s.fileno() for s in listeners], stdout=log, stderr=subprocess.STDOUT)
         server.procs.append(fwd)
         for s in listeners:

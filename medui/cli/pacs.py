@@ -101,7 +101,7 @@ def _cmd_get(args: argparse.Namespace) -> int:
     node = _node(args)
     if isinstance(node, int):
         return node
-    got = pacs.retrieve(node, args.study, args.series, using=args.protocol)
+    got = pacs.retrieve(node, args.study, args.series, using=args.protocol, decode_ahead=not args.out)
     doc: dict[str, Any] = {"node": node.name, "retrieved": len(got.items), "seconds": round(got.seconds, 3),
                            "complete": got.complete, "error": got.error}
     if args.out:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
@@ -21,6 +22,9 @@ from medui.io.mosaic import Mosaic, described, is_mosaic, layout
 from medui.io.parallel import Decoder
 from medui.io.sources import Limits, Skipped, SourceFile
 from medui.series import Series
+
+if TYPE_CHECKING:
+    from medui.io.prefetch import DicomPrefetch
 
 # SOP classes that hold no displayable image, by UID prefix, with the words a user understands.
 _NON_IMAGE = {
@@ -323,16 +327,23 @@ def build_series(plan: _Plan, decoder: Decoder, errors: dict[int, str]) -> tuple
     ), skipped
 
 
-def read_dicom(sources: Sequence[SourceFile], limits: Limits) -> tuple[list[Series], list[Skipped], dict[str, int]]:
+def read_dicom(sources: Sequence[SourceFile], limits: Limits,
+               early: DicomPrefetch | None = None) -> tuple[list[Series], list[Skipped], dict[str, int]]:
     """All series in a set of DICOM files, with a reason for each file left out, and how the
     pixels were decoded (`Decoder.stats`: worker processes, files decoded in them / here).
+    `early`: these files were fed to workers as they arrived (`medui.io.prefetch`).
 
     Every stage is contained per file (headers, duplicates) or per stack (planning, assembly):
     what fails is skipped with its reason and the rest of the batch still loads."""
     skipped: list[Skipped] = []
-    with Decoder(sources, max_image_bytes=limits.max_image_bytes, timeout_s=limits.decode_seconds,
-                 shared=limits.workers) as decoder:  # workers start now
-        headers = decoder.map(parse_detached, limits) if decoder.pooled else [parse(s, limits) for s in sources]
+    ahead = early.decoder if early is not None else None
+    with ahead or Decoder(sources, max_image_bytes=limits.max_image_bytes, timeout_s=limits.decode_seconds,
+                          shared=limits.workers) as decoder:  # workers start now
+        if early is not None and ahead is not None:
+            headers = early.headers()
+        else:  # in the workers without the server's shared pool (it holds a lock): limits go to them
+            headers = decoder.map(parse_detached, dataclasses.replace(limits, workers=None)) if decoder.pooled \
+                else [parse(s, limits) for s in sources]
         instances = _kept(headers, sources, skipped)
         plans: list[_Plan] = []
         decoded: dict[int, Decoded | str] = {}  # native multi-frame objects, decoded once for all their stacks

@@ -16,6 +16,7 @@ Workers start from a forkserver and do not re-run the main script (`medui.io.wor
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import mmap
 import os
@@ -31,9 +32,10 @@ import pydicom
 
 from medui.io import codecs
 from medui.io.budget import FATAL
-from medui.io.decode import PixelHint, Target, alloc_volume, decode_dicom, write_frames
+from medui.io.decode import Decoded, PixelHint, Target, alloc_volume, decode_dicom, write_frames
 from medui.io.pool import WorkerPool, Workers
 from medui.io.sources import Skipped, SourceFile
+from medui.io.staging import Staged, adopt, mark_staged
 
 # Below this many compressed bytes a pool costs more than it saves.
 PARALLEL_MIN_BYTES = 8 * 1024**2
@@ -57,6 +59,7 @@ class Task:
     src: SourceFile
     targets: dict[int, list[Target]]  # volume -> (frame, slot, slope, intercept)
     hint: PixelHint | None = None
+    staged: Staged | None = None  # already decoded (medui.io.prefetch): copied from there, not decoded again
 
 
 Outcome = str | list[tuple[int, int]]  # an error text, or the (volume, slot) pairs written
@@ -103,6 +106,7 @@ class _Volume:
     file: _VolumeFile | None  # None: private memory in `array`, only this process fills it
     array: np.ndarray | None = None
     written: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
+    scratch: bool = False
 
     def window(self, lo: int, hi: int) -> np.ndarray:
         return self.array[lo:hi + 1] if self.file is None else self.file.window(lo, hi)  # type: ignore[index]
@@ -121,7 +125,11 @@ def _fill(task: Task, window: Callable[[int, int, int], np.ndarray], max_bytes: 
 
 def _fill_unchecked(task: Task, window: Callable[[int, int, int], np.ndarray], max_bytes: int,
                     fast: bool) -> Outcome:
-    result = decode_dicom(task.src, max_bytes, fast, task.hint)
+    if task.staged is not None:  # final values already: copied as they are
+        st = task.staged
+        result: Decoded | str = Decoded(window(st.volume, st.slot, st.slot), rescale=False)
+    else:
+        result = decode_dicom(task.src, max_bytes, fast, task.hint)
     if isinstance(result, str):
         return result
     done: list[tuple[int, int]] = []
@@ -140,7 +148,7 @@ def _run_tasks(tasks: Sequence[Task], volumes: dict[int, VolumeRef], max_bytes: 
     files: dict[int, _VolumeFile] = {}
     try:
         for v, ref in volumes.items():
-            if any(v in t.targets for t in tasks):
+            if any(v in t.targets or (t.staged is not None and t.staged.volume == v) for t in tasks):
                 files[v] = _VolumeFile(os.open(f"/proc/{ref.pid}/fd/{ref.fd}", os.O_RDWR), ref.shape)
         return [_fill(task, lambda v, lo, hi: files[v].window(lo, hi), max_bytes, fast) for task in tasks]
     finally:
@@ -156,8 +164,8 @@ def _ready() -> int:
     return os.getpid()
 
 
-def _worker_init() -> None:
-    """Keep freed buffers in the heap for the next file.
+def _worker_init(nice: int = 0) -> None:
+    """Keep freed buffers in the heap for the next file (and lower the worker's priority by `nice`).
 
     glibc serves each >=128 KiB buffer (a file's bytes, a decoded frame) with a fresh mmap and
     returns it on free, so every file pays page faults again: ~1 ms per MB on the 2-core VM we
@@ -172,6 +180,9 @@ def _worker_init() -> None:
         libc.mallopt(-1, 256 * 1024**2)  # M_TRIM_THRESHOLD
     except (OSError, AttributeError):  # not glibc: nothing to tune
         pass
+    if nice:
+        with contextlib.suppress(OSError):
+            os.nice(nice)
 
 
 def _cpu_count() -> int:
@@ -190,11 +201,16 @@ def _is_compressed(src: SourceFile) -> bool:
         return False
 
 
+def can_pool(ncpu: int) -> bool:
+    """Whether worker processes can decode into shared memory here (Linux memfd, two cores or more)."""
+    return ncpu >= 2 and sys.platform.startswith("linux") and hasattr(os, "memfd_create")
+
+
 def worth_a_pool(sources: Sequence[SourceFile], ncpu: int) -> bool:
     """Enough compressed data to pay for worker processes, on a platform that can share memory."""
-    if ncpu < 2 or len(sources) < PARALLEL_MIN_FILES or not sys.platform.startswith("linux"):
+    if not can_pool(ncpu) or len(sources) < PARALLEL_MIN_FILES:
         return False
-    if not hasattr(os, "memfd_create") or sum(src.size for src in sources) < PARALLEL_MIN_BYTES:
+    if sum(src.size for src in sources) < PARALLEL_MIN_BYTES:
         return False
     return _is_compressed(sources[0]) or _is_compressed(sources[len(sources) // 2])
 
@@ -213,7 +229,8 @@ class Decoder:
     """
 
     def __init__(self, sources: Sequence[SourceFile], max_image_bytes: int = 2**62,
-                 workers: int | None = None, timeout_s: float = 0.0, shared: Workers | None = None) -> None:
+                 workers: int | None = None, timeout_s: float = 0.0, shared: Workers | None = None,
+                 pool: bool = False, nice: int = 0) -> None:
         self.sources = list(sources)
         self.timeout_s = timeout_s  # per file, in worker processes (0: no limit)
         self.max_bytes = max_image_bytes
@@ -221,21 +238,23 @@ class Decoder:
         self._volumes: list[_Volume] = []
         self._tasks: dict[int, Task] = {}
         self._pool: WorkerPool | None = None
+        self.staged: dict[int, Staged] = {}  # source index -> its frame, decoded ahead (medui.io.prefetch)
         # worker processes started; files decoded by them / by this process
         self.stats = {"workers": 0, "in_workers": 0, "here": 0}
         ncpu = shared.ncpu if shared is not None else (
             workers or int(os.environ.get("MEDUI_DECODE_WORKERS", "0") or 0) or _cpu_count())
         self._ncpu = ncpu
-        if worth_a_pool(self.sources, ncpu):
+        if (pool and can_pool(ncpu)) or worth_a_pool(self.sources, ncpu):  # pool: the caller knows it pays
             try:  # a server's shared workers, or this load's own (they start now, while headers are read)
-                self._pool = WorkerPool(ncpu, _worker_init, _ready, shared=shared)
+                init = functools.partial(_worker_init, nice) if nice else _worker_init  # nice: own workers only
+                self._pool = WorkerPool(ncpu, init, _ready, shared=shared)
                 self.stats["workers"] = ncpu
             except Exception:
                 self.close()
 
-    def volume(self, shape: tuple[int, ...]) -> int:
-        """A new float32 output volume; returns its handle."""
-        vol = _Volume(tuple(shape), None, written=np.zeros(shape[0], bool))
+    def volume(self, shape: tuple[int, ...], scratch: bool = False) -> int:
+        """A new float32 output volume; returns its handle. A `scratch` one (staging) is freed on close."""
+        vol = _Volume(tuple(shape), None, written=np.zeros(shape[0], bool), scratch=scratch)
         if self._pool is not None:
             with contextlib.suppress(OSError):  # no memfd: this volume is filled here
                 vol.file = _shared_file(vol.shape)
@@ -243,6 +262,37 @@ class Decoder:
             vol.array = alloc_volume(vol.shape)
         self._volumes.append(vol)
         return len(self._volumes) - 1
+
+    def append(self, src: SourceFile) -> int:
+        """One more source (a load fed as files arrive); returns its index."""
+        self.sources.append(src)
+        return len(self.sources) - 1
+
+    def submit(self, fn: Callable[..., R], *args: object) -> Future[R] | None:
+        """`fn(*args)` in a worker now (None without a pool, or when it cannot be sent)."""
+        if self._pool is None:
+            return None
+        try:
+            return self._pool.submit(fn, *args)
+        except Exception:  # a broken executor: the caller does the work the ordinary way
+            return None
+
+    def repair(self) -> None:
+        """Fresh workers after a job submitted with `submit` found them broken or stuck."""
+        if self._pool is not None:
+            self._pool.kill()
+            self._pool.crashes += 1
+            if not self._pool.restart():
+                self._pool.shutdown()
+                self._pool = None
+
+    def release(self, volume: int) -> None:
+        """Free a volume that is no longer read (a staging volume once its frames are placed)."""
+        vol = self._volumes[volume]
+        if vol.file is not None:
+            os.close(vol.file.fd)
+            vol.file = None
+        vol.array = None
 
     def add(self, index: int, volume: int, targets: Sequence[Target], hint: PixelHint | None = None) -> None:
         """Decode source `index` (once) into `volume` at the given (frame, slot, slope, intercept)."""
@@ -265,19 +315,24 @@ class Decoder:
         """Whether worker processes run the work (else this process does it all)."""
         return self._pool is not None
 
-    def map(self, fn: Callable[..., R], *args: object) -> list[R]:
-        """`[fn(src, *args) for src in sources]`, in the workers when there is a pool.
+    def map(self, fn: Callable[..., R], *args: object, only: Sequence[int] | None = None) -> list[R]:
+        """`[fn(src, *args) for src in sources]` (the sources at indices `only`, if given), in the
+        workers when there is a pool.
 
         `fn` must be a module-level function and its results small (headers, not pixels).
         """
+        items = self.sources if only is None else [self.sources[k] for k in only]
         return self._chunked(_map_sources, (fn, *args), lambda chunk: [fn(src, *args) for src in chunk],
-                             self.sources, lambda src, why: Skipped(src.name, why))
+                             items, lambda src, why: Skipped(src.name, why))
 
     def run(self) -> dict[int, str]:
         """Decode every task. Returns the error text of each source that failed."""
         tasks = list(self._tasks.values())
         self._tasks = {}
-        if all(vol.file is not None for vol in self._volumes):
+        if self.staged:  # frames decoded ahead (medui.io.prefetch) are placed, not decoded
+            tasks = adopt(self._volumes, mark_staged(self.staged, tasks), self.stats)
+        needed = {v for t in tasks for v in t.targets} | {t.staged.volume for t in tasks if t.staged is not None}
+        if all(self._volumes[v].file is not None for v in needed):
             here = self.stats["here"]
             results = self._chunked(_run_tasks, (self._refs(), self.max_bytes, self.fast), self._here, tasks,
                                     lambda task, why: why)
@@ -357,7 +412,9 @@ class Decoder:
             self._pool.shutdown()
             self._pool = None
         for v, vol in enumerate(self._volumes):
-            if vol.file is not None:
+            if vol.scratch:
+                self.release(v)
+            elif vol.file is not None:
                 self.array(v)  # keep the pixels mapped, then let the memfd go
                 os.close(vol.file.fd)
                 vol.file = None

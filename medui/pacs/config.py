@@ -17,7 +17,8 @@ The file (see README, "Hospital connection")::
     host = "pacs.example.org"
     port = 4242
     own_ae_title = "MEDUI"
-    own_port = 0                   # MedUI's storage SCP for C-MOVE (0: not used)
+    own_port = 11112               # MedUI's storage SCP for C-MOVE (0: not used)
+    retrieve = "c-move"            # or "c-get" (the default): how DIMSE retrieves instances
 """
 
 from __future__ import annotations
@@ -35,7 +36,8 @@ from medui.pacs.model import DimsePeer, Node, WebPeer
 DEFAULT = "default"
 FILE = Path(".streamlit") / "pacs.toml"
 KEYS = {"name", "dicomweb_url", "user", "password", "password_env", "token", "token_env", "timeout_s",
-        "ae_title", "host", "port", "own_ae_title", "own_port"}
+        "ae_title", "host", "port", "own_ae_title", "own_port",
+        "retrieve"}
 
 
 def _web(url: str, user: str, password: str, token: str, timeout: float, where: str) -> WebPeer:
@@ -85,7 +87,8 @@ def _node(entry: Mapping[str, Any], env: Mapping[str, str], where: str) -> Node:
                 raise PacsConfigError(f"{where}: a DIMSE peer needs ae_title, host and port; "
                                       f"missing {', '.join(missing)}")
             dimse = DimsePeer(str(entry["ae_title"]), str(entry["host"]), int(entry["port"]),
-                              str(entry.get("own_ae_title", "MEDUI")), int(entry.get("own_port", 0)), timeout)
+                              str(entry.get("own_ae_title", "MEDUI")), int(entry.get("own_port", 0)), timeout,
+                              str(entry.get("retrieve", "c-get")).strip().lower())
             dimse.check(where)
     except (TypeError, ValueError) as exc:
         raise PacsConfigError(f"{where}: {exc}; port and own_port are integers, timeout_s a number") from exc

@@ -1,11 +1,14 @@
-"""Classic DICOM (DIMSE) through `pynetdicom`: C-ECHO, C-FIND, C-GET and C-STORE.
+"""Classic DICOM (DIMSE) through `pynetdicom`: C-ECHO, C-FIND, C-GET, C-MOVE and C-STORE.
 
-Retrieval is by C-GET: the instances come back on MedUI's own association (MedUI takes the SCP
-role for their storage SOP classes), so the PACS needs no route back to MedUI, unlike C-MOVE
-(whose destination must be in the PACS's list of modalities, e.g. Orthanc's `DicomModalities`)."""
+Retrieval is by C-GET by default: the instances come back on MedUI's own association (MedUI takes
+the SCP role for their storage SOP classes), so the PACS needs no route back to MedUI. A node with
+`retrieve = "c-move"` uses C-MOVE instead: MedUI runs a storage SCP on `own_port` for the duration
+of the move, and the PACS must list MedUI's AE title, host and port among its modalities (Orthanc:
+`DicomModalities`)."""
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -14,7 +17,7 @@ from typing import Any
 
 import pydicom
 from pydicom.dataset import Dataset
-from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, build_role, evt
+from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, build_role, evt
 from pynetdicom.association import Association
 
 from medui.errors import PacsConnectionError, PacsRequestError, PacsTimeoutError
@@ -24,6 +27,7 @@ PENDING = (0xFF00, 0xFF01)
 Verification = "1.2.840.10008.1.1"
 StudyRootQueryRetrieveInformationModelFind = "1.2.840.10008.5.1.4.1.2.2.1"
 StudyRootQueryRetrieveInformationModelGet = "1.2.840.10008.5.1.4.1.2.2.3"
+StudyRootQueryRetrieveInformationModelMove = "1.2.840.10008.5.1.4.1.2.2.2"
 UNCOMPRESSED = ("1.2.840.10008.1.2.1", "1.2.840.10008.1.2")
 # One presentation context each: Orthanc (1.10) sends a stored file unchanged only when a context
 # offers exactly its transfer syntax; offered together, it picks the first and transcodes (or fails).
@@ -168,14 +172,38 @@ def _sop_classes(node: Node, study_uid: str, series_uid: str | None) -> list[str
     return sorted({str(i.SOPClassUID) for i in _find(node, ds, 0, 1_000_000) if i.get("SOPClassUID")})
 
 
-def retrieve(node: Node, study_uid: str, series_uid: str | None, on_item: Callable[[str, bytes], None],
-             cancel: threading.Event | None = None) -> int:
-    """C-GET a series (or a whole study); `on_item(name, bytes)` gets each instance (a DICOM file,
-    named by its SOP Instance UID) as it arrives. Returns the number retrieved; stops on `cancel`."""
-    per_class = 1 + len(COMPRESSED)
-    classes = _sop_classes(node, study_uid, series_uid)[:127 // per_class]  # 128 presentation contexts at most
-    count = [0]
+def _identifier(study_uid: str, series_uid: str | None) -> Dataset:
+    ds = Dataset()
+    ds.QueryRetrieveLevel = "SERIES" if series_uid else "STUDY"
+    ds.StudyInstanceUID = study_uid
+    if series_uid:
+        ds.SeriesInstanceUID = series_uid
+    return ds
 
+
+def _responses(node: Node, assoc: Association, answers: Iterator[tuple[Dataset, Any]], count: list[int], doing: str,
+               cancel: threading.Event | None, refused: Callable[[int, str], str] | None = None) -> None:
+    """Follow a C-GET/C-MOVE's responses to the end; a refusal before any instance is an error (its
+    message from `refused(status, error comment)` when given), a failure after some is not (what
+    arrived is kept)."""
+    since = time.monotonic()
+    for status, _ident in answers:
+        if cancel is not None and cancel.is_set():
+            assoc.abort()
+            break
+        try:
+            _check(node, status, f"retrieving ({doing}, after {count[0]} instance(s))", since)
+        except PacsRequestError as exc:
+            if count[0] == 0 and refused is not None:
+                raise PacsRequestError(refused(int(status.Status), str(status.get("ErrorComment", "")))) from exc
+            if count[0] == 0:
+                raise
+            break  # warnings or failures for some sub-operations: what arrived is kept
+        since = time.monotonic()
+
+
+def _storage_handler(on_item: Callable[[str, bytes], None], cancel: threading.Event | None,
+                     count: list[int]) -> Callable[[Any], int]:
     def stored(event: Any) -> int:
         if cancel is not None and cancel.is_set():
             return 0xA700  # refused: out of resources (the user cancelled)
@@ -183,28 +211,71 @@ def retrieve(node: Node, study_uid: str, series_uid: str | None, on_item: Callab
         count[0] += 1
         return 0x0000
 
+    return stored
+
+
+def retrieve(node: Node, study_uid: str, series_uid: str | None, on_item: Callable[[str, bytes], None],
+             cancel: threading.Event | None = None) -> int:
+    """C-GET (or C-MOVE, as the node's `retrieve` says) a series or a whole study; `on_item(name,
+    bytes)` gets each instance (a DICOM file, named by its SOP Instance UID) as it arrives. Returns
+    the number retrieved; stops on `cancel`."""
+    if _peer(node).retrieve == "c-move":
+        return move(node, study_uid, series_uid, on_item, cancel)
+    per_class = 1 + len(COMPRESSED)
+    classes = _sop_classes(node, study_uid, series_uid)[:127 // per_class]  # 128 presentation contexts at most
+    count = [0]
     contexts: list[tuple[str, Sequence[str]]] = [(StudyRootQueryRetrieveInformationModelGet, ALL_TRANSFER_SYNTAXES[:3])]
     contexts += [(uid, syntaxes) for uid in classes for syntaxes in [UNCOMPRESSED, *([ts] for ts in COMPRESSED)]]
     roles = [build_role(uid, scp_role=True) for uid in classes]
-    ds = Dataset()
-    ds.QueryRetrieveLevel = "SERIES" if series_uid else "STUDY"
-    ds.StudyInstanceUID = study_uid
-    if series_uid:
-        ds.SeriesInstanceUID = series_uid
-    with _association(node, contexts, roles, [(evt.EVT_C_STORE, stored)]) as assoc:
-        since = time.monotonic()
-        for status, _ident in assoc.send_c_get(ds, StudyRootQueryRetrieveInformationModelGet):
-            if cancel is not None and cancel.is_set():
-                assoc.abort()
-                break
-            try:
-                _check(node, status, f"retrieving (C-GET, after {count[0]} instance(s))", since)
-            except PacsRequestError:
-                if count[0] == 0:
-                    raise
-                break  # warnings or failures for some sub-operations: what arrived is kept
-            since = time.monotonic()
+    handlers = [(evt.EVT_C_STORE, _storage_handler(on_item, cancel, count))]
+    with _association(node, contexts, roles, handlers) as assoc:
+        answers = assoc.send_c_get(_identifier(study_uid, series_uid), StudyRootQueryRetrieveInformationModelGet)
+        _responses(node, assoc, answers, count, "C-GET", cancel)
     return count[0]
+
+
+def move(node: Node, study_uid: str, series_uid: str | None, on_item: Callable[[str, bytes], None],
+         cancel: threading.Event | None = None) -> int:
+    """C-MOVE to MedUI itself: a storage SCP listens on `own_port` (as `own_ae_title`, for the PACS's
+    AE title only) while the move runs; the PACS must list MedUI among its modalities."""
+    peer = _peer(node)
+    count = [0]
+    scp = AE(ae_title=peer.own_ae_title)
+    scp.acse_timeout = scp.dimse_timeout = scp.network_timeout = peer.timeout
+    scp.maximum_pdu_size = 0
+    scp.require_called_aet = True
+    scp.require_calling_aet = [peer.ae_title]
+    for cx in AllStoragePresentationContexts:  # what the PACS sends, as stored (no C-FIND for its classes first)
+        scp.add_supported_context(str(cx.abstract_syntax), ALL_TRANSFER_SYNTAXES)
+    try:
+        server = scp.start_server(("", peer.own_port), block=False,
+                                  evt_handlers=[(evt.EVT_C_STORE, _storage_handler(on_item, cancel, count))])
+        assert server is not None  # block=False always returns the server
+    except OSError as exc:
+        raise PacsConnectionError(
+            f"MedUI cannot listen on port {peer.own_port} to receive a C-MOVE from {_where(node)} "
+            f"({exc.strerror or exc}); another program or retrieval uses it. Wait for it to end, or set own_port "
+            "of this node to a free port (and tell the PACS)") from exc
+    try:
+        with _association(node, [(StudyRootQueryRetrieveInformationModelMove, ALL_TRANSFER_SYNTAXES[:3])]) as assoc:
+            answers = assoc.send_c_move(_identifier(study_uid, series_uid), peer.own_ae_title,
+                                        StudyRootQueryRetrieveInformationModelMove)
+            _responses(node, assoc, answers, count, "C-MOVE", cancel, functools.partial(_move_refused, node))
+    finally:
+        server.shutdown()
+    return count[0]
+
+
+def _move_refused(node: Node, code: int, comment: str) -> str:
+    """Why a PACS refused a C-MOVE before sending anything. Orthanc answers an unknown destination with
+    0xC000 and no comment, the standard code is 0xA801: both most often mean MedUI is not in its list."""
+    peer = _peer(node)
+    why = {0xA801: "unknown destination AE", 0xC000: "unable to process; most often an unknown destination AE"}
+    fix = (f"add MedUI's AE title {peer.own_ae_title}, this host's address and port {peer.own_port} to the PACS's "
+           "modalities (Orthanc: DicomModalities), or set retrieve = \"c-get\" for this node")
+    reason = why.get(code, "see the PACS log")
+    return (f"{_where(node)} refused the C-MOVE to {peer.own_ae_title} (status 0x{code:04X}: {reason}"
+            + (f"; it says: {comment[:200]}" if comment else "") + f"); {fix}")
 
 
 def store(node: Node, datasets: Sequence[pydicom.Dataset]) -> list[str]:

@@ -14,6 +14,7 @@ from medui.errors import PacsConfigError
 PAGE_SIZE = 50
 AE_TITLE = re.compile(r"^[\x20-\x7e]{1,16}$")
 PROTOCOLS = ("dicomweb", "dimse")
+RETRIEVE = ("c-get", "c-move")
 T = TypeVar("T")
 
 
@@ -38,6 +39,7 @@ class DimsePeer:
     own_ae_title: str = "MEDUI"
     own_port: int = 0  # the port MedUI's storage SCP listens on for C-MOVE (0: C-MOVE unused)
     timeout: float = 30.0
+    retrieve: str = "c-get"  # how instances are retrieved: "c-get" (on MedUI's association) or "c-move"
 
     def check(self, where: str) -> None:
         for name, value in (("ae_title", self.ae_title), ("own_ae_title", self.own_ae_title)):
@@ -47,6 +49,12 @@ class DimsePeer:
         for name, port in (("port", self.port), ("own_port", self.own_port)):
             if not 0 <= port <= 65535 or (name == "port" and port == 0):
                 raise PacsConfigError(f"{where}: {name} {port} is not a TCP port; expected 1 to 65535")
+        if self.retrieve not in RETRIEVE:
+            raise PacsConfigError(f"{where}: retrieve is {self.retrieve!r}; expected one of {', '.join(RETRIEVE)}")
+        if self.retrieve == "c-move" and not self.own_port:
+            raise PacsConfigError(f"{where}: retrieve = \"c-move\" needs own_port, the port MedUI listens on for "
+                                  "the instances the PACS sends (e.g. own_port = 11112), and the PACS must know "
+                                  f"{self.own_ae_title} at this host and that port")
 
 
 @dataclass(frozen=True)
@@ -69,7 +77,8 @@ class Node:
             parts.append(f"DICOMweb {self.dicomweb.url}{auth}")
         if self.dimse:
             d = self.dimse
-            parts.append(f"DIMSE {d.ae_title}@{d.host}:{d.port} as {d.own_ae_title}")
+            parts.append(f"DIMSE {d.ae_title}@{d.host}:{d.port} as {d.own_ae_title}"
+                         + (f" (C-MOVE to port {d.own_port})" if d.retrieve == "c-move" else ""))
         return f"{self.name}: " + "; ".join(parts)
 
 

@@ -42,6 +42,7 @@ class ResultInput:
     explained_class: str
     slice_label: str = ""
     created: datetime = field(default_factory=datetime.now)
+    source_note: str = ""  # what the image was, for the PDF, when it has no DICOM source (`source` is then empty)
 
     @property
     def software_versions(self) -> str:

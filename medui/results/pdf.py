@@ -38,6 +38,8 @@ def report_pdf(inp: ResultInput) -> bytes:
     pdf.set_font("helvetica", "", 9)
     pdf.cell(0, 5, _latin1(f"Created {inp.created:%Y-%m-%d %H:%M} by {inp.software_versions}; model {card.id}"),
              new_x="LMARGIN", new_y="NEXT")
+    if inp.source_note:
+        pdf.cell(0, 5, _latin1(inp.source_note), new_x="LMARGIN", new_y="NEXT")
     png = io.BytesIO()
     Image.fromarray(inp.overlay_rgb).save(png, format="PNG")
     h, w = inp.overlay_rgb.shape[:2]

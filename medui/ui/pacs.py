@@ -212,20 +212,32 @@ def _finish_job() -> None:
 
 
 def results_panel(dx: Diagnosis, index: int) -> None:
-    """Build the AI results (SR, SEG, SC, PDF) of the shown slice, download each, send them to a PACS."""
-    st.subheader("Results as DICOM and PDF")
-    st.caption("A structured report, a segmentation of the saliency map, a secondary capture of the overlay and a "
-               "PDF report, in the image's study, marked 'not for primary diagnosis'. Nothing is sent unless you "
-               "click 'Send to PACS'.")
-    key = (dx.series.uid, dx.model.entry.id, index)
+    """Build the AI results (SR, SEG, SC, PDF) of the shown slice, download each, send them to a PACS.
+    An image without DICOM source headers (a PNG/JPEG upload, a sample) gets the PDF report only, and
+    the panel says why the rest needs a DICOM source."""
+    headers: dict[str, Any] = st.session_state.get(HEADERS, {})
+    dicom = results.has_dicom_source(dx, headers)
+    st.subheader("Results as DICOM and PDF" if dicom else "PDF report")
+    if dicom:
+        st.caption("A structured report, a segmentation of the saliency map, a secondary capture of the overlay "
+                   "and a PDF report, in the image's study, marked 'not for primary diagnosis'. Nothing is sent "
+                   "unless you click 'Send to PACS'.")
+    else:
+        what = "has no DICOM source" if dx.series.source_format != "DICOM" else "has no DICOM headers at hand"
+        st.info(f"This image {what}, so only the PDF report can be made. {results.why_pdf_only(dx)}",
+                icon=":material/info:")
+    key = (dx.series.uid, dx.series.files[0] if dx.series.files else "", dx.model.entry.id, index)
     method = str(st.selectbox("Saliency method", list(METHODS), key="pacs.method",
                                   format_func=lambda m: METHODS[m]))
     built: dict[Any, results.Results] = st.session_state.setdefault(BUILT, {})
-    if st.button("Build results", key="pacs.build", icon=":material/description:"):
+    if st.button("Build results" if dicom else "Build PDF report", key="pacs.build", icon=":material/description:"):
         try:
-            source, sources = results.source_headers(dx, st.session_state.get(HEADERS, {}), index)
-            with st.spinner("Building SR, SEG, SC and PDF…"):
-                made = results.build(results.result_input(dx, overlay(dx, index, method), source, sources))
+            with st.spinner("Building SR, SEG, SC and PDF…" if dicom else "Building the PDF report…"):
+                if dicom:
+                    source, sources = results.source_headers(dx, headers, index)
+                    made = results.build(results.result_input(dx, overlay(dx, index, method), source, sources))
+                else:
+                    made = results.report_only(dx, overlay(dx, index, method))
             st.session_state[BUILT] = built = {key: made}  # only the latest: results keep images alive
         except MedUIError as exc:
             st.info(str(exc), icon=":material/info:")
@@ -235,15 +247,27 @@ def results_panel(dx: Diagnosis, index: int) -> None:
     _result_actions(shown)
 
 
+def _downloaded(kind: str, sop_instance_uid: str, study_uid: str) -> None:
+    """A download button's click, in the audit trail (a callback runs before the page, so the actor is named)."""
+    from medui.ui import auth
+
+    results.record_download(kind, sop_instance_uid, study_uid, actor=auth.actor())
+
+
 def _result_actions(made: results.Results) -> None:
-    for note in made.notes:
+    for note in made.notes if made.objects else []:  # without objects the one note is the panel's info
         st.warning(note, icon=":material/warning:")
     cols = st.columns(len(made.objects) + 1)
+    study = str(made.objects[0].dataset.get("StudyInstanceUID", "")) if made.objects else ""
     for col, obj in zip(cols, made.objects, strict=False):
         col.download_button(LABELS[obj.kind], obj.to_bytes(), obj.filename, "application/dicom",
-                            key=f"pacs.dl.{obj.kind}", icon=":material/download:")
+                            key=f"pacs.dl.{obj.kind}", icon=":material/download:", on_click=_downloaded,
+                            args=(obj.kind, obj.sop_instance_uid, study))
+    pdf_uid = next((o.sop_instance_uid for o in made.objects if o.kind == "pdf"), "")
     cols[-1].download_button("PDF report", made.pdf, "medui-report.pdf", "application/pdf", key="pacs.dl.report",
-                             icon=":material/picture_as_pdf:")
+                             icon=":material/picture_as_pdf:", on_click=_downloaded, args=("report", pdf_uid, study))
+    if not made.objects:
+        return  # nothing that a PACS could file (no DICOM study): the panel said why
     nodes = _nodes()
     if not nodes:
         return

@@ -14,7 +14,7 @@ import pydicom
 from medui.accounts import audit
 from medui.accounts.actor import Actor, current, require
 from medui.errors import MedUIError, PacsConfigError
-from medui.io.loader import LoadResult, load
+from medui.io.loader import Limits, Loading, LoadResult, load
 from medui.pacs import dicomweb, dimse
 from medui.pacs.config import get_node, load_nodes
 from medui.pacs.model import PAGE_SIZE, PROTOCOLS, Node, Page, SeriesInfo, Study, StudyQuery
@@ -85,6 +85,12 @@ class Retrieval:
     error: str = ""
     cancelled: bool = False
     seconds: float = 0.0
+    loading: Loading | None = field(default=None, repr=False)  # decoding as they arrived (`decode_ahead`)
+
+    def close(self) -> None:
+        """Stop decoding ahead (a retrieval that will not be loaded); `load_retrieved` still works."""
+        if self.loading is not None:
+            self.loading.close()
 
     @property
     def complete(self) -> bool:
@@ -102,14 +108,20 @@ class Retrieval:
 
 def retrieve(node: Node, study_uid: str, series_uid: str | None = None, expected: int | None = None,
              progress: Progress | None = None, cancel: threading.Event | None = None,
-             using: str | None = None) -> Retrieval:
+             using: str | None = None, decode_ahead: bool = False, limits: Limits | None = None) -> Retrieval:
     """Retrieve a series (or the whole study) by WADO-RS or C-GET into memory. A failure part-way
-    is kept in `error` with everything received until then (nothing already loaded is touched)."""
-    out = Retrieval()
+    is kept in `error` with everything received until then (nothing already loaded is touched).
+
+    `decode_ahead`: each instance goes to the loader as it arrives (`medui.io.loader.Loading`: the
+    decode workers read it while later ones still come), and `load_retrieved` only finishes the
+    load; the result is the same as loading the items afterwards."""
+    out = Retrieval(loading=Loading(limits, expected=expected) if decode_ahead else None)
     start = time.perf_counter()
 
     def got(name: str, data: bytes) -> None:
         out.items.append((name, data))
+        if out.loading is not None:
+            out.loading.add((name, data))
         if progress is not None:
             progress(len(out.items), expected)
 
@@ -118,14 +130,21 @@ def retrieve(node: Node, study_uid: str, series_uid: str | None = None, expected
         module.retrieve(node, study_uid, series_uid, got, cancel)
     except MedUIError as exc:
         out.error = str(exc)
+    except BaseException:
+        out.close()
+        raise
     out.cancelled = cancel is not None and cancel.is_set()
     out.seconds = time.perf_counter() - start
     return out
 
 
-def load_retrieved(retrieval: Retrieval) -> LoadResult:
-    """The retrieved instances through the same loader as uploads."""
-    return load(retrieval.items)
+def load_retrieved(retrieval: Retrieval, limits: Limits | None = None) -> LoadResult:
+    """The retrieved instances through the same loader as uploads (finishing the load started
+    while they arrived, when the retrieval decoded ahead)."""
+    loading, retrieval.loading = retrieval.loading, None
+    if loading is not None:
+        return loading.finish()
+    return load(retrieval.items, limits)
 
 
 def write_folder(retrieval: Retrieval, folder: Path) -> list[Path]:

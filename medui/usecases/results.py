@@ -7,7 +7,7 @@ from __future__ import annotations
 import io
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any
 
 import pydicom
@@ -27,6 +27,10 @@ from medui.results.sr import build_sr
 from medui.series import Series
 from medui.usecases import pacs
 from medui.usecases.diagnose import Diagnosis, LoadedModel, OverlayResult, overlay, score
+
+DICOM_NEEDED = ("SR, SEG and SC objects and 'Send to PACS' need a DICOM source: they are filed into the image's "
+                "DICOM study (its Study Instance UID, patient and study attributes), which a PNG or JPEG image does "
+                "not have. Open the study from a PACS (or its DICOM files) to get them; the PDF report needs none.")
 
 
 @dataclass(frozen=True, eq=False)
@@ -75,7 +79,41 @@ def source_headers(diagnosis: Diagnosis, headers: dict[str, Dataset], index: int
     return source, found
 
 
-def result_input(diagnosis: Diagnosis, overlay: OverlayResult, source: Dataset, sources: list[Dataset]) -> ResultInput:
+def has_dicom_source(diagnosis: Diagnosis, headers: dict[str, Dataset]) -> bool:
+    """Whether the scored series' DICOM headers are at hand (SR, SEG, SC and sending need them)."""
+    files = diagnosis.series.files
+    return diagnosis.series.source_format == "DICOM" and bool(files) and all(f in headers for f in files)
+
+
+def why_pdf_only(diagnosis: Diagnosis) -> str:
+    """Why only the PDF report can be made for this series (no DICOM source headers at hand)."""
+    if diagnosis.series.source_format != "DICOM":
+        return DICOM_NEEDED
+    return ("SR, SEG and SC objects and 'Send to PACS' need the DICOM headers of the source, which MedUI keeps "
+            "only for studies opened from a PACS (not for uploads and samples). Open the study from a PACS to get "
+            "them; the PDF report needs none.")
+
+
+def report_only(diagnosis: Diagnosis, overlay: OverlayResult) -> Results:
+    """The PDF report alone, for an image without DICOM source headers (a PNG/JPEG upload, a sample):
+    it names the source by its file name only (never a path) and says it was no DICOM study."""
+    files = diagnosis.series.files
+    name = PurePath(files[0]).name if files else "unnamed image"
+    what = "a non-DICOM image" if diagnosis.series.source_format != "DICOM" else \
+        "a DICOM image whose headers were not available"
+    inp = result_input(diagnosis, overlay, Dataset(), [], source_note=f"Source: {what} ({name}); no DICOM study")
+    return Results([], report_pdf(inp), [why_pdf_only(diagnosis)])
+
+
+def record_download(kind: str, sop_instance_uid: str = "", study_uid: str = "", actor: Actor | None = None) -> None:
+    """A result downloaded from the Results panel, in the audit trail as an export: the kind (sr, seg,
+    sc, pdf, report), the SOP Instance UID (none for a report of a non-DICOM image) and the study."""
+    audit.record(audit.EXPORT_RESULT, current(actor), f"study {study_uid}" if study_uid else "non-DICOM image",
+                 details={"kind": kind, "sop_instance_uid": sop_instance_uid or "-", "to": "download"})
+
+
+def result_input(diagnosis: Diagnosis, overlay: OverlayResult, source: Dataset, sources: list[Dataset],
+                 source_note: str = "") -> ResultInput:
     card = diagnosis.model.entry.card
     pred = diagnosis.prediction
     score = pred.probabilities[card.positive_class] if card.task == "binary" else pred.probabilities[pred.label]
@@ -84,7 +122,7 @@ def result_input(diagnosis: Diagnosis, overlay: OverlayResult, source: Dataset, 
                        score=float(score), indeterminate=pred.indeterminate, source=complete(source),
                        sources=[complete(s) for s in sources],
                        saliency=overlay.saliency, overlay_rgb=overlay.rgb, method=overlay.method,
-                       explained_class=overlay.class_name, slice_label=label)
+                       explained_class=overlay.class_name, slice_label=label, source_note=source_note)
 
 
 def build(inp: ResultInput) -> Results:
