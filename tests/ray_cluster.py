@@ -212,9 +212,10 @@ def _forward(cluster: RayCluster, port: int, log: object) -> str:
     listener.listen(64)
     outside = int(listener.getsockname()[1])
     assert cluster.head is not None
+    # FORWARDER's argv: the pid whose network namespace it enters, then F:fd:port per forwarded port
     cluster.procs.append(subprocess.Popen(
-        ["nsenter", f"--net=/proc/{cluster.head.pid}/ns/net", sys.executable, "-c", FORWARDER,
-         f"{listener.fileno()}:{port}"], pass_fds=[listener.fileno()], stdout=log, stderr=subprocess.STDOUT))  # type: ignore[arg-type]
+        [sys.executable, "-c", FORWARDER, str(cluster.head.pid), f"F:{listener.fileno()}:{port}"],
+        pass_fds=[listener.fileno()], stdout=log, stderr=subprocess.STDOUT))  # type: ignore[arg-type]
     listener.close()
     return f"http://127.0.0.1:{outside}"
 
