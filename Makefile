@@ -16,7 +16,7 @@ test:
 	@scripts/ensure-services.sh
 	.venv/bin/ruff check .
 	.venv/bin/mypy
-	.venv/bin/python -m pytest -q -ra
+	.venv/bin/python -m pytest -q -ra -n 2 --dist loadfile
 
 lint:
 	@scripts/setup.sh test

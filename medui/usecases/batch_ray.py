@@ -37,7 +37,22 @@ GROUP_VARIABLE = "MEDUI_RAY_GROUP"  # studies per task; default about 4 tasks pe
 def _model(model_id: str, registry: str) -> LoadedModel:
     """The model, loaded once per Ray worker process (a worker runs many groups of one job); only Ray's
     worker processes call this, never a server."""
+    _limit_threads()
     return load_model(model_id, Path(registry) if registry else None)
+
+
+def _limit_threads() -> None:
+    """TensorFlow's thread pools sized to the CPUs Ray gave this task: Ray runs one task per CPU, and
+    TensorFlow's default (every core of the node, per worker) has the tasks on one node fight for its cores."""
+    import ray
+    import tensorflow as tf
+
+    cpus = max(1, round(ray.get_runtime_context().get_assigned_resources().get("CPU", 1)))
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(cpus)
+        tf.config.threading.set_inter_op_parallelism_threads(cpus)
+    except RuntimeError:  # TensorFlow already initialised in this worker: its pools stay as they are
+        pass
 
 
 def _node() -> str:
