@@ -19,6 +19,18 @@ ROOT = Path(__file__).resolve().parents[1]
 DEMO_MODEL = "demo-chest-phantom-v1"
 
 
+# The longest test files (30-75 s each), started first: `make test` runs two test processes (pytest-xdist,
+# --dist loadfile, files handed out in collection order), and a long file left to the end keeps one busy alone.
+FIRST = ("test_e2e_clinical.py", "test_e2e_auth.py", "test_viewer_browser.py", "test_faults.py", "test_ray_jobs.py",
+         "test_e2e_sessions.py", "test_batch.py", "test_training.py", "test_training_runs.py", "test_privacy.py",
+         "test_slices.py", "test_pacs_browser.py", "test_diagnose.py")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    rank = {name: i for i, name in enumerate(FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(FIRST)))  # stable: the others keep their order
+
+
 def demo_registry(folder: Path) -> Path:
     """A fresh model registry holding only the shipped demo model."""
     folder.mkdir(parents=True, exist_ok=True)
