@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import json
 import statistics
 import sys
@@ -73,6 +74,8 @@ def main() -> None:
     parser.add_argument("--direct", action="store_true",
                         help="run Orthanc without the private network namespace and its forwarder (whose relay "
                              "adds latency to every DIMSE round trip); its ports are then open while it runs")
+    parser.add_argument("--parallel", type=int, default=None,
+                        help="C-GET associations at once (the node setting `parallel`; default: its default)")
     args = parser.parse_args()
 
     import requests
@@ -91,8 +94,11 @@ def main() -> None:
         tmp = Path(tmp_name)
         server = start(tmp / "orthanc", isolate=False if args.direct else None)
         try:
-            node = Node("bench", WebPeer(server.dicomweb, timeout=120),
-                        DimsePeer(ORTHANC_AET, "127.0.0.1", server.dicom_port, MEDUI_AET, 0, 120))
+            peer = DimsePeer(ORTHANC_AET, "127.0.0.1", server.dicom_port, MEDUI_AET, 0, 120)
+            if args.parallel is not None:
+                peer = dataclasses.replace(peer, parallel=args.parallel)
+            node = Node("bench", WebPeer(server.dicomweb, timeout=120), peer)
+            doc["cget_parallel"] = peer.parallel
             doc["orthanc_isolated_namespace"] = server.isolated
             pacs.send(node, _studies(args.studies))  # type: ignore[arg-type]
 
