@@ -83,7 +83,7 @@ def test_a_whole_study_in_groups_and_the_group_count(server, series, monkeypatch
             lock.release()
 
     assert dimse.retrieve(node(server, 4), study_uid, None, on_item) == N
-    assert len(set(seen)) == N and len(opened) == 1 + 4  # the listing, then 4 associations
+    assert len(set(seen)) == N and len(opened) == 2 + 4  # the two queries (classes, instances), then 4
 
 
 def test_cancel_stops_every_association_and_opens_nothing(server, series):
@@ -113,7 +113,7 @@ def test_an_error_in_one_association_stops_the_others_and_keeps_what_arrived(ser
 
     def third_refused(*args, **kw):
         calls.append(1)
-        if len(calls) == 4:  # the listing, two groups, then the third group's association fails
+        if len(calls) == 5:  # the two queries, two groups, then the third group's association fails
             raise PacsConnectionError("the PACS 'par' refused the third association (test)")
         return real(*args, **kw)
 

@@ -17,6 +17,7 @@ import functools
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any
 
@@ -171,19 +172,26 @@ def _sop_classes(node: Node, study_uid: str, series_uid: str | None) -> list[str
     if listed:
         return sorted({str(uid) for uid in (listed if isinstance(listed, (list, pydicom.multival.MultiValue))
                                             else [listed])})
-    return sorted({sop_class for _series, _uid, sop_class in _instances(node, study_uid, series_uid) if sop_class})
+    return sorted({str(i.SOPClassUID) for i in _find(node, _image_query(study_uid, series_uid, "SOPClassUID"), 0,
+                                                   1_000_000) if i.get("SOPClassUID")})
 
 
-def _instances(node: Node, study_uid: str, series_uid: str | None) -> list[tuple[str, str, str]]:
-    """Every instance of the series (or study) as (series UID, SOP Instance UID, SOP Class UID), by C-FIND."""
+def _image_query(study_uid: str, series_uid: str | None, *keys: str) -> Dataset:
     ds = Dataset()
     ds.QueryRetrieveLevel = "IMAGE"
     ds.StudyInstanceUID = study_uid
     ds.SeriesInstanceUID = series_uid or ""
     ds.SOPInstanceUID = ""
-    ds.SOPClassUID = ""
-    return [(text(i.get("SeriesInstanceUID")) or (series_uid or ""), text(i.get("SOPInstanceUID")),
-             text(i.get("SOPClassUID"))) for i in _find(node, ds, 0, 1_000_000) if i.get("SOPInstanceUID")]
+    for key in keys:
+        setattr(ds, key, "")
+    return ds
+
+
+def _instances(node: Node, study_uid: str, series_uid: str | None) -> list[tuple[str, str]]:
+    """Every instance of the series (or study) as (series UID, SOP Instance UID), by C-FIND (no SOP
+    Class UID: Orthanc answers it from each file, the UIDs from its index)."""
+    return [(text(i.get("SeriesInstanceUID")) or (series_uid or ""), text(i.get("SOPInstanceUID")))
+            for i in _find(node, _image_query(study_uid, series_uid), 0, 1_000_000) if i.get("SOPInstanceUID")]
 
 
 def _identifier(study_uid: str, series_uid: str | None, instances: Sequence[str] = ()) -> Dataset:
@@ -240,10 +248,12 @@ def retrieve(node: Node, study_uid: str, series_uid: str | None, on_item: Callab
     if peer.retrieve == "c-move":
         return move(node, study_uid, series_uid, on_item, cancel)
     if peer.parallel > 1:
-        listed = _instances(node, study_uid, series_uid)
+        with ThreadPoolExecutor(2, "medui-cfind") as pool:  # two queries at once: the PACS answers both
+            listing = pool.submit(_instances, node, study_uid, series_uid)
+            classes = _sop_classes(node, study_uid, series_uid)
+            listed = listing.result()
         if len(listed) >= PARALLEL_MIN:
-            return _get_parallel(node, study_uid, listed, min(peer.parallel, len(listed)), on_item, cancel)
-        classes = sorted({sop_class for _series, _uid, sop_class in listed if sop_class})
+            return _get_parallel(node, study_uid, listed, classes, min(peer.parallel, len(listed)), on_item, cancel)
     else:
         classes = _sop_classes(node, study_uid, series_uid)
     count = [0]
@@ -271,17 +281,17 @@ def _get(node: Node, identifiers: Sequence[Dataset], classes: Sequence[str], sto
             _responses(node, assoc, answers, count, "C-GET", cancel)
 
 
-def _get_parallel(node: Node, study_uid: str, listed: Sequence[tuple[str, str, str]], k: int,
+def _get_parallel(node: Node, study_uid: str, listed: Sequence[tuple[str, str]], classes: Sequence[str], k: int,
                   on_item: Callable[[str, bytes], None], cancel: threading.Event | None) -> int:
-    """The listed instances in `k` groups, each by C-GETs naming its instances on an association of its own."""
+    """The listed (series, instance) in `k` groups, each by C-GETs naming its instances on an association
+    of its own that accepts `classes`."""
 
-    def fetch(group: Sequence[tuple[str, str, str]], gate: dimse_get.Gate) -> None:
+    def fetch(group: Sequence[tuple[str, str]], gate: dimse_get.Gate) -> None:
         per_series: dict[str, list[str]] = {}
-        for series, uid, _sop_class in group:
+        for series, uid in group:
             per_series.setdefault(series, []).append(uid)
         identifiers = [_identifier(study_uid, series, uids[i:i + GET_BATCH])
                        for series, uids in per_series.items() for i in range(0, len(uids), GET_BATCH)]
-        classes = sorted({sop_class for *_, sop_class in group if sop_class})
         _get(node, identifiers, classes, gate.stored, gate.count, gate.halt, gate.opened)
 
     return dimse_get.run([listed[j::k] for j in range(k)], fetch, on_item, cancel)
