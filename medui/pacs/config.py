@@ -19,6 +19,7 @@ The file (see README, "Hospital connection")::
     own_ae_title = "MEDUI"
     own_port = 11112               # MedUI's storage SCP for C-MOVE (0: not used)
     retrieve = "c-move"            # or "c-get" (the default): how DIMSE retrieves instances
+    parallel = 3                   # C-GET associations at once for 32 instances or more (1 to 16; 1: one)
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ DEFAULT = "default"
 FILE = Path(".streamlit") / "pacs.toml"
 KEYS = {"name", "dicomweb_url", "user", "password", "password_env", "token", "token_env", "timeout_s",
         "ae_title", "host", "port", "own_ae_title", "own_port",
-        "retrieve"}
+        "retrieve", "parallel"}
 
 
 def _web(url: str, user: str, password: str, token: str, timeout: float, where: str) -> WebPeer:
@@ -88,7 +89,7 @@ def _node(entry: Mapping[str, Any], env: Mapping[str, str], where: str) -> Node:
                                       f"missing {', '.join(missing)}")
             dimse = DimsePeer(str(entry["ae_title"]), str(entry["host"]), int(entry["port"]),
                               str(entry.get("own_ae_title", "MEDUI")), int(entry.get("own_port", 0)), timeout,
-                              str(entry.get("retrieve", "c-get")).strip().lower())
+                              str(entry.get("retrieve", "c-get")).strip().lower(), entry.get("parallel", 3))
             dimse.check(where)
     except (TypeError, ValueError) as exc:
         raise PacsConfigError(f"{where}: {exc}; port and own_port are integers, timeout_s a number") from exc

@@ -4,7 +4,12 @@ Retrieval is by C-GET by default: the instances come back on MedUI's own associa
 the SCP role for their storage SOP classes), so the PACS needs no route back to MedUI. A node with
 `retrieve = "c-move"` uses C-MOVE instead: MedUI runs a storage SCP on `own_port` for the duration
 of the move, and the PACS must list MedUI's AE title, host and port among its modalities (Orthanc:
-`DicomModalities`)."""
+`DicomModalities`).
+
+A C-GET of `PARALLEL_MIN` instances or more from a node with `parallel` = K > 1 lists the instances
+first (C-FIND at IMAGE level) and fetches them in K groups, each by its own association at once
+(`medui.pacs.dimse_get`): each instance is a C-STORE sub-operation round trip, and K associations
+keep K in flight. A group's C-GET names its instances (a list of SOP Instance UIDs, per series)."""
 
 from __future__ import annotations
 
@@ -12,6 +17,7 @@ import functools
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any
 
@@ -21,6 +27,7 @@ from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts
 from pynetdicom.association import Association
 
 from medui.errors import PacsConnectionError, PacsRequestError, PacsTimeoutError
+from medui.pacs import dimse_get
 from medui.pacs.model import PAGE_SIZE, DimsePeer, Node, Page, SeriesInfo, Study, StudyQuery, as_file, number, text
 
 PENDING = (0xFF00, 0xFF01)
@@ -34,6 +41,8 @@ UNCOMPRESSED = ("1.2.840.10008.1.2.1", "1.2.840.10008.1.2")
 COMPRESSED = ("1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.51", "1.2.840.10008.1.2.4.57", "1.2.840.10008.1.2.4.70",
               "1.2.840.10008.1.2.4.80", "1.2.840.10008.1.2.4.81", "1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.4.91",
               "1.2.840.10008.1.2.5", "1.2.840.10008.1.2.1.99")
+PARALLEL_MIN = 32  # instances: a C-GET of fewer uses one association (listing them would cost more than it saves)
+GET_BATCH = 500  # SOP Instance UIDs named in one C-GET (one UI element holds 65,534 bytes at most, ~1,000 UIDs)
 
 
 def _peer(node: Node) -> DimsePeer:
@@ -163,21 +172,37 @@ def _sop_classes(node: Node, study_uid: str, series_uid: str | None) -> list[str
     if listed:
         return sorted({str(uid) for uid in (listed if isinstance(listed, (list, pydicom.multival.MultiValue))
                                             else [listed])})
+    return sorted({str(i.SOPClassUID) for i in _find(node, _image_query(study_uid, series_uid, "SOPClassUID"), 0,
+                                                   1_000_000) if i.get("SOPClassUID")})
+
+
+def _image_query(study_uid: str, series_uid: str | None, *keys: str) -> Dataset:
     ds = Dataset()
     ds.QueryRetrieveLevel = "IMAGE"
     ds.StudyInstanceUID = study_uid
     ds.SeriesInstanceUID = series_uid or ""
     ds.SOPInstanceUID = ""
-    ds.SOPClassUID = ""
-    return sorted({str(i.SOPClassUID) for i in _find(node, ds, 0, 1_000_000) if i.get("SOPClassUID")})
+    for key in keys:
+        setattr(ds, key, "")
+    return ds
 
 
-def _identifier(study_uid: str, series_uid: str | None) -> Dataset:
+def _instances(node: Node, study_uid: str, series_uid: str | None) -> list[tuple[str, str]]:
+    """Every instance of the series (or study) as (series UID, SOP Instance UID), by C-FIND (no SOP
+    Class UID: Orthanc answers it from each file, the UIDs from its index)."""
+    return [(text(i.get("SeriesInstanceUID")) or (series_uid or ""), text(i.get("SOPInstanceUID")))
+            for i in _find(node, _image_query(study_uid, series_uid), 0, 1_000_000) if i.get("SOPInstanceUID")]
+
+
+def _identifier(study_uid: str, series_uid: str | None, instances: Sequence[str] = ()) -> Dataset:
+    """What a C-GET/C-MOVE asks for: a study, a series, or instances of one series (UID list matching)."""
     ds = Dataset()
-    ds.QueryRetrieveLevel = "SERIES" if series_uid else "STUDY"
+    ds.QueryRetrieveLevel = "IMAGE" if instances else "SERIES" if series_uid else "STUDY"
     ds.StudyInstanceUID = study_uid
     if series_uid:
         ds.SeriesInstanceUID = series_uid
+    if instances:
+        ds.SOPInstanceUID = list(instances)
     return ds
 
 
@@ -217,21 +242,59 @@ def _storage_handler(on_item: Callable[[str, bytes], None], cancel: threading.Ev
 def retrieve(node: Node, study_uid: str, series_uid: str | None, on_item: Callable[[str, bytes], None],
              cancel: threading.Event | None = None) -> int:
     """C-GET (or C-MOVE, as the node's `retrieve` says) a series or a whole study; `on_item(name,
-    bytes)` gets each instance (a DICOM file, named by its SOP Instance UID) as it arrives. Returns
-    the number retrieved; stops on `cancel`."""
-    if _peer(node).retrieve == "c-move":
+    bytes)` gets each instance (a DICOM file, named by its SOP Instance UID) as it arrives, one call
+    at a time (from the associations' threads). Returns the number retrieved; stops on `cancel`."""
+    peer = _peer(node)
+    if peer.retrieve == "c-move":
         return move(node, study_uid, series_uid, on_item, cancel)
-    per_class = 1 + len(COMPRESSED)
-    classes = _sop_classes(node, study_uid, series_uid)[:127 // per_class]  # 128 presentation contexts at most
+    if peer.parallel > 1:
+        with ThreadPoolExecutor(2, "medui-cfind") as pool:  # two queries at once: the PACS answers both
+            listing = pool.submit(_instances, node, study_uid, series_uid)
+            classes = _sop_classes(node, study_uid, series_uid)
+            listed = listing.result()
+        if len(listed) >= PARALLEL_MIN:
+            return _get_parallel(node, study_uid, listed, classes, min(peer.parallel, len(listed)), on_item, cancel)
+    else:
+        classes = _sop_classes(node, study_uid, series_uid)
     count = [0]
+    _get(node, [_identifier(study_uid, series_uid)], classes, _storage_handler(on_item, cancel, count), count, cancel)
+    return count[0]
+
+
+def _get(node: Node, identifiers: Sequence[Dataset], classes: Sequence[str], stored: Callable[[Any], int],
+         count: list[int], cancel: threading.Event | None,
+         opened: Callable[[Association], None] | None = None) -> None:
+    """C-GET each identifier in turn on one association that accepts `classes` (their C-STOREs go to
+    `stored`); `opened(association)` once it is open."""
+    per_class = 1 + len(COMPRESSED)
+    classes = list(classes)[:127 // per_class]  # 128 presentation contexts at most
     contexts: list[tuple[str, Sequence[str]]] = [(StudyRootQueryRetrieveInformationModelGet, ALL_TRANSFER_SYNTAXES[:3])]
     contexts += [(uid, syntaxes) for uid in classes for syntaxes in [UNCOMPRESSED, *([ts] for ts in COMPRESSED)]]
     roles = [build_role(uid, scp_role=True) for uid in classes]
-    handlers = [(evt.EVT_C_STORE, _storage_handler(on_item, cancel, count))]
-    with _association(node, contexts, roles, handlers) as assoc:
-        answers = assoc.send_c_get(_identifier(study_uid, series_uid), StudyRootQueryRetrieveInformationModelGet)
-        _responses(node, assoc, answers, count, "C-GET", cancel)
-    return count[0]
+    with _association(node, contexts, roles, [(evt.EVT_C_STORE, stored)]) as assoc:
+        if opened is not None:
+            opened(assoc)
+        for identifier in identifiers:
+            if (cancel is not None and cancel.is_set()) or not assoc.is_established:
+                break
+            answers = assoc.send_c_get(identifier, StudyRootQueryRetrieveInformationModelGet)
+            _responses(node, assoc, answers, count, "C-GET", cancel)
+
+
+def _get_parallel(node: Node, study_uid: str, listed: Sequence[tuple[str, str]], classes: Sequence[str], k: int,
+                  on_item: Callable[[str, bytes], None], cancel: threading.Event | None) -> int:
+    """The listed (series, instance) in `k` groups, each by C-GETs naming its instances on an association
+    of its own that accepts `classes`."""
+
+    def fetch(group: Sequence[tuple[str, str]], gate: dimse_get.Gate) -> None:
+        per_series: dict[str, list[str]] = {}
+        for series, uid in group:
+            per_series.setdefault(series, []).append(uid)
+        identifiers = [_identifier(study_uid, series, uids[i:i + GET_BATCH])
+                       for series, uids in per_series.items() for i in range(0, len(uids), GET_BATCH)]
+        _get(node, identifiers, classes, gate.stored, gate.count, gate.halt, gate.opened)
+
+    return dimse_get.run([listed[j::k] for j in range(k)], fetch, on_item, cancel)
 
 
 def move(node: Node, study_uid: str, series_uid: str | None, on_item: Callable[[str, bytes], None],

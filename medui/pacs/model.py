@@ -15,6 +15,7 @@ PAGE_SIZE = 50
 AE_TITLE = re.compile(r"^[\x20-\x7e]{1,16}$")
 PROTOCOLS = ("dicomweb", "dimse")
 RETRIEVE = ("c-get", "c-move")
+PARALLEL_MAX = 16  # associations one C-GET may open at once (Orthanc serves 4 at a time by default)
 T = TypeVar("T")
 
 
@@ -40,6 +41,7 @@ class DimsePeer:
     own_port: int = 0  # the port MedUI's storage SCP listens on for C-MOVE (0: C-MOVE unused)
     timeout: float = 30.0
     retrieve: str = "c-get"  # how instances are retrieved: "c-get" (on MedUI's association) or "c-move"
+    parallel: int = 3  # associations a C-GET of many instances uses at once (1: one, for the whole retrieval)
 
     def check(self, where: str) -> None:
         for name, value in (("ae_title", self.ae_title), ("own_ae_title", self.own_ae_title)):
@@ -51,6 +53,11 @@ class DimsePeer:
                 raise PacsConfigError(f"{where}: {name} {port} is not a TCP port; expected 1 to 65535")
         if self.retrieve not in RETRIEVE:
             raise PacsConfigError(f"{where}: retrieve is {self.retrieve!r}; expected one of {', '.join(RETRIEVE)}")
+        if isinstance(self.parallel, bool) or not isinstance(self.parallel, int) \
+                or not 1 <= self.parallel <= PARALLEL_MAX:
+            raise PacsConfigError(f"{where}: parallel is {self.parallel!r}; expected a whole number of associations "
+                                  f"from 1 to {PARALLEL_MAX} for C-GET (default 3; 1 retrieves on one association), "
+                                  "e.g. parallel = 3")
         if self.retrieve == "c-move" and not self.own_port:
             raise PacsConfigError(f"{where}: retrieve = \"c-move\" needs own_port, the port MedUI listens on for "
                                   "the instances the PACS sends (e.g. own_port = 11112), and the PACS must know "
