@@ -57,6 +57,23 @@ def signed_server(provider, tmp_path_factory) -> Iterator[dict]:
     stop_server(proc)
 
 
+def _download(page, button) -> Path:
+    """Click a download button once the app has finished its script run, and the file it gives; a click
+    that lands while a rerun replaces the button (a busy machine) is tried once more."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    for attempt in range(2):
+        page.locator('[data-testid="stStatusWidget"]').wait_for(state="hidden", timeout=180_000)
+        try:
+            with page.expect_download(timeout=60_000) as download:
+                button.click(timeout=120_000)
+            return Path(download.value.path())
+        except PlaywrightTimeout:
+            if attempt:
+                raise
+    raise AssertionError("unreachable")
+
+
 def _loopback_only(page) -> None:
     """Every request off this machine is refused: the test must not depend on the network."""
     def route(r) -> None:
@@ -115,9 +132,8 @@ def test_sign_in_roles_deep_links_logout_and_the_audit_trail(signed_server, brow
     while len(_audit(signed_server, user="clara", actions=("score", "explain"))) < 2 and time.time() < deadline:
         time.sleep(1)
     page.get_by_text("Compare saliency methods side by side").click()  # the PNGs are in this expander
-    with page.expect_download(timeout=60_000) as download:  # the overlay PNG: made, and recorded, on click
-        page.get_by_role("button", name="Download PNG").first.click(timeout=120_000)
-    assert Path(download.value.path()).read_bytes().startswith(b"\x89PNG")
+    png = _download(page, page.get_by_role("button", name="Download PNG").first)  # made, and recorded, on click
+    assert png.read_bytes().startswith(b"\x89PNG")
 
     page.get_by_role("button", name="Sign out").click()
     page.get_by_role("heading", name="End Session").wait_for(timeout=30_000)  # the provider's logout page
@@ -151,9 +167,7 @@ def test_sign_in_roles_deep_links_logout_and_the_audit_trail(signed_server, brow
     page.get_by_role("heading", name="Audit trail").wait_for(timeout=60_000)
     page.get_by_text("event(s), newest first").wait_for(timeout=30_000)
     page.screenshot(path=str(artifacts / "e2e-auth-audit.png"), full_page=True)
-    with page.expect_download(timeout=60_000) as download:
-        page.get_by_role("button", name="Download CSV").click()
-    exported = Path(download.value.path()).read_text()
+    exported = _download(page, page.get_by_role("button", name="Download CSV")).read_text()
     assert exported.startswith("id,time,subject,display_name,via,action,target,outcome,details")
     assert "clara,Clara Clinician,app,open-series,study 1." in exported
     ada.close()
