@@ -252,6 +252,19 @@ def served(tmp_path_factory: object, auth: bool = False):  # type: ignore[no-unt
         server.stop()
 
 
+def store_series(server: Orthanc, paths: list[Path], patient: tuple[str, str]) -> tuple[str, str, list[Path]]:
+    """Give generated files a patient (ID, name) and store them on `server`: (study UID, series UID, paths)."""
+    import pydicom
+
+    for p in paths:
+        ds = pydicom.dcmread(p)
+        ds.PatientID, ds.PatientName = patient
+        ds.save_as(p)
+    server.upload(paths)
+    ds = pydicom.dcmread(paths[0], stop_before_pixels=True)
+    return str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID), paths
+
+
 def dciodvfy_errors(path: Path) -> list[str]:
     out = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True, timeout=60)
     return [line for line in (out.stdout + out.stderr).splitlines() if line.startswith("Error")]

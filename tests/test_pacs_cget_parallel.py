@@ -17,7 +17,7 @@ from medui.pacs.config import load_nodes
 from medui.pacs.model import DimsePeer, Node
 from medui.usecases import pacs
 from tests import synth
-from tests.orthanc import MEDUI_AET, ORTHANC_AET, served
+from tests.orthanc import MEDUI_AET, ORTHANC_AET, served, store_series
 
 N = 41  # above dimse.PARALLEL_MIN: retrieved in groups
 
@@ -33,13 +33,7 @@ def series(server, tmp_path_factory) -> tuple[str, str, list[Path]]:
     tmp = tmp_path_factory.mktemp("cget")
     raw = synth.write_series(tmp / "raw", synth.phantom_volume(N, 40, 48), name="pg")
     paths = [synth.jpeg_lossless_copy(p, tmp / p.name) if k % 2 else p for k, p in enumerate(raw)]
-    for p in paths:
-        ds = pydicom.dcmread(p)
-        ds.PatientID, ds.PatientName = "CGET-PAR", "Parallel^Get"
-        ds.save_as(p)
-    server.upload(paths)
-    ds = pydicom.dcmread(paths[0], stop_before_pixels=True)
-    return str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID), paths
+    return store_series(server, paths, ("CGET-PAR", "Parallel^Get"))
 
 
 def node(server, parallel: int) -> Node:

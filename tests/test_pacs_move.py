@@ -9,7 +9,6 @@ import threading
 from pathlib import Path
 
 import numpy as np
-import pydicom
 import pytest
 
 from medui.cli import main
@@ -19,7 +18,7 @@ from medui.pacs.config import load_nodes
 from medui.pacs.model import DimsePeer, Node, StudyQuery, WebPeer
 from medui.usecases import pacs
 from tests import synth
-from tests.orthanc import MEDUI_AET, ORTHANC_AET, free_port, served
+from tests.orthanc import MEDUI_AET, ORTHANC_AET, free_port, served, store_series
 
 
 @pytest.fixture(scope="module")
@@ -34,13 +33,7 @@ def study(server, tmp_path_factory) -> tuple[str, str, list[Path]]:
     raw = synth.write_series(tmp / "raw", synth.phantom_volume(20, 48, 56), name="mv",
                              order=list(np.random.default_rng(5).permutation(20)))
     paths = [synth.jpeg_lossless_copy(p, tmp / p.name) for p in raw]
-    for p in paths:
-        ds = pydicom.dcmread(p)
-        ds.PatientID, ds.PatientName = "MOVE-1", "Move^Test"
-        ds.save_as(p)
-    server.upload(paths)
-    ds = pydicom.dcmread(paths[0], stop_before_pixels=True)
-    return str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID), paths
+    return store_series(server, paths, ("MOVE-1", "Move^Test"))
 
 
 def mover(server, own_ae: str = MEDUI_AET, port: int | None = None) -> Node:
