@@ -66,3 +66,16 @@ def detect() -> DeviceInfo:
     except Exception:  # no TensorFlow or a broken CUDA setup: the app still runs on the CPU
         pass
     return DeviceInfo("CPU", _cpu_name())
+
+
+def limit_cpu_threads(cpus: int) -> bool:
+    """Size TensorFlow's thread pools to `cpus` (e.g. what a scheduler gave this process: by default each
+    process takes every core of the machine). False when TensorFlow was already initialised here."""
+    import tensorflow as tf
+
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(max(1, cpus))
+        tf.config.threading.set_inter_op_parallelism_threads(max(1, cpus))
+    except RuntimeError:  # its pools exist already and stay as they are
+        return False
+    return True

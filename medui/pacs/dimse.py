@@ -227,18 +227,6 @@ def _responses(node: Node, assoc: Association, answers: Iterator[tuple[Dataset, 
         since = time.monotonic()
 
 
-def _storage_handler(on_item: Callable[[str, bytes], None], cancel: threading.Event | None,
-                     count: list[int]) -> Callable[[Any], int]:
-    def stored(event: Any) -> int:
-        if cancel is not None and cancel.is_set():
-            return 0xA700  # refused: out of resources (the user cancelled)
-        on_item(f"{event.request.AffectedSOPInstanceUID}.dcm", event.encoded_dataset(include_meta=True))
-        count[0] += 1
-        return 0x0000
-
-    return stored
-
-
 def retrieve(node: Node, study_uid: str, series_uid: str | None, on_item: Callable[[str, bytes], None],
              cancel: threading.Event | None = None) -> int:
     """C-GET (or C-MOVE, as the node's `retrieve` says) a series or a whole study; `on_item(name,
@@ -256,9 +244,9 @@ def retrieve(node: Node, study_uid: str, series_uid: str | None, on_item: Callab
             return _get_parallel(node, study_uid, listed, classes, min(peer.parallel, len(listed)), on_item, cancel)
     else:
         classes = _sop_classes(node, study_uid, series_uid)
-    count = [0]
-    _get(node, [_identifier(study_uid, series_uid)], classes, _storage_handler(on_item, cancel, count), count, cancel)
-    return count[0]
+    gate = dimse_get.Gate(on_item, cancel)
+    _get(node, [_identifier(study_uid, series_uid)], classes, gate.stored, gate.count, cancel)
+    return gate.count[0]
 
 
 def _get(node: Node, identifiers: Sequence[Dataset], classes: Sequence[str], stored: Callable[[Any], int],
@@ -302,7 +290,7 @@ def move(node: Node, study_uid: str, series_uid: str | None, on_item: Callable[[
     """C-MOVE to MedUI itself: a storage SCP listens on `own_port` (as `own_ae_title`, for the PACS's
     AE title only) while the move runs; the PACS must list MedUI among its modalities."""
     peer = _peer(node)
-    count = [0]
+    gate = dimse_get.Gate(on_item, cancel)
     scp = AE(ae_title=peer.own_ae_title)
     scp.acse_timeout = scp.dimse_timeout = scp.network_timeout = peer.timeout
     scp.maximum_pdu_size = 0
@@ -312,7 +300,7 @@ def move(node: Node, study_uid: str, series_uid: str | None, on_item: Callable[[
         scp.add_supported_context(str(cx.abstract_syntax), ALL_TRANSFER_SYNTAXES)
     try:
         server = scp.start_server(("", peer.own_port), block=False,
-                                  evt_handlers=[(evt.EVT_C_STORE, _storage_handler(on_item, cancel, count))])
+                                  evt_handlers=[(evt.EVT_C_STORE, gate.stored)])
         assert server is not None  # block=False always returns the server
     except OSError as exc:
         raise PacsConnectionError(
@@ -323,10 +311,10 @@ def move(node: Node, study_uid: str, series_uid: str | None, on_item: Callable[[
         with _association(node, [(StudyRootQueryRetrieveInformationModelMove, ALL_TRANSFER_SYNTAXES[:3])]) as assoc:
             answers = assoc.send_c_move(_identifier(study_uid, series_uid), peer.own_ae_title,
                                         StudyRootQueryRetrieveInformationModelMove)
-            _responses(node, assoc, answers, count, "C-MOVE", cancel, functools.partial(_move_refused, node))
+            _responses(node, assoc, answers, gate.count, "C-MOVE", cancel, functools.partial(_move_refused, node))
     finally:
         server.shutdown()
-    return count[0]
+    return gate.count[0]
 
 
 def _move_refused(node: Node, code: int, comment: str) -> str:

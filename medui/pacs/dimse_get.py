@@ -22,7 +22,8 @@ POLL_S = 0.05  # how often the calling thread looks at the cancel while the asso
 
 
 class Gate:
-    """What the associations of one retrieval share."""
+    """What the associations of one retrieval share (also the one association of a plain C-GET, and the
+    storage SCP of a C-MOVE: `stored` is every retrieval's C-STORE handler)."""
 
     def __init__(self, on_item: Callable[[str, bytes], None], cancel: threading.Event | None) -> None:
         self.on_item = on_item

@@ -45,14 +45,10 @@ def _limit_threads() -> None:
     """TensorFlow's thread pools sized to the CPUs Ray gave this task: Ray runs one task per CPU, and
     TensorFlow's default (every core of the node, per worker) has the tasks on one node fight for its cores."""
     import ray
-    import tensorflow as tf
 
-    cpus = max(1, round(ray.get_runtime_context().get_assigned_resources().get("CPU", 1)))  # type: ignore[no-untyped-call]
-    try:
-        tf.config.threading.set_intra_op_parallelism_threads(cpus)
-        tf.config.threading.set_inter_op_parallelism_threads(cpus)
-    except RuntimeError:  # TensorFlow already initialised in this worker: its pools stay as they are
-        pass
+    from medui.ai.device import limit_cpu_threads
+
+    limit_cpu_threads(round(ray.get_runtime_context().get_assigned_resources().get("CPU", 1)))  # type: ignore[no-untyped-call]
 
 
 def _node() -> str:
