@@ -16,6 +16,8 @@ from typing import Any, TypeVar
 
 from pynetdicom.association import Association
 
+from medui.pacs.part10 import part10
+
 G = TypeVar("G")
 REFUSED = 0xA700  # C-STORE status "refused: out of resources" (the retrieval was cancelled or failed)
 POLL_S = 0.05  # how often the calling thread looks at the cancel while the associations run
@@ -61,7 +63,11 @@ class Gate:
         """The C-STORE handler of every association: the instance to `on_item`, one at a time."""
         if self.stopped():
             return REFUSED
-        name, data = f"{event.request.AffectedSOPInstanceUID}.dcm", event.encoded_dataset(include_meta=True)
+        request = event.request
+        sop = str(request.AffectedSOPInstanceUID)
+        data = part10(str(request.AffectedSOPClassUID), sop, str(event.context.transfer_syntax),
+                      event.encoded_dataset(include_meta=False))
+        name = f"{sop}.dcm"
         with self._lock:
             if self.stopped():  # cancelled while this one waited: it is not passed on
                 return REFUSED
