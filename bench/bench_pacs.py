@@ -131,7 +131,8 @@ def main() -> None:
             doc["ct_mb"] = round(sum(p.stat().st_size for p in files) / 1e6, 1)
             study_uid, series_uid = _uids(files[0])
             url = f"{server.dicomweb}/studies/{study_uid}/series/{series_uid}"
-            accept = {"Accept": 'multipart/related; type="application/dicom"; transfer-syntax=*'}
+            accept = {"Accept": 'multipart/related; type="application/dicom"; transfer-syntax=*',
+                      "Accept-Encoding": "identity"}  # as MedUI asks (medui.pacs.dicomweb._session)
 
             def raw() -> int:
                 with requests.get(url, headers=accept, stream=True, timeout=120) as resp:

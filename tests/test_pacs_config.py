@@ -17,6 +17,7 @@ dicomweb_url = "https://pacs.example.org/dicom-web/"
 user = "medui"
 password_env = "PACS_PW"
 timeout_s = 12
+http_compression = true
 ae_title = "ORTHANC"
 host = "pacs.example.org"
 port = 4242
@@ -58,7 +59,7 @@ def test_toml_file_with_both_protocols(tmp_path):
     orthanc = nodes["orthanc"]
     assert orthanc.protocols == ["dicomweb", "dimse"]
     assert orthanc.dicomweb is not None and orthanc.dicomweb.password == "from-env"
-    assert orthanc.dicomweb.timeout == 12
+    assert orthanc.dicomweb.timeout == 12 and orthanc.dicomweb.compress
     assert orthanc.dimse is not None and (orthanc.dimse.ae_title, orthanc.dimse.port, orthanc.dimse.own_port) == \
         ("ORTHANC", 4242, 11112)
     assert nodes["dimse-only"].protocols == ["dimse"]
@@ -80,6 +81,7 @@ def test_streamlit_folder_is_the_default_place(tmp_path, monkeypatch):
     ('[[node]]\nname = "a"\n', "neither dicomweb_url nor a DIMSE peer"),
     ('[[node]]\nname = "a"\ndicomweb_url = "http://h"\npasword = "typo"\n', "unknown key(s) pasword"),
     ('[[node]]\nname = "a"\ndicomweb_url = "http://h"\npassword_env = "NOPE_PW"\n', "NOPE_PW, which is not set"),
+    ('[[node]]\nname = "a"\ndicomweb_url = "http://h"\nhttp_compression = "yes"\n', "http_compression is 'yes'"),
     ("[[node]\n", "not a readable TOML file"),
 ])
 def test_configuration_errors_say_what_is_wrong(tmp_path, text, expected):

@@ -75,6 +75,21 @@ def test_dicomweb_round_trip(server, tmp_path):
     np.testing.assert_allclose(loaded.series[0].affine, direct.series[0].affine)
 
 
+def test_dicomweb_answers_come_uncompressed_unless_the_node_asks(server, tmp_path):
+    # Orthanc gzips what a client accepts gzipped (requests accepts it by default): ~290 ms of its CPU
+    # per 8 MB radiograph before the first byte, against ~20 ms sent as is
+    paths = generated(tmp_path, "ENC-WEB", "Encoding^Web", n=1, rows=256, cols=256)
+    dicomweb.store(web_node(server), [pydicom.dcmread(paths[0])])
+    [study] = pacs.search(web_node(server), StudyQuery(patient_id="ENC-WEB")).items
+    accept = 'multipart/related; type="application/dicom"; transfer-syntax=*'
+    for compress, encoding in ((False, None), (True, "gzip")):
+        node = web_node(server, compress=compress)
+        with dicomweb._raw_get(node, f"/studies/{study.uid}", [], accept) as resp:
+            assert resp.headers.get("Content-Encoding") == encoding
+        got = pacs.retrieve(node, study.uid)
+        assert got.complete and pacs.load_retrieved(got).series[0].pixels.shape == (1, 256, 256)
+
+
 def test_dimse_round_trip_keeps_compressed_files_as_stored(server, tmp_path):
     node = dimse_node(server)
     assert "C-ECHO" in dimse.echo(node)

@@ -13,6 +13,7 @@ The file (see README, "Hospital connection")::
     user = "medui"                 # HTTP Basic; or token = "..." (bearer)
     password_env = "PACS_PASSWORD" # read the secret from the environment (or password = "...")
     timeout_s = 30
+    http_compression = false       # ask DICOMweb answers gzip-compressed (only for links under ~100 Mbit/s)
     ae_title = "ORTHANC"           # DIMSE peer (optional)
     host = "pacs.example.org"
     port = 4242
@@ -37,11 +38,13 @@ from medui.pacs.model import DimsePeer, Node, WebPeer
 DEFAULT = "default"
 FILE = Path(".streamlit") / "pacs.toml"
 KEYS = {"name", "dicomweb_url", "user", "password", "password_env", "token", "token_env", "timeout_s",
+        "http_compression",
         "ae_title", "host", "port", "own_ae_title", "own_port",
         "retrieve", "parallel"}
 
 
-def _web(url: str, user: str, password: str, token: str, timeout: float, where: str) -> WebPeer:
+def _web(url: str, user: str, password: str, token: str, timeout: float, where: str,
+         compress: object = False) -> WebPeer:
     """A DICOMweb peer; credentials written into the URL are moved out of it."""
     parts = urlsplit(url.strip())
     if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -54,7 +57,9 @@ def _web(url: str, user: str, password: str, token: str, timeout: float, where: 
         parts = parts._replace(netloc=netloc)
     if timeout <= 0:
         raise PacsConfigError(f"{where}: timeout_s is {timeout}; expected a positive number of seconds")
-    return WebPeer(urlunsplit(parts).rstrip("/"), user, password, token, float(timeout))
+    if not isinstance(compress, bool):
+        raise PacsConfigError(f"{where}: http_compression is {compress!r}; expected true or false")
+    return WebPeer(urlunsplit(parts).rstrip("/"), user, password, token, float(timeout), compress)
 
 
 def _secret(entry: Mapping[str, Any], key: str, env: Mapping[str, str], where: str) -> str:
@@ -80,7 +85,7 @@ def _node(entry: Mapping[str, Any], env: Mapping[str, str], where: str) -> Node:
         web = None
         if entry.get("dicomweb_url"):
             web = _web(str(entry["dicomweb_url"]), str(entry.get("user", "")), _secret(entry, "password", env, where),
-                       _secret(entry, "token", env, where), timeout, where)
+                       _secret(entry, "token", env, where), timeout, where, entry.get("http_compression", False))
         dimse = None
         if entry.get("ae_title") or entry.get("host") or entry.get("port"):
             missing = [k for k in ("ae_title", "host", "port") if not entry.get(k)]

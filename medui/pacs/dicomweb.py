@@ -40,6 +40,8 @@ TAGS = {"StudyInstanceUID": "0020000D", "PatientID": "00100020", "PatientName": 
 
 def _session(peer: WebPeer) -> requests.Session:
     session = requests.Session()
+    # requests asks for gzip by default, and a PACS that honours it compresses every DICOM answer on the fly
+    session.headers["Accept-Encoding"] = "gzip, deflate" if peer.compress else "identity"
     if peer.user:
         session.auth = (peer.user, peer.password)
     elif peer.token:
