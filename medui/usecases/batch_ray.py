@@ -24,7 +24,6 @@ from typing import Any
 from medui.db import worklist as store
 from medui.db.worklist import FAILED, SCORED, StudyKey
 from medui.errors import SharedStorageError
-from medui.io.loader import LoadResult, load
 from medui.training import jobs
 from medui.usecases.batch_sources import FolderSource, PacsSource, Source, prefetched, source_from
 from medui.usecases.diagnose import LoadedModel, load_model
@@ -122,9 +121,6 @@ class _Given:
     def inputs(self, study_uid: str) -> list[Any]:
         found = self.files.get(study_uid)
         return found if found is not None else self.source().inputs(study_uid)
-
-    def fetch(self, key: StudyKey) -> LoadResult:
-        return load(self.inputs(key.study_uid))
 
 
 def group_size(n: int, cpus: float) -> int:

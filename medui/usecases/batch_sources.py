@@ -1,7 +1,7 @@
 """Where a batch job's studies come from: a server folder or zip (within MEDUI_DATA_ROOTS), or a PACS query.
 
-A source lists its studies as `StudyKey`s (identifiers only) and fetches one study at a time as a
-`LoadResult` of the one loader, so a batch reads what Viewer and Diagnose read. Folder files are grouped
+A source lists its studies as `StudyKey`s (identifiers only) and gives one study's files at a time,
+which `prefetched` reads with the one loader, so a batch reads what Viewer and Diagnose read. Folder files are grouped
 by Study Instance UID from their headers; a file without one (PNG, JPEG, NIfTI, a file that is not
 DICOM) is a study of its own, keyed by a hash of its path within the folder (never the name itself).
 """
@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import pydicom
 from pydicom.errors import InvalidDicomError
@@ -26,6 +26,8 @@ from medui.io.sources import SourceFile, expand, is_zip
 from medui.pacs.model import PAGE_SIZE, Node, StudyQuery
 from medui.training.folders import list_inputs
 
+A = TypeVar("A")
+T = TypeVar("T")
 TAGS = ["StudyInstanceUID", "SeriesInstanceUID", "AccessionNumber", "Modality", "StudyDate"]
 
 
@@ -33,8 +35,6 @@ class Source(Protocol):
     def studies(self) -> list[StudyKey]: ...
 
     def inputs(self, study_uid: str) -> list[Any]: ...
-
-    def fetch(self, key: StudyKey) -> LoadResult: ...
 
 
 def _text(ds: Any, name: str, size: int) -> str:
@@ -104,9 +104,6 @@ class FolderSource:
             raise BatchError(f"study {study_uid} is no longer in {self.path}; it was moved or deleted")
         return list(found)
 
-    def fetch(self, key: StudyKey) -> LoadResult:
-        return load(self.inputs(key.study_uid))
-
 
 @dataclass
 class PacsSource:
@@ -156,9 +153,6 @@ class PacsSource:
             raise BatchError(f"the PACS could not give study {study_uid}: {got.error}")
         return list(got.items)
 
-    def fetch(self, key: StudyKey) -> LoadResult:
-        return load(self.inputs(key.study_uid))
-
 
 def source_from(params: dict[str, Any]) -> Source:
     """The source a job's params.json names ({"source": {"kind": "folder"|"pacs", ...}})."""
@@ -190,41 +184,63 @@ def describe(params: dict[str, Any]) -> str:
     return ", ".join(parts) + f", at most {spec.get('limit') or 200}"
 
 
-def prefetched(source: Source, keys: list[StudyKey], depth: int = 2) -> Iterator[tuple[StudyKey, LoadResult | str]]:
-    """(key, loaded study or the reason it could not be) for each key, decoded `depth` studies ahead in a
-    thread while the caller scores: decoding overlaps inference."""
+def _attempt(fn: Callable[[A], T], arg: A) -> T | str:
+    """`fn(arg)`, or the reason it failed (a study that fails is recorded with it and the job goes on)."""
+    try:
+        return fn(arg)
+    except MedUIError as exc:
+        return str(exc)
+    except Exception as exc:
+        return f"{type(exc).__name__}: {exc}"
+
+
+def _ahead(items: Generator[T, None, None], depth: int, name: str) -> Iterator[T]:
+    """`items`, produced in a thread of their own up to `depth` ahead of the caller; closing this
+    generator stops the thread (and closes `items`)."""
     import queue
     import threading
 
-    out: queue.Queue[tuple[StudyKey, LoadResult | str] | None] = queue.Queue(maxsize=depth)
+    out: queue.Queue[tuple[T] | None] = queue.Queue(maxsize=depth)
     stop = threading.Event()
 
     def produce() -> None:
-        for key in keys:
-            if stop.is_set():
-                break
-            item: LoadResult | str
-            try:
-                item = source.fetch(key)
-            except MedUIError as exc:
-                item = str(exc)
-            except Exception as exc:
-                item = f"{type(exc).__name__}: {exc}"
-            while not stop.is_set():
-                try:
-                    out.put((key, item), timeout=0.2)
+        try:
+            for item in items:
+                while not stop.is_set():
+                    try:
+                        out.put((item,), timeout=0.2)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
                     break
-                except queue.Full:
-                    continue
-        out.put(None)
+        finally:
+            items.close()
+            out.put(None)
 
-    thread = threading.Thread(target=produce, name="batch-decode", daemon=True)
+    thread = threading.Thread(target=produce, name=name, daemon=True)
     thread.start()
     try:
         while (got := out.get()) is not None:
-            yield got
+            yield got[0]
     finally:
         stop.set()
         while thread.is_alive():
             with contextlib.suppress(queue.Empty):
                 out.get(timeout=0.1)
+
+
+def prefetched(source: Source, keys: list[StudyKey], depth: int = 2) -> Iterator[tuple[StudyKey, LoadResult | str]]:
+    """(key, loaded study or the reason it could not be) for each key, in a pipeline: one thread retrieves
+    the next study's files (from a PACS: the network), another decodes the one before, up to `depth`
+    studies ahead, while the caller scores: retrieval, decoding and inference overlap."""
+
+    def retrieved() -> Generator[tuple[StudyKey, list[Any] | str], None, None]:
+        for key in keys:
+            yield key, _attempt(source.inputs, key.study_uid)
+
+    def decoded() -> Generator[tuple[StudyKey, LoadResult | str], None, None]:
+        for key, inputs in _ahead(retrieved(), 1, "batch-retrieve"):  # one study's bytes waiting, at most
+            yield key, inputs if isinstance(inputs, str) else _attempt(load, inputs)
+
+    yield from _ahead(decoded(), depth, "batch-decode")
