@@ -15,13 +15,16 @@
 namespaces is a Python relay, and on a busy 2-core machine it adds a few milliseconds to each of
 C-GET's 255 sub-operation round trips. Timings are medians of interleaved repeats in one run.
 
-Measured on the shared 2-core VM (`--repeats 3`, `--studies 50` for the --parallel sweeps):
+Measured on the shared 2-core VM (`--repeats 3`, `--studies 50` for the --parallel sweeps), before the
+PDU size, File Meta and log handler changes of December 2026 (README, "Hospital connection"):
 - `--direct`: `ratio_cget` 2.08 (K=3) / 2.01 (K=2) / 2.12 (K=4) against `ratio_cget_one` 1.87-2.02 in
   the same runs, 2.15 against 1.93 in the default run: on loopback the MedUI process is CPU-bound
   (pynetdicom's PDU handling holds the GIL, the decoders share the two cores) and more associations
   only add work;
 - through the relay (no `--direct`, a few ms per round trip): `ratio_cget` 3.16 (K=2), 2.57 (K=3),
   2.25 (K=4) against `ratio_cget_one` 5.5-6.1: with any latency on the link the round trips overlap.
+After them (`--direct --studies 20 --repeats 5`, two runs): `ratio_cget_one` 1.51 / 1.58, `ratio_cget`
+1.63 / 1.82, `ratio_wado` 1.04 / 1.22.
 Needs Orthanc (apt-get install orthanc orthanc-dicomweb).
 """
 
