@@ -59,7 +59,7 @@ def test_toml_file_with_both_protocols(tmp_path):
     orthanc = nodes["orthanc"]
     assert orthanc.protocols == ["dicomweb", "dimse"]
     assert orthanc.dicomweb is not None and orthanc.dicomweb.password == "from-env"
-    assert orthanc.dicomweb.timeout == 12 and orthanc.dicomweb.compress
+    assert orthanc.dicomweb.timeout == 12 and orthanc.dicomweb.compress and ", gzip" in orthanc.describe()
     assert orthanc.dimse is not None and (orthanc.dimse.ae_title, orthanc.dimse.port, orthanc.dimse.own_port) == \
         ("ORTHANC", 4242, 11112)
     assert nodes["dimse-only"].protocols == ["dimse"]

@@ -85,7 +85,7 @@ class Node:
         parts = []
         if self.dicomweb:
             auth = " (basic auth)" if self.dicomweb.user else " (token)" if self.dicomweb.token else ""
-            parts.append(f"DICOMweb {self.dicomweb.url}{auth}")
+            parts.append(f"DICOMweb {self.dicomweb.url}{auth}" + (", gzip" if self.dicomweb.compress else ""))
         if self.dimse:
             d = self.dimse
             parts.append(f"DIMSE {d.ae_title}@{d.host}:{d.port} as {d.own_ae_title}"
