@@ -2,8 +2,8 @@
 group and the data set as the peer sent it.
 
 pynetdicom's `Event.encoded_dataset(include_meta=True)` builds the meta group through a pydicom Dataset
-(validated attribute by attribute) and copies the data set twice; at 255 instances a series that was a
-quarter of the Python time of a C-GET. The group has seven fixed elements, encoded here directly; a
+(validated attribute by attribute) and copies the data set twice: a quarter of the Python time of a
+C-GET of a 255-instance series. The group has seven fixed elements, encoded here directly; a
 test checks the bytes equal pydicom's `write_file_meta_info` for the same values."""
 
 from __future__ import annotations

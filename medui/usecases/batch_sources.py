@@ -1,9 +1,10 @@
 """Where a batch job's studies come from: a server folder or zip (within MEDUI_DATA_ROOTS), or a PACS query.
 
 A source lists its studies as `StudyKey`s (identifiers only) and gives one study's files at a time,
-which `prefetched` reads with the one loader, so a batch reads what Viewer and Diagnose read. Folder files are grouped
-by Study Instance UID from their headers; a file without one (PNG, JPEG, NIfTI, a file that is not
-DICOM) is a study of its own, keyed by a hash of its path within the folder (never the name itself).
+which `prefetched` reads with the one loader, so a batch reads what Viewer and Diagnose read. Folder
+files are grouped by Study Instance UID from their headers; a file without one (PNG, JPEG, NIfTI, a
+file that is not DICOM) is a study of its own, keyed by a hash of its path within the folder (never
+the name itself).
 """
 
 from __future__ import annotations
