@@ -69,9 +69,8 @@ def _association(node: Node, contexts: Sequence[tuple[str, Sequence[str]]], role
     ae = AE(ae_title=peer.own_ae_title)
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = peer.timeout
     ae.connection_timeout = min(peer.timeout, 10.0)
-    # Ask for PDUs of any size (max_pdu=0), here and as an acceptor: pynetdicom's default (16 kB) costs
-    # one trip through its state machine per 16 kB received (`associate`'s own default, not the AE's)
-    ae.maximum_pdu_size = 0
+    # max_pdu=0 below: PDUs of any size. `associate` has its own default (16 kB), which costs one trip
+    # through pynetdicom's state machine per 16 kB received; `ae.maximum_pdu_size` only covers accepting
     for abstract, syntaxes in contexts:
         ae.add_requested_context(abstract, list(syntaxes))
     assoc = ae.associate(peer.host, peer.port, ae_title=peer.ae_title, max_pdu=0, ext_neg=list(roles) or None,
