@@ -14,10 +14,11 @@ import pytest
 from pydicom.data import get_testdata_file
 from pydicom.uid import generate_uid
 from pynetdicom import evt
+from pynetdicom.association import Association
 
 from medui.errors import PacsAuthError, PacsConnectionError
 from medui.io.loader import load
-from medui.pacs import dicomweb, dimse
+from medui.pacs import dicomweb, dimse, store_reply
 from medui.pacs.model import DimsePeer, Node, StudyQuery, WebPeer
 from medui.usecases import pacs
 from tests import synth
@@ -91,7 +92,7 @@ def test_dicomweb_answers_come_uncompressed_unless_the_node_asks(server, tmp_pat
         assert got.complete and pacs.load_retrieved(got).series[0].pixels.shape == (1, 256, 256)
 
 
-def test_dimse_round_trip_keeps_compressed_files_as_stored(server, tmp_path):
+def test_dimse_round_trip_keeps_compressed_files_as_stored(server, tmp_path, monkeypatch):
     node = dimse_node(server)
     assert "C-ECHO" in dimse.echo(node)
     paths = generated(tmp_path, "RT-DIMSE", "Roundtrip^Dimse", n=4)
@@ -102,8 +103,12 @@ def test_dimse_round_trip_keeps_compressed_files_as_stored(server, tmp_path):
     [study] = pacs.search(node, StudyQuery(patient_id="RT-DIMSE")).items
     [info] = pacs.series(node, study.uid)
     assert info.n_instances == 4
+    replies = []
+    quick = store_reply._reply
+    monkeypatch.setattr(store_reply, "_reply", lambda assoc, req: (replies.append(req.MessageID), quick(assoc, req)))
     got = pacs.retrieve(node, study.uid, info.uid, using="dimse")
     assert got.complete and len(got.items) == 4
+    assert len(replies) == 4  # every C-STORE sub-operation answered by the quick reply (medui.pacs.store_reply)
     np.testing.assert_array_equal(pacs.load_retrieved(got).series[0].pixels, load(paths).series[0].pixels)
     [j2k_study] = pacs.search(node, StudyQuery(patient_id="RT-J2K")).items
     got = pacs.retrieve(node, j2k_study.uid)  # a whole study; JPEG 2000 comes back as JPEG 2000 (no transcoding)
@@ -134,17 +139,36 @@ def _tiny_study(k: int) -> pydicom.Dataset:
     return ds
 
 
-@pytest.mark.parametrize("using", ["dicomweb", "dimse"])
-def test_search_is_paged(server, using):
+def _paging_node(server) -> Node:
+    """A node with both protocols on a PACS that holds the 57 studies of patients Paging^*."""
     node = Node("both", WebPeer(server.dicomweb), dimse_node(server).dimse)
     if not pacs.search(node, StudyQuery(patient_name="Paging^*"), limit=1).items:
         dicomweb.store(node, [_tiny_study(k) for k in range(57)])
+    return node
+
+
+@pytest.mark.parametrize("using", ["dicomweb", "dimse"])
+def test_search_is_paged(server, using):
+    node = _paging_node(server)
     query = StudyQuery(patient_name="Paging^*")
     first = pacs.search(node, query, 0, using=using)
     second = pacs.search(node, query, 50, using=using)
     assert (len(first.items), first.more, len(second.items), second.more) == (50, True, 7, False)
     ids = {s.patient_id for s in first.items} | {s.patient_id for s in second.items}
     assert ids == {f"PAGE-{k:03d}" for k in range(57)}
+
+
+def test_a_dimse_query_is_aborted_only_when_more_answers_wait(server, monkeypatch):
+    # pynetdicom's abort sleeps 0.1 s: a query whose answers all fit (the study's SOP classes before every
+    # C-GET) reads the final response and releases; one that matches more than wanted stops unread
+    node, query = _paging_node(server), StudyQuery(patient_name="Paging^*")
+    aborts = []
+    abort = Association.abort
+    monkeypatch.setattr(Association, "abort", lambda self, *a, **k: (aborts.append(1), abort(self, *a, **k))[1])
+    page = pacs.search(node, query, 0, limit=56, using="dimse")  # asks for 57 (one more tells `more`): all there are
+    assert (len(page.items), page.more, aborts) == (56, True, [])
+    page = pacs.search(node, query, 0, limit=10, using="dimse")
+    assert (len(page.items), page.more, aborts) == (10, True, [1])
 
 
 def test_pacs_down_says_so(tmp_path):

@@ -27,7 +27,7 @@ from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts
 from pynetdicom.association import Association
 
 from medui.errors import PacsConnectionError, PacsRequestError, PacsTimeoutError
-from medui.pacs import dimse_get
+from medui.pacs import dimse_get, store_reply
 from medui.pacs.model import PAGE_SIZE, DimsePeer, Node, Page, SeriesInfo, Study, StudyQuery, as_file, number, text
 
 # pynetdicom's "standard" handlers format a log record of every DIMSE message and PDU (its DEBUG/INFO
@@ -127,11 +127,11 @@ def _find(node: Node, query: Dataset, skip: int, keep: int) -> list[Dataset]:
             if _check(node, status, "searching (C-FIND)", since) not in PENDING:
                 break
             since = time.monotonic()
+            if len(out) >= keep:  # one answer more than wanted: a query matching thousands is not read to the end
+                assoc.abort()  # (not on reaching `keep`: the next answer may be the last, and an abort costs 0.1 s)
+                break
             if seen > skip and ident is not None:
                 out.append(ident)
-            if len(out) >= keep:
-                assoc.abort()  # the rest is not wanted: a query matching thousands must not be read to the end
-                break
     return out
 
 
@@ -265,6 +265,7 @@ def _get(node: Node, identifiers: Sequence[Dataset], classes: Sequence[str], sto
     contexts += [(uid, syntaxes) for uid in classes for syntaxes in [UNCOMPRESSED, *([ts] for ts in COMPRESSED)]]
     roles = [build_role(uid, scp_role=True) for uid in classes]
     with _association(node, contexts, roles, [(evt.EVT_C_STORE, stored)]) as assoc:
+        store_reply.install(assoc)  # each C-STORE sub-operation answered without pynetdicom's generic encoder
         if opened is not None:
             opened(assoc)
         for identifier in identifiers:
