@@ -1,19 +1,21 @@
 """Benchmark: MedUI against a real Orthanc (tests/orthanc.py). Prints JSON.
 
-    .venv/bin/python bench/bench_pacs.py [--studies 300] [--repeats 3] [--direct] [--parallel K]
+    .venv/bin/python bench/bench_pacs.py [--studies 300] [--repeats 3] [--direct] [--parallel K] [--delay-ms D]
 
 - search: every page (50 studies each) of `--studies` generated studies, by QIDO-RS and by C-FIND;
 - retrieve: the 255-slice JPEG Lossless chest CT (../shared/data/ct-chest-covid-255, else a generated
   CT) into a loaded series, by WADO-RS and by C-GET, against Orthanc's own time to serve the same
   bytes (one raw HTTP download of the series, multipart, as stored) plus MedUI's own load time of
   those bytes. Target: `ratio_wado` and `ratio_cget` <= 1.5. Those decode instances as they arrive
-  (`decode_ahead`); `*_then_load` load them only once all have arrived, and `cget_one` is C-GET on one
-  association (`parallel = 1`; `cget` uses the node's `parallel`, `--parallel`), for comparison;
+  (`decode_ahead`); `*_then_load` load them only once all have arrived, and `cget_parallel` is C-GET
+  on `--parallel` associations (default 3; `cget` uses a node's default, one), for comparison;
 - results: build SR + SEG + SC + PDF for one chest radiograph and send them by STOW-RS.
 
 `--direct` runs Orthanc without the test's network namespace: the forwarder that bridges the
 namespaces is a Python relay, and on a busy 2-core machine it adds a few milliseconds to each of
-C-GET's 255 sub-operation round trips. Timings are medians of interleaved repeats in one run.
+C-GET's 255 sub-operation round trips. `--delay-ms D` sends the DIMSE traffic through
+`bench/delay_proxy.py`, which holds it D ms each way (a PACS 2D ms away; the raw download and WADO-RS
+stay direct). Timings are medians of interleaved repeats in one run.
 
 Measured on the shared 2-core VM (`--repeats 3`, `--studies 50` for the --parallel sweeps), before the
 PDU size, File Meta and log handler changes of December 2026 (README, "Hospital connection"):
@@ -35,6 +37,7 @@ import copy
 import dataclasses
 import json
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -86,8 +89,10 @@ def main() -> None:
     parser.add_argument("--direct", action="store_true",
                         help="run Orthanc without the private network namespace and its forwarder (whose relay "
                              "adds latency to every DIMSE round trip); its ports are then open while it runs")
-    parser.add_argument("--parallel", type=int, default=None,
-                        help="C-GET associations at once (the node setting `parallel`; default: its default)")
+    parser.add_argument("--parallel", type=int, default=3,
+                        help="C-GET associations at once in the `cget_parallel` variant (the node setting `parallel`)")
+    parser.add_argument("--delay-ms", type=float, default=0.0,
+                        help="hold DIMSE traffic this long each way (bench/delay_proxy.py): a more distant PACS")
     args = parser.parse_args()
 
     import requests
@@ -96,7 +101,7 @@ def main() -> None:
     from medui.pacs.model import DimsePeer, Node, StudyQuery, WebPeer
     from medui.usecases import pacs, results
     from medui.usecases.diagnose import load_model, overlay, score
-    from tests.orthanc import MEDUI_AET, ORTHANC_AET, available, start
+    from tests.orthanc import MEDUI_AET, ORTHANC_AET, available, free_port, start
 
     if not available():
         print(json.dumps({"error": "Orthanc not installed: apt-get install orthanc orthanc-dicomweb"}))
@@ -105,12 +110,19 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="medui-bench-pacs-") as tmp_name:
         tmp = Path(tmp_name)
         server = start(tmp / "orthanc", isolate=False if args.direct else None)
+        proxy: subprocess.Popen[bytes] | None = None
         try:
-            peer = DimsePeer(ORTHANC_AET, "127.0.0.1", server.dicom_port, MEDUI_AET, 0, 120)
-            if args.parallel is not None:
-                peer = dataclasses.replace(peer, parallel=args.parallel)
+            dicom_port = server.dicom_port
+            if args.delay_ms:
+                dicom_port = free_port()
+                proxy = subprocess.Popen([sys.executable, str(ROOT / "bench" / "delay_proxy.py"), str(dicom_port),
+                                          str(server.dicom_port), str(args.delay_ms)])
+                time.sleep(0.5)
+            peer = DimsePeer(ORTHANC_AET, "127.0.0.1", dicom_port, MEDUI_AET, 0, 120)
             node = Node("bench", WebPeer(server.dicomweb, timeout=120), peer)
-            doc["cget_parallel"] = peer.parallel
+            doc["cget_associations"] = peer.parallel
+            doc["cget_parallel_associations"] = args.parallel
+            doc["dimse_delay_ms_each_way"] = args.delay_ms
             doc["orthanc_isolated_namespace"] = server.isolated
             pacs.send(node, _studies(args.studies))  # type: ignore[arg-type]
 
@@ -141,7 +153,7 @@ def main() -> None:
                 with requests.get(url, headers=accept, stream=True, timeout=120) as resp:
                     return sum(len(chunk) for chunk in resp.iter_content(1 << 20))
 
-            one = Node("bench", None, dataclasses.replace(peer, parallel=1))
+            several = Node("bench", None, dataclasses.replace(peer, parallel=args.parallel))
 
             def retrieve_load(using: str, ahead: bool = True, at: Node = node) -> int:
                 got = pacs.retrieve(at, study_uid, series_uid, expected=len(files), using=using, decode_ahead=ahead)
@@ -155,8 +167,8 @@ def main() -> None:
                 # the same, loading only once everything has arrived (as before decoding ahead)
                 "wado_then_load": lambda: retrieve_load("dicomweb", False),
                 "cget_then_load": lambda: retrieve_load("dimse", False),
-                # C-GET on one association (parallel = 1), for comparison
-                "cget_one": lambda: retrieve_load("dimse", at=one)}
+                # C-GET on several associations (parallel = --parallel), for comparison
+                "cget_parallel": lambda: retrieve_load("dimse", at=several)}
             rows: dict[str, list[float]] = {k: [] for k in variants}
             for _ in range(args.repeats):  # interleaved, so drift hits every variant alike
                 for key, fn in variants.items():
@@ -167,7 +179,7 @@ def main() -> None:
             doc.update({f"{k}_s": round(v, 3) for k, v in med.items()})
             doc["raw_mb_per_s"] = round(doc["ct_mb"] / med["raw"], 1)  # type: ignore[operator]
             doc["slices_loaded"] = retrieve_load("dicomweb")
-            for key in ("wado", "cget", "wado_then_load", "cget_then_load", "cget_one"):
+            for key in ("wado", "cget", "wado_then_load", "cget_then_load", "cget_parallel"):
                 doc[f"ratio_{key}"] = round(med[key] / (med["raw"] + med["load"]), 3)
             doc["target_ratio"] = 1.5
 
@@ -187,6 +199,8 @@ def main() -> None:
             doc["results_build_and_send_s"] = round(t_results, 3)
             doc["results_objects_sent"] = sent
         finally:
+            if proxy is not None:
+                proxy.kill()
             server.stop()
     print(json.dumps(doc, indent=2))
 

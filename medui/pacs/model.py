@@ -45,7 +45,9 @@ class DimsePeer:
     own_port: int = 0  # the port MedUI's storage SCP listens on for C-MOVE (0: C-MOVE unused)
     timeout: float = 30.0
     retrieve: str = "c-get"  # how instances are retrieved: "c-get" (on MedUI's association) or "c-move"
-    parallel: int = 3  # associations a C-GET of many instances uses at once (1: one, for the whole retrieval)
+    # associations a C-GET of many instances uses at once: 1 (one for the whole retrieval) unless the PACS is
+    # over ~2 ms away (round trip), where 3 keep that many sub-operations in flight (README, "Hospital connection")
+    parallel: int = 1
 
     def check(self, where: str) -> None:
         for name, value in (("ae_title", self.ae_title), ("own_ae_title", self.own_ae_title)):
@@ -60,8 +62,8 @@ class DimsePeer:
         if isinstance(self.parallel, bool) or not isinstance(self.parallel, int) \
                 or not 1 <= self.parallel <= PARALLEL_MAX:
             raise PacsConfigError(f"{where}: parallel is {self.parallel!r}; expected a whole number of associations "
-                                  f"from 1 to {PARALLEL_MAX} for C-GET (default 3; 1 retrieves on one association), "
-                                  "e.g. parallel = 3")
+                                  f"from 1 to {PARALLEL_MAX} for C-GET (default 1, one association; 3 for a PACS over "
+                                  "~2 ms away), e.g. parallel = 3")
         if self.retrieve == "c-move" and not self.own_port:
             raise PacsConfigError(f"{where}: retrieve = \"c-move\" needs own_port, the port MedUI listens on for "
                                   "the instances the PACS sends (e.g. own_port = 11112), and the PACS must know "
