@@ -25,8 +25,12 @@ PDU size, File Meta and log handler changes of December 2026 (README, "Hospital 
   only add work;
 - through the relay (no `--direct`, a few ms per round trip): `ratio_cget` 3.16 (K=2), 2.57 (K=3),
   2.25 (K=4) against `ratio_cget_one` 5.5-6.1: with any latency on the link the round trips overlap.
-After them (`--direct --studies 20 --repeats 5`, two runs): `ratio_cget_one` 1.51 / 1.58, `ratio_cget`
-1.63 / 1.82, `ratio_wado` 1.04 / 1.22.
+After them (`--direct --studies 20 --repeats 5`, two runs): C-GET on one association 1.51 / 1.58, on 3
+1.63 / 1.82, `ratio_wado` 1.04 / 1.22. After the quick C-STORE reply (medui/pacs/store_reply.py), the
+C-FIND abort fix and Orthanc with TCP_NODELAY=1, with one association the default: whole runs
+(`--repeats 5`) `ratio_cget` 1.40 (`--direct`) / 1.39 (relay), `ratio_cget_parallel` 1.77 / 1.75,
+`ratio_wado` 1.15 / 1.14; `--delay-ms 2`: 2.09 against 1.82 on 3 associations; `--delay-ms 5`: 3.28
+against 1.91.
 Needs Orthanc (apt-get install orthanc orthanc-dicomweb).
 """
 

@@ -139,4 +139,5 @@ def test_config_reads_parallel(tmp_path, monkeypatch):
     monkeypatch.setenv("MEDUI_PACS_CONFIG", str(cfg))
     monkeypatch.delenv("MEDUI_DICOMWEB_URL", raising=False)
     nodes = load_nodes()
-    assert [n.dimse.parallel for n in nodes.values() if n.dimse] == [4, DimsePeer("A", "h", 1).parallel]
+    assert [n.dimse.parallel for n in nodes.values() if n.dimse] == [4, 1]  # one association unless asked
+    assert nodes["x"].describe().endswith(", C-GET on 4 associations") and "associations" not in nodes["y"].describe()

@@ -91,7 +91,9 @@ class Node:
         if self.dimse:
             d = self.dimse
             parts.append(f"DIMSE {d.ae_title}@{d.host}:{d.port} as {d.own_ae_title}"
-                         + (f" (C-MOVE to port {d.own_port})" if d.retrieve == "c-move" else ""))
+                         + (f" (C-MOVE to port {d.own_port})" if d.retrieve == "c-move" else "")
+                         + (f", C-GET on {d.parallel} associations" if d.retrieve == "c-get" and d.parallel > 1
+                            else ""))
         return f"{self.name}: " + "; ".join(parts)
 
 
