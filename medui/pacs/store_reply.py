@@ -13,7 +13,8 @@ pynetdicom release it was written against (`SUPPORTED`); elsewhere pynetdicom's 
 unchanged. A request on a context that does not match goes to pynetdicom's method (it answers
 0x0122), and a peer whose PDUs are too small for the response in one fragment gets it through
 pynetdicom's message path. The handler must return a status code (MedUI's `dimse_get.Gate.stored`
-does); pynetdicom also accepts a status Dataset, which this answers with 0xC002 instead."""
+does); pynetdicom also accepts a status Dataset, which this answers with 0xC002 instead. These
+responses do not trigger pynetdicom's EVT_DIMSE_SENT (MedUI binds no handler to it)."""
 
 from __future__ import annotations
 
